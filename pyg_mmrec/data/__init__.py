@@ -1,0 +1,18 @@
+r"""Data sets, readers, the synthetic generator and BPR sampling."""
+from pyg_mmrec.data.hetero import (
+    INTERACTS,
+    ITEM,
+    MODALITIES,
+    USER,
+    item_modalities,
+    num_users_items,
+    split_edge_index,
+)
+from pyg_mmrec.data.readers import RawInteractions, detect_layout, read_dataset
+from pyg_mmrec.data.dataset import MultiModalRecDataset, to_hetero_data
+
+__all__ = [
+    'USER', 'ITEM', 'INTERACTS', 'MODALITIES', 'item_modalities',
+    'num_users_items', 'split_edge_index', 'RawInteractions', 'detect_layout',
+    'read_dataset', 'MultiModalRecDataset', 'to_hetero_data'
+]

@@ -1,0 +1,169 @@
+r"""The multi-modal recommendation data set as a PyG
+:class:`~torch_geometric.data.InMemoryDataset`."""
+import hashlib
+import os
+import os.path as osp
+import shutil
+import stat
+from typing import Callable, List, Optional
+
+import numpy as np
+import torch
+from torch_geometric.data import HeteroData, InMemoryDataset
+
+from pyg_mmrec.data.hetero import INTERACTS, ITEM, USER
+from pyg_mmrec.data.readers import (
+    DIFFMM_FILES,
+    FEATURE_FILES,
+    MMSSL_FILES,
+    TABULAR_FILES,
+    RawInteractions,
+    detect_layout,
+    read_dataset,
+)
+from pyg_mmrec.errors import DatasetError
+from pyg_mmrec.io import atomic_path
+
+
+def to_hetero_data(raw: RawInteractions) -> HeteroData:
+    r"""Converts validated :class:`RawInteractions` into the library's
+    bipartite :class:`~torch_geometric.data.HeteroData`."""
+    data = HeteroData()
+    data[USER].num_nodes = raw.num_users
+    data[ITEM].num_nodes = raw.num_items
+    for modality, features in raw.features.items():
+        data[ITEM][modality] = torch.from_numpy(
+            np.ascontiguousarray(features, dtype=np.float32))
+    store = data[INTERACTS]
+    store.edge_index = torch.from_numpy(raw.edges['train']).long()
+    store.val_edge_index = torch.from_numpy(raw.edges['val']).long()
+    store.test_edge_index = torch.from_numpy(raw.edges['test']).long()
+    return data
+
+
+def _default_processed_dir(root: str) -> str:
+    # Shared data sets are often read-only: fall back to a per-user cache.
+    # (root passes `os.access` on read-only folders, so check the mode too.)
+    if os.access(root, os.W_OK) and os.stat(root).st_mode & stat.S_IWUSR:
+        return osp.join(root, 'processed')
+    digest = hashlib.sha1(osp.abspath(root).encode()).hexdigest()[:12]
+    cache = os.environ.get('PYG_MMREC_CACHE',
+                           osp.join(osp.expanduser('~'), '.cache',
+                                    'pyg_mmrec'))
+    return osp.join(cache, f'{osp.basename(osp.abspath(root))}-{digest}')
+
+
+class MultiModalRecDataset(InMemoryDataset):
+    r"""A multi-modal recommendation data set read from a folder in the
+    DiffMM, MMSSL or tabular layout (see :mod:`pyg_mmrec.data.readers`).
+
+    It holds one bipartite :class:`~torch_geometric.data.HeteroData` with
+    node types ``'user'`` and ``'item'``, item features per modality
+    (``data['item'].visual``, ``.acoustic``, ``.textual``) and the
+    ``('user', 'interacts', 'item')`` training edges, with the validation and
+    test edges in ``val_edge_index`` and ``test_edge_index``.
+
+    Raw files are validated before anything is cached; bad input raises
+    :class:`~pyg_mmrec.errors.DatasetError` naming the file and the problem.
+    The processed cache is keyed by the raw files' sizes and modification
+    times, and written to a temporary file that is then renamed.
+
+    Args:
+        root (str): The folder holding the raw files.
+        layout (str, optional): ``'diffmm'``, ``'mmssl'`` or ``'tabular'``;
+            detected from the files present if :obj:`None`.
+        processed_dir (str, optional): Where to cache the processed data.
+            Defaults to ``root/processed``, or a per-user cache folder if
+            :obj:`root` is not writable.
+        transform (callable, optional): Applied on every access.
+        pre_transform (callable, optional): Applied before caching.
+        force_reload (bool, optional): Re-process even if cached.
+    """
+    def __init__(
+        self,
+        root: str,
+        layout: Optional[str] = None,
+        processed_dir: Optional[str] = None,
+        transform: Optional[Callable] = None,
+        pre_transform: Optional[Callable] = None,
+        force_reload: bool = False,
+    ) -> None:
+        root = osp.expanduser(root)
+        self.layout = layout or detect_layout(root)
+        self._processed_dir = processed_dir or _default_processed_dir(root)
+        self.notes: List[str] = []
+        super().__init__(root, transform, pre_transform,
+                         force_reload=force_reload, log=False)
+        self.load(self.processed_paths[0], data_cls=HeteroData)
+
+    @property
+    def raw_dir(self) -> str:
+        return self.root
+
+    @property
+    def processed_dir(self) -> str:
+        return self._processed_dir
+
+    @property
+    def raw_file_names(self) -> List[str]:
+        if self.layout == 'diffmm':
+            names = list(DIFFMM_FILES.values())
+        elif self.layout == 'mmssl':
+            names = list(MMSSL_FILES.values())
+        else:
+            names = [next((n for n in TABULAR_FILES
+                           if osp.isfile(osp.join(self.root, n))),
+                          TABULAR_FILES[1])]
+        return names + [
+            name for name in FEATURE_FILES.values()
+            if osp.isfile(osp.join(self.root, name))
+        ]
+
+    @property
+    def processed_file_names(self) -> List[str]:
+        # Key the cache by the raw files, so edited inputs are re-validated.
+        digest = hashlib.sha1(self.layout.encode())
+        for path in self.raw_paths:
+            if osp.isfile(path):
+                st = os.stat(path)
+                digest.update(f'{path}:{st.st_size}:{st.st_mtime_ns}'.encode())
+        return [f'data_{digest.hexdigest()[:16]}.pt']
+
+    def download(self) -> None:
+        missing = [p for p in self.raw_paths if not osp.isfile(p)]
+        raise DatasetError(
+            missing[0] if missing else self.root,
+            'file not found; pyg_mmrec does not download data sets: place '
+            'the interaction files and at least one *_feat.npy file in '
+            'this folder')
+
+    def _process(self) -> None:
+        created = not osp.isdir(self.processed_dir)
+        try:
+            super()._process()
+        except BaseException:
+            if created:  # leave no empty cache folder behind
+                shutil.rmtree(self.processed_dir, ignore_errors=True)
+            raise
+
+    def process(self) -> None:
+        raw = read_dataset(self.root, self.layout)
+        self.notes = raw.notes
+        data = to_hetero_data(raw)
+        if self.pre_transform is not None:
+            data = self.pre_transform(data)
+        with atomic_path(self.processed_paths[0]) as tmp:
+            self.save([data], tmp)
+
+    @property
+    def num_users(self) -> int:
+        return int(self._data[USER].num_nodes)
+
+    @property
+    def num_items(self) -> int:
+        return int(self._data[ITEM].num_nodes)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({osp.basename(self.root)}, '
+                f'layout={self.layout}, users={self.num_users}, '
+                f'items={self.num_items})')

@@ -1,0 +1,53 @@
+r"""Names that make up the bipartite :class:`~torch_geometric.data.HeteroData`
+contract shared by every part of the library.
+
+.. code-block:: text
+
+    data['user'].num_nodes                    number of users U
+    data['item'].num_nodes                    number of items I
+    data['item'].visual / acoustic / textual  float32 [I, d_m] features
+    data['user', 'interacts', 'item']
+        .edge_index                           [2, E] training interactions
+        .val_edge_index, .test_edge_index     [2, E'] held-out interactions
+
+Edge indices are ``int64``, sorted by user then item, without duplicates.
+"""
+from typing import List, Tuple
+
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+USER = 'user'
+ITEM = 'item'
+INTERACTS: Tuple[str, str, str] = (USER, 'interacts', ITEM)
+RATED_BY: Tuple[str, str, str] = (ITEM, 'rev_interacts', USER)
+
+#: Modality names in canonical order, and their feature file stems.
+MODALITIES: Tuple[str, ...] = ('visual', 'acoustic', 'textual')
+FEATURE_FILES = {
+    'visual': 'image_feat.npy',
+    'acoustic': 'audio_feat.npy',
+    'textual': 'text_feat.npy',
+}
+SPLITS: Tuple[str, ...] = ('train', 'val', 'test')
+
+
+def item_modalities(data: HeteroData) -> List[str]:
+    r"""The modality names present on :obj:`data['item']`, in canonical
+    order."""
+    return [m for m in MODALITIES if m in data[ITEM]]
+
+
+def split_edge_index(data: HeteroData, split: str) -> Tensor:
+    r"""The user-item edges of :obj:`split` (``'train'``, ``'val'`` or
+    ``'test'``)."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}' (expected one of "
+                         f"{', '.join(SPLITS)})")
+    key = 'edge_index' if split == 'train' else f'{split}_edge_index'
+    return data[INTERACTS][key]
+
+
+def num_users_items(data: HeteroData) -> Tuple[int, int]:
+    r"""``(num_users, num_items)`` of :obj:`data`."""
+    return int(data[USER].num_nodes), int(data[ITEM].num_nodes)

@@ -1,0 +1,1 @@
+r"""TODO: exports are wired once the modules land."""
