@@ -1,0 +1,213 @@
+r"""The ``pyg-mmrec`` command.
+
+Bad input (missing or invalid files, unknown options) is reported in one
+line on standard error with exit status 2, without a traceback.
+"""
+import argparse
+import csv
+import io
+import json
+import os.path as osp
+import sys
+import warnings
+from typing import List, Optional
+
+import torch
+
+import pyg_mmrec
+from pyg_mmrec.errors import ConfigError, MMRecError
+
+EXIT_USAGE = 2
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from pyg_mmrec.train.registry import MODELS, PRESETS
+    p = sub.add_parser(
+        'train', help='train a model and write metrics.json + checkpoint',
+        description='Train a recommender; validation every epoch, best epoch '
+        'on validation Recall@20, test reported at that epoch.')
+    p.add_argument('--model', default='lightgcn', choices=sorted(MODELS))
+    p.add_argument('--dataset', default='synthetic',
+                   help="'synthetic' (built in) or a data set folder")
+    p.add_argument('--preset', choices=PRESETS,
+                   help="the papers' hyper-parameters for a data set")
+    p.add_argument('--epochs', type=int, help='maximum number of epochs')
+    p.add_argument('--patience', type=int,
+                   help='early-stopping patience in epochs (0: off)')
+    p.add_argument('--batch-size', type=int)
+    p.add_argument('--lr', type=float)
+    p.add_argument('--device', help="'cpu', 'cuda' or 'auto' (default)")
+    p.add_argument('--seed', type=int)
+    p.add_argument('--out', default='runs/latest',
+                   help='output folder (default: runs/latest)')
+    p.add_argument('--resume', metavar='CHECKPOINT',
+                   help='continue the run saved in this last.pt')
+    p.add_argument('--set', dest='overrides', action='append', default=[],
+                   metavar='KEY=VALUE',
+                   help='override any hyper-parameter, e.g. --set '
+                   'num_layers=2 or --set data.num_users=500 (repeatable)')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pyg_mmrec.train.config import parse_overrides
+    from pyg_mmrec.train.run import RunOptions, train
+    overrides = parse_overrides(args.overrides)
+    for option in ('epochs', 'patience', 'batch_size', 'lr', 'device',
+                   'seed'):
+        value = getattr(args, option)
+        if value is not None:
+            overrides.append((f'train.{option}', str(value)))
+    options = RunOptions(model=args.model, dataset=args.dataset,
+                         preset=args.preset, overrides=overrides,
+                         out=args.out, resume=args.resume,
+                         progress=not args.quiet)
+    report = train(options)
+    summary = {k: report[k] for k in ('model', 'best_epoch', 'val', 'test')}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {osp.join(args.out, 'metrics.json')} and "
+          f"{osp.join(args.out, 'checkpoint.pt')}", file=sys.stderr)
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('evaluate', help='evaluate a saved checkpoint')
+    p.add_argument('--checkpoint', required=True)
+    p.add_argument('--dataset', help='data set (default: the training one)')
+    p.add_argument('--device', default='cpu')
+    p.set_defaults(func=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from pyg_mmrec.train.run import evaluate_checkpoint
+    report = evaluate_checkpoint(args.checkpoint, args.dataset, args.device)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _parse_users(spec: str, num_users: int) -> torch.Tensor:
+    if spec == 'all':
+        return torch.arange(num_users)
+    text = spec
+    if osp.isfile(spec):
+        with open(spec) as f:
+            text = f.read()
+    try:
+        users = [int(tok) for tok in text.replace(',', ' ').split()]
+    except ValueError:
+        raise ConfigError(f"--users must be 'all', a comma-separated list of "
+                          f"user ids or a file of them, got '{spec}'") \
+            from None
+    if not users:
+        raise ConfigError('--users names no user')
+    bad = [u for u in users if not 0 <= u < num_users]
+    if bad:
+        raise ConfigError(f'user id {bad[0]} is out of range 0..'
+                          f'{num_users - 1}')
+    return torch.tensor(users)
+
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('recommend',
+                       help='top-k unseen items per user from a checkpoint')
+    p.add_argument('--checkpoint', required=True)
+    p.add_argument('--users', required=True,
+                   help="'all', ids like 0,5,7, or a file of ids")
+    p.add_argument('--k', type=int, default=20)
+    p.add_argument('--format', choices=('csv', 'json'), default='csv')
+    p.add_argument('--output', help='write here instead of standard output')
+    p.add_argument('--dataset', help='data set (default: the training one)')
+    p.add_argument('--device', default='cpu')
+    p.set_defaults(func=_run_recommend)
+
+
+def _run_recommend(args: argparse.Namespace) -> int:
+    from pyg_mmrec.io import atomic_path
+    from pyg_mmrec.train.run import restore
+    if args.k < 1:
+        raise ConfigError(f'--k must be at least 1, got {args.k}')
+    model, data, _ = restore(args.checkpoint, args.dataset, args.device)
+    users = _parse_users(args.users, model.num_users)
+    k = min(args.k, model.num_items)
+    top = model.recommend(data, users, k=k, exclude_seen=True)
+    if args.format == 'json':
+        text = json.dumps({str(int(u)): row.tolist()
+                           for u, row in zip(users, top)}) + '\n'
+    else:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator='\n')
+        writer.writerow(['user', 'rank', 'item'])
+        for user, row in zip(users.tolist(), top.tolist()):
+            writer.writerows([user, rank + 1, item]
+                             for rank, item in enumerate(row))
+        text = buffer.getvalue()
+    if args.output:
+        with atomic_path(args.output) as tmp:
+            with open(tmp, 'w') as f:
+                f.write(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser('info', help='statistics of a data set')
+    p.add_argument('--dataset', default='synthetic')
+    p.add_argument('--plot', help='write the degree distributions to this '
+                   'PNG file')
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    from pyg_mmrec.train.run import load_data
+    data = load_data(args.dataset)
+    from pyg_mmrec.prepare.info import dataset_statistics, write_degree_plot
+    stats = dataset_statistics(data)
+    if args.plot:
+        write_degree_plot(data, args.plot)
+        stats['plot'] = args.plot
+    print(json.dumps(stats, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='pyg-mmrec',
+        description='Multi-modal recommendation with PyTorch Geometric.')
+    parser.add_argument('--version', action='version',
+                        version=f'%(prog)s {pyg_mmrec.__version__}')
+    sub = parser.add_subparsers(dest='command', metavar='COMMAND')
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_recommend(sub)
+    _add_info(sub)
+    try:
+        from pyg_mmrec.prepare.cli import add_prepare_parser
+    except ImportError:
+        pass
+    else:
+        add_prepare_parser(sub)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    r"""Entry point of ``pyg-mmrec``; returns the exit status."""
+    warnings.filterwarnings('ignore', category=DeprecationWarning)
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv or ['train'])
+    if args.command is None:
+        args = parser.parse_args(['train', *argv])
+    try:
+        return args.func(args)
+    except MMRecError as e:
+        print(f'pyg-mmrec: error: {e}', file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print('pyg-mmrec: interrupted', file=sys.stderr)
+        return 130
+
+
+if __name__ == '__main__':
+    sys.exit(main())

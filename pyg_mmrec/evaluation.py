@@ -1,0 +1,123 @@
+r"""Full-ranking evaluation built on :mod:`torch_geometric.metrics`.
+
+For every evaluated user, all items are scored, the user's training items
+(and, when testing, validation items) are excluded, and the top-:math:`K`
+are compared with the held-out items. Recall@K divides the hits by the
+number of held-out items, NDCG@K uses the ideal DCG over
+:math:`\min(|\text{held-out}|, K)` positions, Precision@K divides by
+:math:`K`; each is averaged over users with at least one held-out item.
+"""
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from torch_geometric.metrics import (
+    LinkPredMetricCollection,
+    LinkPredNDCG,
+    LinkPredPrecision,
+    LinkPredRecall,
+)
+
+from pyg_mmrec.data.hetero import num_users_items, split_edge_index
+from pyg_mmrec.graph import csr_of
+
+#: ``scores(user_ids) -> [len(user_ids), num_items]``
+ScoreFn = Callable[[Tensor], Tensor]
+
+
+def _gather_rows(rowptr: Tensor, col: Tensor,
+                 rows: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""The entries of CSR rows :obj:`rows` as ``(local_row, col)``."""
+    start, end = rowptr[rows], rowptr[rows + 1]
+    counts = end - start
+    local = torch.repeat_interleave(torch.arange(rows.numel()), counts)
+    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
+        torch.cumsum(counts, 0) - counts, counts)
+    return local, col[start[local] + offsets]
+
+
+class RankingEvaluator:
+    r"""Evaluates a scoring function by full ranking on a split of
+    :obj:`data`.
+
+    Args:
+        data (HeteroData): The data set (see :mod:`pyg_mmrec.data.hetero`).
+        ks (sequence of int): Cut-offs :math:`K` to report.
+        batch_size (int): Users scored at once; memory is
+            ``batch_size x num_items``.
+    """
+    def __init__(self, data: HeteroData, ks: Sequence[int] = (20, ),
+                 batch_size: int = 1024) -> None:
+        if not ks or min(ks) < 1:
+            raise ValueError(f'cut-offs must be positive, got {list(ks)}')
+        self.num_users, self.num_items = num_users_items(data)
+        self.ks = sorted(set(int(k) for k in ks))
+        self.batch_size = batch_size
+        self._csr = {
+            split: csr_of(split_edge_index(data, split).cpu(), self.num_users)
+            for split in ('train', 'val', 'test')
+        }
+
+    def excluded_splits(self, split: str) -> List[str]:
+        r"""The splits whose items are removed from the ranking of
+        :obj:`split`: training items always, validation items for test."""
+        return ['train', 'val'] if split == 'test' else ['train']
+
+    def _metrics(self) -> LinkPredMetricCollection:
+        metrics = {}
+        for k in self.ks:
+            metrics[f'recall@{k}'] = LinkPredRecall(k)
+            metrics[f'ndcg@{k}'] = LinkPredNDCG(k)
+            metrics[f'precision@{k}'] = LinkPredPrecision(k)
+        return LinkPredMetricCollection(metrics)
+
+    def users_of(self, split: str) -> Tensor:
+        r"""Users with at least one interaction in :obj:`split`."""
+        rowptr, _ = self._csr[split]
+        return (rowptr[1:] > rowptr[:-1]).nonzero().view(-1)
+
+    @torch.no_grad()
+    def top_k(self, scores: ScoreFn, users: Tensor, k: int,
+              exclude: Sequence[str]) -> Tensor:
+        r"""Top-:obj:`k` items for :obj:`users`, excluding their items in the
+        splits :obj:`exclude`. Returns ``[len(users), k]`` item ids."""
+        out = []
+        for start in range(0, users.numel(), self.batch_size):
+            batch = users[start:start + self.batch_size]
+            score = scores(batch).float().cpu()
+            if score.shape != (batch.numel(), self.num_items):
+                raise ValueError(
+                    f'scores must have shape {(batch.numel(), self.num_items)}'
+                    f', got {tuple(score.shape)}')
+            for split in exclude:
+                row, col = _gather_rows(*self._csr[split], batch)
+                score[row, col] = float('-inf')
+            out.append(score.topk(k, dim=1).indices)
+        return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
+
+    @torch.no_grad()
+    def evaluate(self, scores: ScoreFn, split: str = 'val',
+                 users: Optional[Tensor] = None) -> Dict[str, float]:
+        r"""Recall, NDCG and Precision at every cut-off on :obj:`split`.
+
+        Args:
+            scores (callable): Maps a batch of user ids to their scores for
+                all items.
+            split (str): ``'val'`` or ``'test'``.
+            users (Tensor, optional): Restrict to these users (default: every
+                user with a held-out item in :obj:`split`).
+        """
+        if split not in ('val', 'test'):
+            raise ValueError(f"split must be 'val' or 'test', got '{split}'")
+        users = self.users_of(split) if users is None else users.cpu()
+        metrics = self._metrics()
+        exclude = self.excluded_splits(split)
+        max_k = min(max(self.ks), self.num_items)
+        rowptr, col = self._csr[split]
+        for start in range(0, users.numel(), self.batch_size):
+            batch = users[start:start + self.batch_size]
+            top = self.top_k(scores, batch, max_k, exclude)
+            label_row, label_col = _gather_rows(rowptr, col, batch)
+            metrics.update(top, torch.stack([label_row, label_col]))
+        return {name: float(value) for name, value in metrics.compute().items()}

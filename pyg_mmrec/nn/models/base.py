@@ -1,0 +1,96 @@
+r"""The interface every recommender of the library implements, so that one
+training loop, one evaluator and one CLI serve all models."""
+from typing import Dict, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from pyg_mmrec.data.hetero import num_users_items
+
+Batch = Tuple[Tensor, Tensor, Tensor]
+
+
+class Recommender(torch.nn.Module):
+    r"""Base class of the library's recommenders, in the style of PyG's
+    :class:`~torch_geometric.nn.models.LightGCN`: :meth:`forward` returns
+    user and item embeddings, :meth:`loss` the training objective of a BPR
+    batch, :meth:`recommend` the top-:math:`k` items.
+
+    Graph structures a model needs (normalised adjacencies, generated
+    graphs) are computed by transforms and stored on the
+    :class:`~torch_geometric.data.HeteroData` by :meth:`prepare`, called
+    once before training.
+
+    Args:
+        num_users (int): Number of users.
+        num_items (int): Number of items.
+    """
+    def __init__(self, num_users: int, num_items: int) -> None:
+        super().__init__()
+        self.num_users = num_users
+        self.num_items = num_items
+
+    def prepare(self, data: HeteroData) -> HeteroData:
+        r"""Adds the graph structures this model propagates on to
+        :obj:`data` and returns it. Called once, before :meth:`forward`."""
+        return data
+
+    def forward(self, data: HeteroData) -> Tuple[Tensor, Tensor]:
+        r"""Returns ``(user_embeddings, item_embeddings)``."""
+        raise NotImplementedError
+
+    def loss(self, data: HeteroData, users: Tensor, pos_items: Tensor,
+             neg_items: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        r"""The training loss of a BPR batch and its named parts."""
+        raise NotImplementedError
+
+    def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
+        r"""Work done once per epoch before the recommender's batches (e.g.
+        diffusion training, graph regeneration). Returns seconds per
+        phase."""
+        return {}
+
+    def train_step(self, data: HeteroData, batch: Batch,
+                   optimizer: torch.optim.Optimizer) -> Dict[str, float]:
+        r"""One optimisation step on :obj:`batch`; returns the loss parts
+        (``'loss'`` is the total)."""
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts = self.loss(data, *batch)
+        loss.backward()
+        optimizer.step()
+        return {'loss': float(loss), **parts}
+
+    @torch.no_grad()
+    def score_fn(self, data: HeteroData):
+        r"""A function mapping user ids to scores for all items, with the
+        embeddings computed once."""
+        user_emb, item_emb = self(data)
+
+        def scores(users: Tensor) -> Tensor:
+            return user_emb[users.to(user_emb.device)] @ item_emb.t()
+
+        return scores
+
+    @torch.no_grad()
+    def recommend(self, data: HeteroData, users: Tensor, k: int = 20,
+                  exclude_seen: bool = True,
+                  evaluator: Optional[object] = None) -> Tensor:
+        r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
+        excluding their training items when :obj:`exclude_seen`."""
+        from pyg_mmrec.evaluation import RankingEvaluator
+        evaluator = evaluator or RankingEvaluator(data)
+        exclude = ['train'] if exclude_seen else []
+        return evaluator.top_k(self.score_fn(data), users.cpu(), k, exclude)
+
+    def extra_repr(self) -> str:
+        return f'users={self.num_users}, items={self.num_items}'
+
+
+def check_sizes(model: Recommender, data: HeteroData) -> None:
+    r"""Raises if :obj:`data` does not match the model's user/item counts."""
+    num_users, num_items = num_users_items(data)
+    if (num_users, num_items) != (model.num_users, model.num_items):
+        raise ValueError(
+            f'the data has {num_users} users and {num_items} items, the '
+            f'model was built for {model.num_users} and {model.num_items}')

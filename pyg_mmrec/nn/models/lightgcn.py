@@ -1,0 +1,91 @@
+r"""LightGCN and most-popular baselines, wired to the library's interface."""
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from torch_geometric.nn.models import LightGCN
+
+from pyg_mmrec.data.hetero import INTERACTS, split_edge_index
+from pyg_mmrec.graph import sym_norm_bipartite
+from pyg_mmrec.nn.models.base import Recommender
+
+
+@dataclass
+class LightGCNConfig:
+    r"""Hyper-parameters of :class:`LightGCNRecommender`."""
+    embedding_dim: int = 64
+    num_layers: int = 3
+    reg_weight: float = 1e-4
+
+
+class LightGCNRecommender(Recommender):
+    r"""PyG's :class:`~torch_geometric.nn.models.LightGCN` on the user-item
+    graph (users ``0..U-1``, items ``U..U+I-1``), trained with BPR and an
+    :math:`L_2` penalty on the batch's layer-0 embeddings.
+
+    The symmetric normalisation :math:`\mathbf{D}^{-1/2}\mathbf{A}
+    \mathbf{D}^{-1/2}` is computed once in :meth:`prepare` and propagated
+    through a sparse CSR matrix, rather than renormalised in every layer.
+    """
+    def __init__(self, num_users: int, num_items: int,
+                 config: LightGCNConfig = LightGCNConfig()) -> None:
+        super().__init__(num_users, num_items)
+        self.config = config
+        self.lightgcn = LightGCN(num_users + num_items, config.embedding_dim,
+                                 config.num_layers, normalize=False)
+
+    def reset_parameters(self) -> None:
+        self.lightgcn.reset_parameters()
+
+    def prepare(self, data: HeteroData) -> HeteroData:
+        index, weight = sym_norm_bipartite(
+            split_edge_index(data, 'train'), self.num_users, self.num_items,
+            add_self_loops=False)
+        n = self.num_users + self.num_items
+        # LGConv aggregates messages of adj_t's rows: store the transpose
+        # (equal here, the matrix is symmetric).
+        adj_t = torch.sparse_coo_tensor(index.flip(0), weight, (n, n))
+        data[INTERACTS].lightgcn_adj_t = adj_t.coalesce().to_sparse_csr()
+        return data
+
+    def forward(self, data: HeteroData) -> Tuple[Tensor, Tensor]:
+        out = self.lightgcn.get_embedding(data[INTERACTS].lightgcn_adj_t)
+        return out[:self.num_users], out[self.num_users:]
+
+    def loss(self, data: HeteroData, users: Tensor, pos_items: Tensor,
+             neg_items: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        user_emb, item_emb = self(data)
+        u = user_emb[users]
+        pos = (u * item_emb[pos_items]).sum(-1)
+        neg = (u * item_emb[neg_items]).sum(-1)
+        node_id = torch.cat([users, pos_items + self.num_users,
+                             neg_items + self.num_users])
+        loss = self.lightgcn.recommendation_loss(
+            pos, neg, node_id=node_id, lambda_reg=self.config.reg_weight)
+        return loss, {}
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.num_users}, '
+                f'{self.num_items}, dim={self.config.embedding_dim}, '
+                f'num_layers={self.config.num_layers})')
+
+
+class MostPopular(Recommender):
+    r"""Ranks items by their number of training interactions, the same for
+    every user: the floor a personalised model has to beat."""
+    def __init__(self, num_users: int, num_items: int) -> None:
+        super().__init__(num_users, num_items)
+        self.register_buffer('popularity', torch.zeros(num_items))
+
+    def prepare(self, data: HeteroData) -> HeteroData:
+        items = split_edge_index(data, 'train')[1]
+        self.popularity = torch.bincount(
+            items, minlength=self.num_items).float().to(
+                self.popularity.device)
+        return data
+
+    def forward(self, data: HeteroData) -> Tuple[Tensor, Tensor]:
+        users = self.popularity.new_ones(self.num_users, 1)
+        return users, self.popularity.view(-1, 1)

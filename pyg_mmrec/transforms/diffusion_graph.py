@@ -1,0 +1,233 @@
+r"""DiffMM's diffusion-generated modality graphs as a transform."""
+from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import Module
+from torch_geometric.data import HeteroData
+from torch_geometric.transforms import BaseTransform
+
+from pyg_mmrec.data.hetero import (
+    INTERACTS,
+    ITEM,
+    USER,
+    item_modalities,
+    num_users_items,
+)
+from pyg_mmrec.graph import csr_of, sym_norm_bipartite
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pyg_mmrec.nn.diffusion import GaussianDiffusion
+
+
+def gather_rows(rowptr: Tensor, col: Tensor,
+                index: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""The CSR ``(rowptr, col)`` of the rows :obj:`index` of the CSR matrix
+    ``(rowptr, col)``, vectorised (no loop over rows)."""
+    start = rowptr[index]
+    count = rowptr[index + 1] - start
+    out_ptr = torch.zeros(index.numel() + 1, dtype=torch.long,
+                          device=rowptr.device)
+    torch.cumsum(count, 0, out=out_ptr[1:])
+    total = int(out_ptr[-1])
+    row = torch.repeat_interleave(
+        torch.arange(index.numel(), device=rowptr.device), count,
+        output_size=total)
+    pos = start[row] + torch.arange(total, device=rowptr.device) - \
+        out_ptr[:-1][row]
+    return out_ptr, col[pos]
+
+
+def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
+                     num_items: int, dtype: torch.dtype = torch.float32,
+                     layout: torch.layout = torch.strided) -> Tensor:
+    r"""The binary interaction rows :math:`\mathbf{R}_B` of the users
+    :obj:`index`, ``[B, I]``, built from the CSR of the training edges
+    (:func:`~pyg_mmrec.graph.csr_of`) in one scatter.
+
+    Args:
+        rowptr (Tensor): ``[U + 1]`` CSR row pointer.
+        col (Tensor): ``[E]`` item ids.
+        index (Tensor): ``[B]`` user ids.
+        num_items (int): Row length :math:`I`.
+        dtype (torch.dtype): dtype of the rows.
+        layout (torch.layout): :obj:`torch.strided` (dense) or
+            :obj:`torch.sparse_csr`.
+    """
+    ptr, cols = gather_rows(rowptr, col, index)
+    if layout == torch.sparse_csr:
+        values = torch.ones(cols.numel(), dtype=dtype, device=col.device)
+        return torch.sparse_csr_tensor(ptr, cols, values,
+                                       (index.numel(), num_items))
+    if layout != torch.strided:
+        raise ValueError(f'layout must be torch.strided or torch.sparse_csr, '
+                         f'got {layout}')
+    out = torch.zeros(index.numel(), num_items, dtype=dtype,
+                      device=col.device)
+    row = torch.repeat_interleave(
+        torch.arange(index.numel(), device=col.device), ptr.diff(),
+        output_size=cols.numel())
+    out[row, cols] = 1.0
+    return out
+
+
+@torch.no_grad()
+def diffusion_topk_edges(
+    diffusion: 'GaussianDiffusion',
+    denoiser: Module,
+    edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    k: int = 1,
+    batch_size: int = 2048,
+) -> Tensor:
+    r"""The user-item edges of DiffMM's generated graph: for every user the
+    :obj:`k` items with the largest entries of
+    :meth:`GaussianDiffusion.reverse` started from the user's interaction
+    row. Users are processed in batches of :obj:`batch_size` with dropout
+    off; the training mode of :obj:`denoiser` is restored afterwards.
+
+    Returns:
+        ``[2, U * k]`` edges sorted by user, then by decreasing score.
+    """
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f'k must be an integer >= 1, got {k}')
+    if k > num_items:
+        raise ValueError(f'k must be at most the number of items '
+                         f'({num_items}), got {k}')
+    if batch_size < 1:
+        raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    param = next(denoiser.parameters(), None)
+    device = param.device if param is not None else edge_index.device
+    rowptr, col = csr_of(edge_index.to(device), num_users)
+    was_training = denoiser.training
+    denoiser.eval()
+    try:
+        tops = []
+        for start in range(0, num_users, batch_size):
+            users = torch.arange(start, min(start + batch_size, num_users),
+                                 device=device)
+            rows = interaction_rows(rowptr, col, users, num_items,
+                                    layout=torch.sparse_csr)
+            tops.append(diffusion.reverse_topk(denoiser, rows, k))
+    finally:
+        denoiser.train(was_training)
+    top = torch.cat(tops, dim=0).to(edge_index.device)
+    user = torch.arange(num_users, device=edge_index.device)
+    return torch.stack([user.repeat_interleave(k), top.reshape(-1)])
+
+
+class DiffusionGraph(BaseTransform):
+    r"""Rebuilds DiffMM's diffusion-generated user-item graph
+    :math:`\mathcal{G}_m` of every modality :math:`m`.
+
+    For every user :math:`u` the deterministic reverse process of
+    :obj:`diffusion` runs from :math:`\mathbf{x}_T := \mathbf{R}_u` with the
+    denoiser :math:`g_m`, and the top-:math:`k` items of the result become
+    the edges :math:`\mathbf{R}^{(m)}` (:math:`U k` edges). The propagation
+    matrix is normalised like :math:`\mathbf{A}` and then sparsified:
+
+    .. math::
+        \mathbf{G}_m = \frac{1}{\rho}\, \mathbf{M} \odot \mathbf{D}^{-1/2}
+        \Big(\begin{bmatrix} 0 & \mathbf{R}^{(m)} \\ \mathbf{R}^{(m)\top} & 0
+        \end{bmatrix} + \mathbf{I}\Big) \mathbf{D}^{-1/2},
+        \qquad \mathbf{M}_{ab} \sim \mathrm{Bernoulli}(\rho)
+
+    where every stored entry (both directions of each edge and each
+    self-loop) is kept independently with the keep rate :math:`\rho`.
+
+    For each modality :obj:`m` the edge type
+    ``('user', f'{relation}_{m}', 'item')`` gets:
+
+    * :obj:`edge_index` ``[2, U k]``: the raw top-:math:`k` user-item edges
+      (item ids from 0), sorted by user, then by decreasing score;
+    * :obj:`edge_weight` ``[U k]``: each edge's symmetric normalised weight
+      :math:`\mathbf{D}^{-1/2}_{uu} \mathbf{D}^{-1/2}_{ii}` (before dropping;
+      the same in both directions);
+    * :obj:`adj_edge_index` ``[2, N']`` and :obj:`adj_edge_weight`
+      ``[N']``: :math:`\mathbf{G}_m` on the homogeneous graph of
+      ``U + I`` nodes (users ``0..U-1``, items ``U..U+I-1``, the layout of
+      :func:`~pyg_mmrec.graph.sym_norm_bipartite`) after dropping and
+      rescaling; this is what the propagation :math:`\mathbf{G}_m
+      \mathbf{h}` uses (``flow='source_to_target'``: row 0 is the source).
+
+    The transform shallow-copies the data (:class:`BaseTransform`) and draws
+    its randomness (edge dropping only) from :obj:`generator`, so a fixed
+    generator state gives the same graphs.
+
+    Args:
+        diffusion (GaussianDiffusion): The schedule.
+        denoisers (Mapping[str, Module]): A trained denoiser per modality;
+            every name must be a modality present on :obj:`data['item']`.
+        k (int): Items per user (default: :obj:`1`).
+        keep_rate (float): :math:`\rho \in (0, 1]` (default: :obj:`1.0`).
+        batch_size (int): Users per batch (default: :obj:`2048`).
+        relation (str): Prefix of the edge type's relation
+            (default: :obj:`'diffusion'`).
+        generator (torch.Generator, optional): Randomness of the drop.
+    """
+    def __init__(
+        self,
+        diffusion: 'GaussianDiffusion',
+        denoisers: Mapping[str, Module],
+        k: int = 1,
+        keep_rate: float = 1.0,
+        batch_size: int = 2048,
+        relation: str = 'diffusion',
+        generator: Optional[torch.Generator] = None,
+    ) -> None:
+        if len(denoisers) == 0:
+            raise ValueError('denoisers must name at least one modality')
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f'k must be an integer >= 1, got {k}')
+        if not 0.0 < keep_rate <= 1.0:
+            raise ValueError(f'keep_rate must be in (0, 1], got {keep_rate}')
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+        self.diffusion = diffusion
+        self.denoisers: Dict[str, Module] = dict(denoisers)
+        self.k = k
+        self.keep_rate = keep_rate
+        self.batch_size = batch_size
+        self.relation = relation
+        self.generator = generator
+
+    def edge_type(self, modality: str) -> Tuple[str, str, str]:
+        r"""The edge type that holds the graph of :obj:`modality`."""
+        return (USER, f'{self.relation}_{modality}', ITEM)
+
+    def forward(self, data: HeteroData) -> HeteroData:
+        present = item_modalities(data)
+        for name in self.denoisers:
+            if name not in present:
+                raise ValueError(
+                    f"no item features for modality '{name}' (data has: "
+                    f"{', '.join(present) if present else 'none'})")
+        num_users, num_items = num_users_items(data)
+        edge_index = data[INTERACTS].edge_index
+        for name, denoiser in self.denoisers.items():
+            gen_index = diffusion_topk_edges(self.diffusion, denoiser,
+                                             edge_index, num_users, num_items,
+                                             self.k, self.batch_size)
+            adj_index, adj_weight = sym_norm_bipartite(
+                gen_index, num_users, num_items)
+            store = data[self.edge_type(name)]
+            store.edge_index = gen_index
+            store.edge_weight = adj_weight[:gen_index.size(1)]
+            if self.keep_rate < 1.0:
+                gen_device = (self.generator.device if self.generator
+                              is not None else adj_weight.device)
+                keep = torch.rand(adj_weight.numel(),
+                                  generator=self.generator,
+                                  device=gen_device).to(adj_weight.device)
+                keep = keep < self.keep_rate
+                adj_index = adj_index[:, keep]
+                adj_weight = adj_weight[keep] / self.keep_rate
+            store.adj_edge_index = adj_index
+            store.adj_edge_weight = adj_weight
+        return data
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}('
+                f"modalities=[{', '.join(self.denoisers)}], k={self.k}, "
+                f'keep_rate={self.keep_rate})')
