@@ -175,6 +175,24 @@ def resolve_encoder(spec: str) -> Encoder:
     return fn
 
 
+def _imports_back(fn: Any) -> bool:
+    r"""Whether ``module:qualname`` of :obj:`fn` imports to :obj:`fn` itself
+    (not so for lambdas, local functions and functions of ``__main__`` or of
+    files loaded by path)."""
+    module = getattr(fn, '__module__', None)
+    qualname = getattr(fn, '__qualname__', None)
+    if module in (None, '__main__') or not qualname or '<' in qualname or \
+            module.startswith('_pyg_mmrec_encoder_'):
+        return False
+    try:
+        obj: Any = importlib.import_module(module)
+        for part in qualname.split('.'):
+            obj = getattr(obj, part)
+    except Exception:  # any failure means "cannot be imported back"
+        return False
+    return obj is fn
+
+
 def describe_encoder(encoder: Union[str, Encoder]) -> Dict[str, Any]:
     r"""What the recipe records about an encoder: its ``module:function``
     name (when it can be imported again) and a checksum of its source (to
@@ -186,10 +204,7 @@ def describe_encoder(encoder: Union[str, Encoder]) -> Dict[str, Any]:
         fn = encoder
         module = getattr(fn, '__module__', None)
         qualname = getattr(fn, '__qualname__', type(fn).__qualname__)
-        importable = module not in (None, '__main__') and \
-            '<' not in qualname and not module.startswith(
-                '_pyg_mmrec_encoder_')
-        spec = f'{module}:{qualname}' if importable else None
+        spec = f'{module}:{qualname}' if _imports_back(fn) else None
     out: Dict[str, Any] = {
         'callable': spec or f'{getattr(fn, "__module__", "?")}:'
         f'{getattr(fn, "__qualname__", type(fn).__qualname__)}',
@@ -264,7 +279,3 @@ def tree_sha256(folder: str) -> str:
             digest.update(rel.encode() + b'\0')
             digest.update(file_sha256(path).encode())
     return digest.hexdigest()
-
-
-def optional_str(value: Optional[str]) -> Optional[str]:
-    return None if value is None else str(value)

@@ -138,7 +138,7 @@ def parse_timestamps(path: str, frame: pd.DataFrame,
             return numbers.to_numpy(dtype=np.float64)
     elif pd.api.types.is_datetime64_any_dtype(values):
         if not values.isna().any():
-            return values.astype('datetime64[ns]').to_numpy().astype(np.int64)
+            return _nanoseconds(values)
     else:
         numbers = pd.to_numeric(values, errors='coerce')
         if not numbers.isna().any():
@@ -149,11 +149,18 @@ def parse_timestamps(path: str, frame: pd.DataFrame,
         except (ValueError, TypeError):
             dates = None
         if dates is not None and not dates.isna().any():
-            return dates.astype('datetime64[ns, UTC]').to_numpy().astype(
-                'datetime64[ns]').astype(np.int64)
+            return _nanoseconds(dates)
     raise DatasetError(
         path, f"column '{column}' (timestamp) has missing values or values "
         "that are neither numbers nor dates")
+
+
+def _nanoseconds(dates: pd.Series) -> np.ndarray:
+    # pandas picks the resolution (s, ms, us, ns) from the data: convert to
+    # UTC nanoseconds explicitly so the integers mean the same thing always.
+    if getattr(dates.dt, 'tz', None) is not None:
+        dates = dates.dt.tz_convert('UTC').dt.tz_localize(None)
+    return dates.astype('datetime64[ns]').to_numpy().astype(np.int64)
 
 
 def text_of(frame: pd.DataFrame, columns: List[str]) -> List[str]:
