@@ -89,6 +89,8 @@ class MultiModalRecDataset(InMemoryDataset):
         force_reload: bool = False,
     ) -> None:
         root = osp.expanduser(root)
+        if not osp.isdir(root):  # before PyG would create it
+            raise DatasetError(root, 'data set folder not found')
         self.layout = layout or detect_layout(root)
         self._processed_dir = processed_dir or _default_processed_dir(root)
         self.notes: List[str] = []

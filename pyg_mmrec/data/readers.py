@@ -85,12 +85,33 @@ _NUMPY_GLOBALS: Dict[str, Callable] = {
 }
 
 
+def _reconstructor(cls: type, base: type, state: object) -> object:
+    r"""``copyreg._reconstructor`` (used by pickle protocols 0-2), limited
+    to the allowed sparse classes."""
+    import copyreg
+    allowed = tuple(getattr(sp, name) for name in _SPARSE_CLASSES)
+    if not (isinstance(cls, type) and issubclass(cls, allowed)
+            and base in (object, dict)):
+        raise pickle.UnpicklingError(
+            f'refusing to reconstruct {cls!r}: only SciPy sparse matrices '
+            f'are allowed in a pickle')
+    return copyreg._reconstructor(cls, base, state)
+
+
 class _SparseMatrixUnpickler(pickle.Unpickler):
     r"""Constructs only NumPy arrays and SciPy sparse matrices: unpickling
     arbitrary objects would run arbitrary code."""
     def find_class(self, module: str, name: str):
         if module in _SCIPY_SPARSE_MODULES and name in _SPARSE_CLASSES:
             return getattr(sp, name)
+        if module in ('copyreg', 'copy_reg') and name == '_reconstructor':
+            return _reconstructor
+        if module in ('builtins', '__builtin__') and name in ('dict',
+                                                              'object'):
+            return {'dict': dict, 'object': object}[name]  # bases only
+        if module == '_codecs' and name == 'encode':
+            import codecs
+            return codecs.encode  # protocols 0-2 store bytes as str
         if module in _NUMPY_MODULES and name in _NUMPY_GLOBALS:
             return _NUMPY_GLOBALS[name]
         if module.startswith('numpy') and name.endswith('DType'):
@@ -112,9 +133,9 @@ def load_sparse_pickle(path: str) -> sp.coo_matrix:
     except pickle.UnpicklingError as e:
         raise DatasetError(path, f'not a valid sparse-matrix pickle ({e})') \
             from None
-    except (OSError, EOFError, ValueError, TypeError, AttributeError) as e:
-        raise DatasetError(path, f'cannot be read as a pickle ({e})') \
-            from None
+    except Exception as e:  # corrupt pickles raise many error types
+        raise DatasetError(path, f'cannot be read as a pickle '
+                           f'({type(e).__name__}: {e})') from None
     if not sp.issparse(obj):
         raise DatasetError(
             path, f'expected a SciPy sparse matrix, got '

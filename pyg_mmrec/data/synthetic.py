@@ -96,7 +96,7 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> HeteroData:
     logits = logits + popularity
 
     # Heavy-tailed user activity, as in real interaction logs.
-    degree = torch.distributions.LogNormal(0., 0.6).sample((num_users, ))
+    degree = torch.exp(0.6 * torch.randn(num_users, generator=gen))
     degree = (degree / degree.mean() * config.mean_degree).round().long()
     degree = degree.clamp(3, num_items // 2)
     edges = _sample_without_replacement(logits, degree, gen)
@@ -109,8 +109,11 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> HeteroData:
     start = torch.cumsum(degree, 0) - degree
     rank = torch.arange(edges.size(1)) - start[edges[0]]
     deg = degree[edges[0]].float()
+    # At least one held-out edge of each kind, at least one training edge.
     n_test = (deg * config.test_ratio).round().clamp(min=1)
+    n_test = torch.minimum(n_test, deg - 2)
     n_val = (deg * config.val_ratio).round().clamp(min=1)
+    n_val = torch.minimum(n_val, deg - 1 - n_test)
     split = torch.zeros_like(rank)  # 0 train, 1 val, 2 test
     split[rank < n_test + n_val] = 1
     split[rank < n_test] = 2

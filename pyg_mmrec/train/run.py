@@ -14,7 +14,7 @@ from pyg_mmrec.data.dataset import MultiModalRecDataset
 from pyg_mmrec.data.hetero import num_users_items, split_edge_index
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
-from pyg_mmrec.errors import CheckpointError, ConfigError
+from pyg_mmrec.errors import CheckpointError, ConfigError, describe
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.io import save_json, save_torch
 from pyg_mmrec.nn.models.base import Recommender
@@ -88,6 +88,11 @@ def build_model(name: str, data: HeteroData, model_config: Any,
     return model
 
 
+def build_optimizer(model: Recommender,
+                    config: TrainConfig) -> torch.optim.Optimizer:
+    return model.configure_optimizer(config.lr)
+
+
 def metrics_report(model: str, dataset: str, state: TrainState) -> dict:
     r"""The ``metrics.json`` document (see DESIGN.md)."""
     return {
@@ -126,8 +131,8 @@ def load_checkpoint(path: str) -> dict:
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e:  # torch raises many types for corrupt files
-        raise CheckpointError(path, f'cannot be read as a checkpoint ({e})') \
-            from None
+        raise CheckpointError(
+            path, f'cannot be read as a checkpoint ({describe(e)})') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(path, 'not a pyg_mmrec checkpoint')
     return ckpt
@@ -166,11 +171,13 @@ def train(options: RunOptions) -> dict:
     model = build_model(options.model, data, configs['model'],
                         train_config.seed, device)
     data = model.prepare(data.to(device))
-    optimizer = torch.optim.Adam(model.parameters(), lr=train_config.lr)
+    optimizer = build_optimizer(model, train_config)
     state = None
     if ckpt is not None:
         model.load_state_dict(ckpt['state_dict'])
         optimizer.load_state_dict(ckpt['optimizer'])
+        for group in optimizer.param_groups:  # honour a new --lr on resume
+            group['lr'] = train_config.lr
         state = TrainState.from_dict(ckpt['train_state'])
         torch.set_rng_state(ckpt['rng'])
     sampler = BPRSampler(split_edge_index(data, 'train'), num_users,
@@ -182,6 +189,13 @@ def train(options: RunOptions) -> dict:
     best_path = osp.join(options.out, 'checkpoint.pt')
     last_path = osp.join(options.out, 'last.pt')
     metrics_path = osp.join(options.out, 'metrics.json')
+    if options.resume is not None:
+        # The best model so far lives beside the resumed run's last.pt.
+        previous_best = osp.join(osp.dirname(options.resume), 'checkpoint.pt')
+        if (osp.isfile(previous_best) and
+                osp.abspath(previous_best) != osp.abspath(best_path)):
+            save_torch(torch.load(previous_best, weights_only=True),
+                       best_path)
 
     def on_epoch_end(state: TrainState, improved: bool) -> None:
         ckpt = _checkpoint(options, configs, model, optimizer, state)

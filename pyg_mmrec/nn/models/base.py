@@ -45,6 +45,11 @@ class Recommender(torch.nn.Module):
         r"""The training loss of a BPR batch and its named parts."""
         raise NotImplementedError
 
+    def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        r"""The optimiser of the recommender's parameters (Adam by default;
+        models with auxiliary networks keep those out of it)."""
+        return torch.optim.Adam(self.parameters(), lr=lr)
+
     def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
         r"""Work done once per epoch before the recommender's batches (e.g.
         diffusion training, graph regeneration). Returns seconds per
@@ -59,7 +64,7 @@ class Recommender(torch.nn.Module):
         loss, parts = self.loss(data, *batch)
         loss.backward()
         optimizer.step()
-        return {'loss': float(loss), **parts}
+        return {'loss': loss.item(), **parts}
 
     @torch.no_grad()
     def score_fn(self, data: HeteroData):

@@ -1,0 +1,153 @@
+r"""Seconds per training epoch, split into phases, and peak memory.
+
+Phases come from the model (:meth:`Recommender.before_epoch`, e.g. DiffMM's
+diffusion training and graph regeneration), the recommender's batches and
+the validation pass. Peak memory is the process's maximum resident set size
+(and the CUDA allocator's peak on GPU).
+
+Example::
+
+    python benchmarks/train_epoch.py --model diffmm --preset tiktok \
+        --dataset ../shared/datasets/tiktok-dev --epochs 2
+
+Prints JSON and writes ``benchmarks/results/train_epoch_<model>.json`` and a
+stacked-bar plot next to it.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import platform
+import resource
+import sys
+import time
+import warnings
+
+import torch
+
+warnings.filterwarnings('ignore', category=DeprecationWarning)
+
+from pyg_mmrec.data.hetero import num_users_items  # noqa: E402
+from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
+from pyg_mmrec.evaluation import RankingEvaluator  # noqa: E402
+from pyg_mmrec.train.config import parse_overrides  # noqa: E402
+from pyg_mmrec.train.loop import run_epoch  # noqa: E402
+from pyg_mmrec.train.run import (  # noqa: E402
+    RunOptions,
+    build_configs,
+    build_model,
+    build_optimizer,
+    load_data,
+    resolve_device,
+)
+
+HERE = osp.dirname(osp.abspath(__file__))
+
+
+def peak_rss_gib() -> float:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--model', default='diffmm')
+    parser.add_argument('--preset', default=None)
+    parser.add_argument('--dataset', default='synthetic')
+    parser.add_argument('--epochs', type=int, default=2,
+                        help='epochs to time (the first includes warm-up)')
+    parser.add_argument('--device', default='cpu')
+    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--set', dest='overrides', action='append',
+                        default=[], metavar='KEY=VALUE')
+    parser.add_argument('--tag', default='', help='suffix of output files')
+    parser.add_argument('--out', default=osp.join(HERE, 'results'))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    options = RunOptions(model=args.model, dataset=args.dataset,
+                         preset=args.preset,
+                         overrides=parse_overrides(args.overrides))
+    configs = build_configs(options)
+    train_config = configs['train']
+    device = resolve_device(args.device)
+    data = load_data(args.dataset, configs['data'])
+    num_users, num_items = num_users_items(data)
+    model = build_model(args.model, data, configs['model'],
+                        train_config.seed, device)
+    data = model.prepare(data.to(device))
+    optimizer = build_optimizer(model, train_config)
+    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
+                         num_users, num_items, train_config.batch_size,
+                         seed=train_config.seed)
+    evaluator = RankingEvaluator(data, ks=(train_config.k, ),
+                                 batch_size=train_config.eval_batch_size)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats()
+
+    epochs = []
+    for epoch in range(args.epochs):
+        record = run_epoch(model, data, sampler, optimizer, epoch,
+                           progress=False)
+        model.eval()
+        start = time.perf_counter()
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        val = evaluator.evaluate(model.score_fn(data), 'val')
+        if device.type == 'cuda':
+            torch.cuda.synchronize()
+        record['seconds_eval'] = time.perf_counter() - start
+        record['seconds_total'] = record['seconds_train'] + \
+            record['seconds_eval']
+        record['val'] = val
+        epochs.append(record)
+        print(f'epoch {epoch}: {record["seconds_total"]:.2f} s', file=sys.stderr)
+
+    phases = sorted(k for k in epochs[-1] if k.startswith('seconds_')
+                    and k not in ('seconds_train', 'seconds_total'))
+    result = {
+        'model': args.model,
+        'preset': args.preset,
+        'dataset': args.dataset,
+        'device': str(device),
+        'cpu': platform.processor() or platform.machine(),
+        'threads': torch.get_num_threads(),
+        'users': num_users,
+        'items': num_items,
+        'epochs': epochs,
+        'last_epoch_phases': {k: epochs[-1][k] for k in phases},
+        'last_epoch_seconds': epochs[-1]['seconds_total'],
+        'peak_rss_gib': peak_rss_gib(),
+        'peak_cuda_gib': (torch.cuda.max_memory_allocated() / 2**30
+                          if device.type == 'cuda' else None),
+    }
+    text = json.dumps(result, indent=2)
+    print(text)
+    os.makedirs(args.out, exist_ok=True)
+    stem = f'train_epoch_{args.model}{("_" + args.tag) if args.tag else ""}'
+    with open(osp.join(args.out, stem + '.json'), 'w') as f:
+        f.write(text + '\n')
+    try:
+        import matplotlib
+        matplotlib.use('Agg')
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    fig, ax = plt.subplots(figsize=(6, 3))
+    left = 0.0
+    for phase in phases:
+        value = epochs[-1][phase]
+        ax.barh([args.model], [value], left=left,
+                label=phase.replace('seconds_', ''))
+        left += value
+    ax.set_xlabel('seconds per epoch (last epoch)')
+    ax.set_title(f'{args.model} on {osp.basename(args.dataset)} '
+                 f'({device}, peak RSS {result["peak_rss_gib"]:.2f} GiB)')
+    ax.legend(fontsize='small', loc='lower right')
+    fig.tight_layout()
+    fig.savefig(osp.join(args.out, stem + '.png'), dpi=120)
+
+
+if __name__ == '__main__':
+    main()

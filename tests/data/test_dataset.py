@@ -1,0 +1,218 @@
+r"""Loading each layout into the HeteroData contract, and the processed
+cache (reuse, invalidation)."""
+import itertools
+import os
+import json
+import pickle
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from pyg_mmrec.data import dataset as dataset_module
+from pyg_mmrec.data.dataset import MultiModalRecDataset
+from pyg_mmrec.data.hetero import (
+    INTERACTS,
+    item_modalities,
+    num_users_items,
+    split_edge_index,
+)
+from pyg_mmrec.data.readers import read_dataset
+
+TIKTOK = '/work/shared/datasets/tiktok-dev'
+NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
+LAYOUTS = ['diffmm', 'mmssl', 'tabular', 'parquet']
+MODALITY_SUBSETS = [
+    subset for r in (1, 2, 3)
+    for subset in itertools.combinations(('visual', 'acoustic', 'textual'), r)
+]
+
+
+def _edges(tensor):
+    return [tuple(e) for e in tensor.t().tolist()]
+
+
+def _check_exact(data, splits, features):
+    assert num_users_items(data) == (NUM_USERS, NUM_ITEMS)
+    for split in ('train', 'val', 'test'):
+        index = split_edge_index(data, split)
+        assert index.dtype == torch.long
+        # Exactly the input, sorted by (user, item).
+        assert _edges(index) == sorted(splits[split])
+    assert item_modalities(data) == [
+        m for m in ('visual', 'acoustic', 'textual') if m in features
+    ]
+    for modality, array in features.items():
+        value = data['item'][modality]
+        assert value.dtype == torch.float32
+        assert torch.equal(value,
+                           torch.from_numpy(array.astype(np.float32)))
+
+
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_each_layout_loads_exactly(make_dataset, tiny_splits, tiny_features,
+                                   tmp_path, layout):
+    features = tiny_features()
+    root = make_dataset(layout, tiny_splits, features)
+    dataset = MultiModalRecDataset(str(root),
+                                   processed_dir=str(tmp_path / 'cache'))
+    assert dataset.layout == {'parquet': 'tabular'}.get(layout, layout)
+    assert len(dataset) == 1
+    assert (dataset.num_users, dataset.num_items) == (NUM_USERS, NUM_ITEMS)
+    _check_exact(dataset[0], tiny_splits, features)
+    assert dataset.notes == []
+
+
+@pytest.mark.parametrize('modalities', MODALITY_SUBSETS,
+                         ids=['+'.join(m) for m in MODALITY_SUBSETS])
+def test_any_subset_of_modalities(make_dataset, tiny_splits, tiny_features,
+                                  modalities):
+    features = tiny_features(modalities)
+    root = make_dataset('mmssl', tiny_splits, features)
+    raw = read_dataset(str(root))
+    assert sorted(raw.features) == sorted(modalities)
+    from pyg_mmrec.data.dataset import to_hetero_data
+    _check_exact(to_hetero_data(raw), tiny_splits, features)
+
+
+@pytest.mark.parametrize('dtype', [np.float16, np.float64])
+def test_diffmm_non_float32_features(make_dataset, tiny_splits,
+                                     tiny_features, tmp_path, dtype):
+    features = tiny_features(('visual', 'acoustic'), dtype=dtype)
+    root = make_dataset('diffmm', tiny_splits, features)
+    data = MultiModalRecDataset(str(root),
+                                processed_dir=str(tmp_path / 'c'))[0]
+    _check_exact(data, tiny_splits, features)
+
+
+def test_diffmm_interaction_values_and_orientation(make_dataset,
+                                                   tiny_features, tmp_path):
+    r"""Non-binary values count as interactions, the matrix is user x item,
+    and entries of any order come out sorted."""
+    root = make_dataset('diffmm')
+    train = [(3, 4), (0, 1), (2, 0), (1, 2), (0, 0), (3, 2), (2, 3), (1, 1)]
+    rows, cols = zip(*train)
+    mat = sp.coo_matrix((np.arange(1, 9, dtype=np.float64) * 0.5,
+                         (rows, cols)), shape=(NUM_USERS, NUM_ITEMS))
+    with open(root / 'trnMat.pkl', 'wb') as f:
+        pickle.dump(mat.tocsr(), f)
+    data = MultiModalRecDataset(str(root),
+                                processed_dir=str(tmp_path / 'c'))[0]
+    assert _edges(data[INTERACTS].edge_index) == sorted(train)
+
+
+def test_tiktok_dev(tmp_path):
+    dataset = MultiModalRecDataset(TIKTOK, processed_dir=str(tmp_path))
+    data = dataset[0]
+    assert dataset.layout == 'diffmm'
+    assert num_users_items(data) == (9308, 6710)
+    assert split_edge_index(data, 'train').size(1) == 59541
+    assert split_edge_index(data, 'val').size(1) == 1525
+    assert split_edge_index(data, 'test').size(1) == 1526
+    assert item_modalities(data) == ['visual', 'acoustic']
+    for modality in ('visual', 'acoustic'):
+        assert data['item'][modality].shape == (6710, 128)
+        assert data['item'][modality].dtype == torch.float32
+    expected = np.load(os.path.join(TIKTOK, 'image_feat.npy'))
+    assert torch.equal(data['item'].visual,
+                       torch.from_numpy(expected.astype(np.float32)))
+    train = split_edge_index(data, 'train')
+    key = train[0] * 6710 + train[1]
+    assert bool((key[1:] > key[:-1]).all())  # sorted, no duplicates
+
+
+# Cache #######################################################################
+
+
+def _cached_files(cache):
+    return sorted(n for n in os.listdir(cache) if n.startswith('data_'))
+
+
+def test_cache_is_reused(make_dataset, tmp_path, monkeypatch):
+    root = make_dataset('mmssl')
+    cache = tmp_path / 'cache'
+    first = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert len(_cached_files(cache)) == 1
+
+    def fail(*args, **kwargs):
+        raise AssertionError('raw files read again despite a valid cache')
+
+    monkeypatch.setattr(dataset_module, 'read_dataset', fail)
+    second = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    for split in ('train', 'val', 'test'):
+        assert torch.equal(split_edge_index(first, split),
+                           split_edge_index(second, split))
+    assert torch.equal(first['item'].textual, second['item'].textual)
+    # ... unless a reload is forced.
+    with pytest.raises(AssertionError, match='raw files read again'):
+        MultiModalRecDataset(str(root), processed_dir=str(cache),
+                             force_reload=True)
+
+
+def _bump_mtime(path):
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))
+
+
+def test_cache_invalidated_by_new_mtime(make_dataset, tmp_path,
+                                        monkeypatch):
+    root = make_dataset('diffmm')
+    cache = tmp_path / 'cache'
+    MultiModalRecDataset(str(root), processed_dir=str(cache))
+    calls = []
+    real = dataset_module.read_dataset
+    monkeypatch.setattr(dataset_module, 'read_dataset',
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    _bump_mtime(root / 'audio_feat.npy')  # same content, new mtime
+    MultiModalRecDataset(str(root), processed_dir=str(cache))
+    assert len(calls) == 1
+    MultiModalRecDataset(str(root), processed_dir=str(cache))
+    assert len(calls) == 1  # the new cache entry is reused
+
+
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular'])
+def test_cache_invalidated_by_new_content(make_dataset, tiny_splits,
+                                          tmp_path, layout):
+    root = make_dataset(layout, tiny_splits)
+    cache = tmp_path / 'cache'
+    before = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert _edges(split_edge_index(before, 'val')) == sorted(
+        tiny_splits['val'])
+    # Rewrite the interactions with one more validation edge.
+    if layout == 'mmssl':
+        path = root / 'val.json'
+        obj = json.loads(path.read_text())
+        obj['0'].append(4)
+        path.write_text(json.dumps(obj))
+    else:
+        import pandas as pd
+        path = root / 'interactions.csv'
+        frame = pd.read_csv(path)
+        frame.loc[len(frame)] = [0, 4, 'val']
+        frame.to_csv(path, index=False)
+    after = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert _edges(split_edge_index(after, 'val')) == sorted(
+        tiny_splits['val'] + [(0, 4)])
+    assert len(_cached_files(cache)) == 2
+
+
+def test_features_added_later_are_picked_up(make_dataset, tiny_features,
+                                            tmp_path):
+    root = make_dataset('diffmm', features=tiny_features(('visual', )))
+    cache = tmp_path / 'cache'
+    data = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert item_modalities(data) == ['visual']
+    np.save(root / 'text_feat.npy', tiny_features(('textual', ))['textual'])
+    data = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert item_modalities(data) == ['visual', 'textual']
+    os.remove(root / 'image_feat.npy')
+    data = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert item_modalities(data) == ['textual']
+
+
+def test_cache_written_atomically(make_dataset, tmp_path):
+    root = make_dataset('diffmm')
+    cache = tmp_path / 'cache'
+    MultiModalRecDataset(str(root), processed_dir=str(cache))
+    assert not [n for n in os.listdir(cache) if n.endswith('.tmp')]

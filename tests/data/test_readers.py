@@ -1,0 +1,529 @@
+r"""Input validation of the readers: every bad input raises a
+:class:`DatasetError` naming the file and the problem, nothing is cached,
+and pickles are loaded through the restricted unpickler."""
+import os
+import pickle
+import re
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from pyg_mmrec.data.dataset import MultiModalRecDataset
+from pyg_mmrec.data.readers import load_features, load_sparse_pickle
+from pyg_mmrec.errors import DatasetError
+
+TIKTOK = '/work/shared/datasets/tiktok-dev'
+NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
+DIFFMM_NAMES = {'train': 'trnMat.pkl', 'val': 'valMat.pkl',
+                'test': 'tstMat.pkl'}
+MMSSL_NAMES = {'train': 'train.json', 'val': 'val.json', 'test': 'test.json'}
+GARBAGE = b'\x00\x9fthis is \xff\xfe not \x07 a valid file\x00\x01\x02'
+
+
+def _rewrite(path, data: bytes) -> None:
+    with open(path, 'wb') as f:
+        f.write(data)
+
+
+# Missing files ###############################################################
+
+
+@pytest.mark.parametrize('split', ['val', 'test'])
+def test_diffmm_missing_heldout_matrix(make_dataset, assert_rejected,
+                                       split):
+    root = make_dataset('diffmm')
+    os.remove(root / DIFFMM_NAMES[split])
+    assert_rejected(root, root / DIFFMM_NAMES[split], 'file not found')
+
+
+def test_diffmm_missing_training_matrix(make_dataset, assert_rejected):
+    root = make_dataset('diffmm')
+    os.remove(root / 'trnMat.pkl')
+    # With the layout given, the missing file is named ...
+    assert_rejected(root, root / 'trnMat.pkl', 'file not found',
+                    layout='diffmm')
+    # ... without it, the folder is, with the files it expected.
+    assert_rejected(root, root, 'no interaction files found .*trnMat\\.pkl')
+
+
+@pytest.mark.parametrize('split', ['train', 'val', 'test'])
+def test_mmssl_missing_json(make_dataset, assert_rejected, split):
+    root = make_dataset('mmssl')
+    os.remove(root / MMSSL_NAMES[split])
+    assert_rejected(root, root / MMSSL_NAMES[split], 'file not found',
+                    layout='mmssl')
+
+
+def test_tabular_missing_interactions(make_dataset, assert_rejected):
+    root = make_dataset('tabular')
+    os.remove(root / 'interactions.csv')
+    assert_rejected(root, root / 'interactions.csv', 'file not found',
+                    layout='tabular')
+    assert_rejected(root, root, 'no interaction files found')
+
+
+def test_missing_folder(tmp_path, listing):
+    from pyg_mmrec.data.readers import read_dataset
+    with pytest.raises(DatasetError, match=re.escape(
+            f'{tmp_path / "nope"}: data set folder not found')):
+        read_dataset(str(tmp_path / 'nope'))
+    with pytest.raises(DatasetError, match='data set folder not found'):
+        MultiModalRecDataset(str(tmp_path / 'nope'),
+                             processed_dir=str(tmp_path / 'cache'))
+    assert listing(tmp_path) == []
+
+
+def test_missing_folder_with_layout_creates_nothing(tmp_path, listing):
+    with pytest.raises(DatasetError, match='not found'):
+        MultiModalRecDataset(str(tmp_path / 'nope'), layout='diffmm',
+                             processed_dir=str(tmp_path / 'cache'))
+    assert listing(tmp_path) == []
+
+
+def test_no_feature_file(make_dataset, assert_rejected):
+    root = make_dataset('mmssl', features={})
+    assert_rejected(
+        root, root, 'no item features found \\(expected at least one of '
+        'image_feat\\.npy, audio_feat\\.npy, text_feat\\.npy\\)')
+
+
+# Unreadable files ############################################################
+
+
+@pytest.mark.parametrize('split', ['train', 'val'])
+def test_garbage_pickle(make_dataset, assert_rejected, split):
+    root = make_dataset('diffmm')
+    _rewrite(root / DIFFMM_NAMES[split], GARBAGE)
+    assert_rejected(root, root / DIFFMM_NAMES[split],
+                    'not a valid sparse-matrix pickle')
+
+
+def test_truncated_pickle(make_dataset, assert_rejected):
+    root = make_dataset('diffmm')
+    data = (root / 'tstMat.pkl').read_bytes()
+    _rewrite(root / 'tstMat.pkl', data[:len(data) // 2])
+    assert_rejected(root, root / 'tstMat.pkl',
+                    '(not a valid sparse-matrix pickle|cannot be read as a '
+                    'pickle)')
+    _rewrite(root / 'tstMat.pkl', b'')
+    assert_rejected(root, root / 'tstMat.pkl', 'cannot be read as a pickle')
+
+
+@pytest.mark.parametrize('data', [
+    b'\x8e' + (2**62).to_bytes(8, 'little'),  # BINBYTES8, MemoryError
+    b'\x8e' + (2**63 - 1).to_bytes(8, 'little'),  # OverflowError
+])
+def test_garbage_pickle_with_huge_length(tmp_path, data):
+    path = tmp_path / 'trnMat.pkl'
+    _rewrite(path, data)
+    with pytest.raises(DatasetError, match=re.escape(f'{path}: ')):
+        load_sparse_pickle(str(path))
+
+
+def test_garbage_npy(make_dataset, assert_rejected):
+    root = make_dataset('diffmm')
+    _rewrite(root / 'audio_feat.npy', GARBAGE)
+    assert_rejected(root, root / 'audio_feat.npy',
+                    'cannot be read as a \\.npy array')
+
+
+def test_pickled_object_npy_is_refused(make_dataset, assert_rejected):
+    root = make_dataset('diffmm')
+    np.save(root / 'image_feat.npy', np.array([{'a': 1}] * NUM_ITEMS),
+            allow_pickle=True)
+    assert_rejected(root, root / 'image_feat.npy',
+                    'cannot be read as a \\.npy array')
+
+
+def test_garbage_json(make_dataset, assert_rejected):
+    root = make_dataset('mmssl')
+    _rewrite(root / 'val.json', GARBAGE)
+    assert_rejected(root, root / 'val.json', 'cannot be read as JSON')
+    _rewrite(root / 'val.json', b'[[0, 1]]')
+    assert_rejected(root, root / 'val.json',
+                    'expected a JSON object \\{user: \\[items\\]\\}')
+    _rewrite(root / 'val.json', b'{"0": [1.5]}')
+    assert_rejected(root, root / 'val.json',
+                    'items of user 0 must be a list of integers')
+    _rewrite(root / 'val.json', b'{"bob": [1]}')
+    assert_rejected(root, root / 'val.json',
+                    "user id 'bob' is not an integer")
+
+
+@pytest.mark.parametrize('fmt', ['csv', 'parquet'])
+def test_garbage_table(make_dataset, assert_rejected, fmt):
+    root = make_dataset('tabular' if fmt == 'csv' else 'parquet')
+    path = root / f'interactions.{fmt}'
+    # Bytes that neither the CSV tokenizer nor Parquet accept.
+    _rewrite(path, bytes(range(256)) * 3)
+    assert_rejected(root, path, 'cannot be read as a table')
+
+
+# Restricted unpickling #######################################################
+
+
+class _SystemCall:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command, ))
+
+
+class _OpenFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def test_pickle_calling_os_system_is_refused(make_dataset, assert_rejected,
+                                             tmp_path):
+    marker = tmp_path / 'pwned'
+    root = make_dataset('diffmm')
+    _rewrite(root / 'trnMat.pkl',
+             pickle.dumps(_SystemCall(f'touch {marker}')))
+    assert_rejected(root, root / 'trnMat.pkl',
+                    "not a valid sparse-matrix pickle \\(refusing to load "
+                    "'(posix|os|nt)\\.system'")
+    assert not marker.exists()
+
+
+def test_pickle_opening_a_file_is_refused(make_dataset, assert_rejected,
+                                          tmp_path):
+    marker = tmp_path / 'created-by-pickle'
+    root = make_dataset('diffmm')
+    _rewrite(root / 'valMat.pkl', pickle.dumps(_OpenFile(str(marker))))
+    assert_rejected(root, root / 'valMat.pkl',
+                    "not a valid sparse-matrix pickle \\(refusing to load "
+                    "'(builtins|io)\\.open'")
+    assert not marker.exists()
+
+
+def test_payload_hidden_inside_a_sparse_matrix_is_refused(tmp_path):
+    marker = tmp_path / 'pwned'
+    mat = sp.coo_matrix(np.eye(3, dtype=np.float32))
+    mat.payload = _SystemCall(f'touch {marker}')  # pickled with __dict__
+    path = tmp_path / 'trnMat.pkl'
+    _rewrite(path, pickle.dumps(mat))
+    with pytest.raises(DatasetError, match=re.escape(f'{path}: ') +
+                       "not a valid sparse-matrix pickle.*refusing"):
+        load_sparse_pickle(str(path))
+    assert not marker.exists()
+
+
+def test_pickle_of_other_numpy_function_is_refused(tmp_path):
+    path = tmp_path / 'm.pkl'
+    _rewrite(path, b'\x80\x02cnumpy\nload\nq\x00.')
+    with pytest.raises(DatasetError,
+                       match="refusing to load 'numpy\\.load'"):
+        load_sparse_pickle(str(path))
+
+
+def test_pickle_of_a_dict_is_not_a_matrix(make_dataset, assert_rejected):
+    root = make_dataset('diffmm')
+    _rewrite(root / 'tstMat.pkl', pickle.dumps({'row': [0], 'col': [1]}))
+    assert_rejected(root, root / 'tstMat.pkl',
+                    'expected a SciPy sparse matrix, got dict')
+    _rewrite(root / 'tstMat.pkl', pickle.dumps(np.eye(NUM_USERS)))
+    assert_rejected(root, root / 'tstMat.pkl',
+                    'expected a SciPy sparse matrix, got ndarray')
+
+
+
+
+@pytest.mark.parametrize('cls', [
+    sp.coo_matrix, sp.csr_matrix, sp.csc_matrix, sp.lil_matrix,
+    sp.csr_array, sp.coo_array,
+    sp.dok_matrix
+])
+def test_sparse_classes_round_trip(tmp_path, cls):
+    dense = np.zeros((4, 6), dtype=np.float32)
+    dense[[0, 1, 3, 3], [5, 0, 2, 4]] = [1, 2, 3, 4]
+    path = tmp_path / 'm.pkl'
+    _rewrite(path, pickle.dumps(cls(dense)))
+    out = load_sparse_pickle(str(path))
+    assert isinstance(out, sp.coo_matrix)
+    np.testing.assert_array_equal(out.toarray(), dense)
+
+
+def test_old_scipy_module_paths(tmp_path):
+    r"""A pickle written by an old SciPy/NumPy names ``scipy.sparse.coo``
+    and ``numpy.core.multiarray``."""
+    dense = np.zeros((3, 4))
+    dense[[0, 2, 2], [1, 0, 3]] = 1.0
+    data = pickle.dumps(sp.coo_matrix(dense), protocol=3)
+    data = re.sub(rb'cscipy\.sparse\._coo\n', b'cscipy.sparse.coo\n', data)
+    data = re.sub(rb'cnumpy\._core\.multiarray\n', b'cnumpy.core.multiarray\n',
+                  data)
+    assert b'cscipy.sparse.coo\ncoo_matrix\n' in data
+    assert b'cnumpy.core.multiarray\n_reconstruct\n' in data
+    path = tmp_path / 'old.pkl'
+    _rewrite(path, data)
+    np.testing.assert_array_equal(load_sparse_pickle(str(path)).toarray(),
+                                  dense)
+
+
+def test_old_scipy_pickle_of_tiktok_dev():
+    path = os.path.join(TIKTOK, 'trnMat.pkl')
+    with open(path, 'rb') as f:
+        head = f.read(200)
+    assert b'scipy.sparse.coo\ncoo_matrix' in head  # really the old path
+    mat = load_sparse_pickle(path)
+    assert mat.shape == (9308, 6710)
+    assert mat.nnz == 59541
+
+
+@pytest.mark.parametrize('protocol', [0, 2])
+def test_low_protocol_pickles_load(tmp_path, protocol):
+    dense = np.eye(3, dtype=np.float32)
+    path = tmp_path / 'm.pkl'
+    _rewrite(path, pickle.dumps(sp.coo_matrix(dense), protocol=protocol))
+    np.testing.assert_array_equal(load_sparse_pickle(str(path)).toarray(),
+                                  dense)
+
+
+# Ids out of range ############################################################
+
+
+def test_diffmm_heldout_matrix_of_other_shape(make_dataset, assert_rejected):
+    root = make_dataset('diffmm', shapes={'val': (NUM_USERS + 1, NUM_ITEMS)})
+    assert_rejected(
+        root, root / 'valMat.pkl',
+        re.escape(f'matrix shape ({NUM_USERS + 1}, {NUM_ITEMS}) differs from '
+                  f'the training matrix ({NUM_USERS}, {NUM_ITEMS})'))
+    os.remove(root / 'valMat.pkl')
+    root2 = make_dataset('diffmm', name='ds2',
+                         shapes={'test': (NUM_USERS, NUM_ITEMS + 2)})
+    assert_rejected(root2, root2 / 'tstMat.pkl',
+                    'matrix shape .* differs from the training matrix')
+
+
+def test_diffmm_nan_interaction_value(make_dataset, assert_rejected):
+    root = make_dataset('diffmm')
+    mat = sp.coo_matrix((np.array([1.0, np.nan]), ([0, 1], [0, 1])),
+                        shape=(NUM_USERS, NUM_ITEMS))
+    _rewrite(root / 'valMat.pkl', pickle.dumps(mat))
+    assert_rejected(root, root / 'valMat.pkl',
+                    'contains NaN or infinite values')
+
+
+@pytest.mark.parametrize('split,edge,problem', [
+    ('train', (-1, 0), '1 train interactions have user ids negative '
+     '\\(first: -1\\)'),
+    ('train', (0, -3), '1 train interactions have item ids negative '
+     '\\(first: -3\\)'),
+    ('val', (-2, 1), '1 val interactions have user ids negative'),
+    ('test', (1, -1), '1 test interactions have item ids negative'),
+])
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular'])
+def test_negative_ids(make_dataset, assert_rejected, tiny_splits, layout,
+                      split, edge, problem):
+    tiny_splits[split].append(edge)
+    root = make_dataset(layout, tiny_splits)
+    name = MMSSL_NAMES[split] if layout == 'mmssl' else 'interactions.csv'
+    assert_rejected(root, root / name, problem)
+
+
+@pytest.mark.parametrize('split,edge,problem', [
+    ('val', (NUM_USERS, 0), f'1 val interactions have user ids outside the '
+     f'training range 0..{NUM_USERS - 1} \\(first: {NUM_USERS}\\)'),
+    ('test', (0, NUM_ITEMS + 3), f'1 test interactions have item ids outside '
+     f'the training range 0..{NUM_ITEMS - 1} \\(first: {NUM_ITEMS + 3}\\)'),
+])
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular', 'parquet'])
+def test_heldout_ids_beyond_training_range(make_dataset, assert_rejected,
+                                           tiny_splits, layout, split, edge,
+                                           problem):
+    tiny_splits[split].append(edge)
+    root = make_dataset(layout, tiny_splits)
+    name = {'mmssl': MMSSL_NAMES[split], 'tabular': 'interactions.csv',
+            'parquet': 'interactions.parquet'}[layout]
+    assert_rejected(root, root / name, problem)
+
+
+# Features ####################################################################
+
+
+@pytest.mark.parametrize('rows', [NUM_ITEMS - 1, NUM_ITEMS + 1])
+def test_feature_row_count(make_dataset, assert_rejected, tiny_features,
+                           rows):
+    features = tiny_features(('visual', 'textual'))
+    features['textual'] = tiny_features(('textual', ), num_items=rows)[
+        'textual']
+    root = make_dataset('diffmm', features=features)
+    assert_rejected(root, root / 'text_feat.npy',
+                    f'has {rows} feature rows but the interactions have '
+                    f'{NUM_ITEMS} items')
+
+
+@pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
+def test_non_finite_features(make_dataset, assert_rejected, tiny_features,
+                              value):
+    features = tiny_features()
+    features['acoustic'][3, 1] = value
+    root = make_dataset('mmssl', features=features)
+    assert_rejected(root, root / 'audio_feat.npy',
+                    'contains NaN or infinite values in 1 rows '
+                    '\\(first: row 3\\)')
+
+
+@pytest.mark.filterwarnings('ignore:overflow encountered:RuntimeWarning')
+def test_float64_overflowing_float32_is_rejected(make_dataset,
+                                                 assert_rejected,
+                                                 tiny_features):
+    features = tiny_features()
+    features['visual'] = features['visual'].astype(np.float64)
+    features['visual'][1, 0] = 1e300  # inf once cast to float32
+    root = make_dataset('diffmm', features=features)
+    assert_rejected(root, root / 'image_feat.npy',
+                    'contains NaN or infinite values')
+
+
+@pytest.mark.parametrize('dtype', [np.int64, np.int32, np.uint8, bool])
+def test_non_float_features(make_dataset, assert_rejected, tiny_features,
+                            dtype):
+    features = tiny_features()
+    features['visual'] = np.ones((NUM_ITEMS, 3), dtype=dtype)
+    root = make_dataset('tabular', features=features)
+    assert_rejected(root, root / 'image_feat.npy',
+                    'features must be floating point, got dtype '
+                    f'{np.dtype(dtype)}')
+
+
+@pytest.mark.parametrize('shape', [(NUM_ITEMS, ), (NUM_ITEMS, 2, 2)])
+def test_features_not_2d(make_dataset, assert_rejected, tiny_features,
+                         shape):
+    features = tiny_features()
+    features['textual'] = np.ones(shape, dtype=np.float32)
+    root = make_dataset('diffmm', features=features)
+    assert_rejected(root, root / 'text_feat.npy',
+                    re.escape('features must be a 2-D [items, dim] array, '
+                              f'got shape {shape}'))
+
+
+def test_features_with_zero_columns(make_dataset, assert_rejected,
+                                    tiny_features):
+    features = tiny_features()
+    features['visual'] = np.ones((NUM_ITEMS, 0), dtype=np.float32)
+    root = make_dataset('diffmm', features=features)
+    assert_rejected(root, root / 'image_feat.npy', 'features have zero '
+                    'columns')
+
+
+def test_load_features_float16(tmp_path):
+    array = np.array([[0.5, -1.25], [65504.0, 1e-3]], dtype=np.float16)
+    np.save(tmp_path / 'f.npy', array)
+    out = load_features(str(tmp_path / 'f.npy'), 2)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, array.astype(np.float32))
+
+
+# Empty and malformed splits ##################################################
+
+
+@pytest.mark.parametrize('split', ['train', 'val', 'test'])
+@pytest.mark.parametrize('layout', ['diffmm', 'mmssl', 'tabular'])
+def test_empty_split(make_dataset, assert_rejected, tiny_splits, layout,
+                     split):
+    tiny_splits[split] = []
+    root = make_dataset(layout, tiny_splits)
+    name = {'diffmm': DIFFMM_NAMES[split], 'mmssl': MMSSL_NAMES[split],
+            'tabular': 'interactions.csv'}[layout]
+    assert_rejected(root, root / name,
+                    f'the {split} split has no interactions')
+
+
+def test_diffmm_explicit_zeros_are_no_interactions(make_dataset,
+                                                   assert_rejected):
+    root = make_dataset('diffmm')
+    mat = sp.coo_matrix((np.zeros(2), ([0, 1], [0, 1])),
+                        shape=(NUM_USERS, NUM_ITEMS))
+    _rewrite(root / 'tstMat.pkl', pickle.dumps(mat))
+    assert_rejected(root, root / 'tstMat.pkl',
+                    'the test split has no interactions')
+
+
+def test_tabular_unknown_split_value(make_dataset, assert_rejected,
+                                     tiny_splits):
+    tiny_splits['validation'] = [(0, 3)]
+    tiny_splits['dev'] = [(1, 4)]
+    root = make_dataset('tabular', tiny_splits)
+    assert_rejected(root, root / 'interactions.csv',
+                    re.escape("column 'split' has unknown values ['dev', "
+                              "'validation'] (expected train, val, test)"))
+
+
+@pytest.mark.parametrize('drop', [['split'], ['user', 'item']])
+def test_tabular_missing_columns(make_dataset, assert_rejected, drop):
+    import pandas as pd
+    root = make_dataset('tabular')
+    path = root / 'interactions.csv'
+    pd.read_csv(path).drop(columns=drop).to_csv(path, index=False)
+    assert_rejected(root, path, f"missing column\\(s\\) {', '.join(drop)}")
+
+
+@pytest.mark.parametrize('values,dtype', [
+    (['a', 'b'], '(object|str)'),
+    ([0.5, 1.0], 'float64'),
+])
+def test_tabular_non_integer_ids(make_dataset, assert_rejected, values,
+                                 dtype):
+    import pandas as pd
+    root = make_dataset('tabular')
+    path = root / 'interactions.csv'
+    frame = pd.read_csv(path)
+    frame['item'] = frame['item'].astype(object)
+    frame.loc[:1, 'item'] = values
+    frame.to_csv(path, index=False)
+    assert_rejected(root, path, "column 'item' must hold integer ids, got "
+                    f'{dtype}')
+
+
+# Duplicates ##################################################################
+
+
+@pytest.mark.parametrize('layout', ['diffmm', 'mmssl', 'tabular'])
+def test_duplicates_removed_with_warning(make_dataset, tiny_splits, tmp_path,
+                                         layout):
+    original = {k: list(v) for k, v in tiny_splits.items()}
+    tiny_splits['train'] += [(2, 3), (0, 0), (2, 3)]
+    tiny_splits['test'] += [(3, 0)]
+    root = make_dataset(layout, tiny_splits)
+    train_file = {'diffmm': 'trnMat.pkl', 'mmssl': 'train.json',
+                  'tabular': 'interactions.csv'}[layout]
+    test_file = {'diffmm': 'tstMat.pkl', 'mmssl': 'test.json',
+                 'tabular': 'interactions.csv'}[layout]
+    with pytest.warns(UserWarning) as record:
+        dataset = MultiModalRecDataset(str(root),
+                                       processed_dir=str(tmp_path / 'c'))
+    messages = [str(w.message) for w in record]
+    assert any(re.fullmatch(
+        re.escape(f'{root / train_file}: removed 3 duplicate train '
+                  'interactions'), m) for m in messages), messages
+    assert any(re.fullmatch(
+        re.escape(f'{root / test_file}: removed 1 duplicate test '
+                  'interaction'), m) for m in messages), messages
+    assert len(dataset.notes) == 2
+    store = dataset[0]['user', 'interacts', 'item']
+    for key, split in (('edge_index', 'train'), ('val_edge_index', 'val'),
+                       ('test_edge_index', 'test')):
+        expected = sorted(set(original[split]))
+        assert [tuple(e) for e in store[key].t().tolist()] == expected
+
+
+def test_nothing_written_on_failure_in_default_processed_dir(
+        make_dataset, listing, tiny_features):
+    r"""Without processed_dir, the cache goes to root/processed: a failed
+    load must not leave it behind."""
+    features = tiny_features()
+    features['visual'][0, 0] = np.nan
+    root = make_dataset('diffmm', features=features)
+    before = listing(root)
+    with pytest.raises(DatasetError, match=re.escape(
+            f"{root / 'image_feat.npy'}: contains NaN")):
+        MultiModalRecDataset(str(root))
+    assert listing(root) == before
+    assert not (root / 'processed').exists()

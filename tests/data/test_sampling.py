@@ -1,0 +1,122 @@
+r"""BPR triple sampling."""
+import pytest
+import torch
+
+from pyg_mmrec.data.sampling import BPRSampler
+
+
+def _dense_graph(num_users=30, num_items=12, seed=0):
+    r"""Every user has interacted with all but 1-3 items."""
+    gen = torch.Generator().manual_seed(seed)
+    positive = torch.ones(num_users, num_items, dtype=torch.bool)
+    for user in range(num_users):
+        free = torch.randperm(num_items, generator=gen)[:1 + user % 3]
+        positive[user, free] = False
+    return positive.nonzero().t().contiguous(), positive
+
+
+def _triples(sampler, epoch):
+    batches = list(sampler.epoch(epoch))
+    return tuple(torch.cat(part) for part in zip(*batches)), batches
+
+
+def test_negatives_never_positive_on_dense_graph():
+    edge_index, positive = _dense_graph()
+    sampler = BPRSampler(edge_index, 30, 12, batch_size=64, seed=0)
+    seen_negatives = set()
+    for epoch in range(20):
+        (users, pos, neg), _ = _triples(sampler, epoch)
+        assert bool(positive[users, pos].all())
+        assert not bool(positive[users, neg].any())
+        assert bool(((neg >= 0) & (neg < 12)).all())
+        seen_negatives |= set(zip(users.tolist(), neg.tolist()))
+    # Uniform over the non-positives: every allowed pair eventually drawn.
+    assert seen_negatives == set(map(tuple, (~positive).nonzero().tolist()))
+
+
+def test_sample_negatives_directly():
+    edge_index, positive = _dense_graph(num_users=5, num_items=6, seed=3)
+    sampler = BPRSampler(edge_index, 5, 6)
+    users = torch.arange(5).repeat_interleave(200)
+    neg = sampler.sample_negatives(users, torch.Generator().manual_seed(0))
+    assert not bool(positive[users, neg].any())
+    assert torch.equal(sampler.is_positive(users, neg),
+                       torch.zeros_like(users, dtype=torch.bool))
+    all_pairs = torch.cartesian_prod(torch.arange(5), torch.arange(6)).t()
+    assert torch.equal(sampler.is_positive(all_pairs[0], all_pairs[1]),
+                       positive.view(-1))
+
+
+def test_each_edge_once_per_epoch():
+    edge_index, _ = _dense_graph()
+    sampler = BPRSampler(edge_index, 30, 12, batch_size=50, seed=4)
+    (users, pos, _), batches = _triples(sampler, 0)
+    assert len(batches) == len(sampler) == -(-edge_index.size(1) // 50)
+    assert all(b[0].numel() == 50 for b in batches[:-1])
+    got = sorted(zip(users.tolist(), pos.tolist()))
+    assert got == sorted(map(tuple, edge_index.t().tolist()))
+    # Shuffled, not in input order.
+    assert not torch.equal(users, edge_index[0])
+
+
+def test_reproducible_and_different_across_epochs():
+    edge_index, _ = _dense_graph()
+    a = BPRSampler(edge_index, 30, 12, batch_size=32, seed=7)
+    b = BPRSampler(edge_index, 30, 12, batch_size=32, seed=7)
+    ta, _ = _triples(a, 3)
+    tb, _ = _triples(b, 3)
+    for x, y in zip(ta, tb):
+        assert torch.equal(x, y)
+    # Independent of the global RNG.
+    torch.manual_seed(123)
+    tc, _ = _triples(a, 3)
+    assert all(torch.equal(x, y) for x, y in zip(ta, tc))
+    # Another epoch, or another seed, gives other triples.
+    t4, _ = _triples(a, 4)
+    assert not torch.equal(ta[0], t4[0])
+    other, _ = _triples(BPRSampler(edge_index, 30, 12, 32, seed=8), 3)
+    assert not torch.equal(ta[0], other[0])
+
+
+@pytest.mark.parametrize('world_size', [2, 3])
+def test_rank_shares_are_disjoint_and_cover_the_epoch(world_size):
+    edge_index, _ = _dense_graph()
+    num_edges = edge_index.size(1)
+    full, _ = _triples(BPRSampler(edge_index, 30, 12, 16, seed=2), 5)
+    positions = []
+    triples = set()
+    for rank in range(world_size):
+        sampler = BPRSampler(edge_index, 30, 12, 16, seed=2, rank=rank,
+                             world_size=world_size)
+        (users, pos, neg), batches = _triples(sampler, 5)
+        assert len(batches) == len(sampler)
+        assert abs(users.numel() - num_edges / world_size) < 1
+        keys = (users * 12 + pos).tolist()
+        positions += keys
+        triples |= set(zip(users.tolist(), pos.tolist(), neg.tolist()))
+    # Disjoint shares that together hold every edge exactly once ...
+    assert sorted(positions) == sorted((edge_index[0] * 12 +
+                                        edge_index[1]).tolist())
+    # ... with the same triples as the single-process epoch.
+    assert triples == set(zip(*(t.tolist() for t in full)))
+
+
+def test_user_with_every_item_is_an_error():
+    edge_index, positive = _dense_graph(num_users=4, num_items=5)
+    full = torch.stack([torch.full((5, ), 2), torch.arange(5)])
+    edge_index = torch.cat([edge_index, full], dim=1)
+    with pytest.raises(ValueError, match='interacted with every item'):
+        BPRSampler(edge_index, 4, 5)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(edge_index=torch.empty(2, 0, dtype=torch.long)),
+     'at least one training edge'),
+    (dict(batch_size=0), 'batch_size must be positive'),
+])
+def test_bad_arguments(kwargs, match):
+    args = dict(edge_index=torch.tensor([[0, 1], [1, 0]]), num_users=2,
+                num_items=3, batch_size=4)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        BPRSampler(**args)

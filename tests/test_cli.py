@@ -1,0 +1,256 @@
+r"""The ``pyg-mmrec`` command, in-process through :func:`main` and once as a
+real process.
+
+``make_synthetic`` currently draws part of its data from the global RNG
+(see ``tests/data/test_synthetic.py``); a fresh process always starts from
+the same global state, so the in-process calls below reset the global seed
+first to behave like separate processes."""
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pyg_mmrec.cli import main
+from pyg_mmrec.data.hetero import split_edge_index
+
+TINY = ['--set', 'data.num_users=150', '--set', 'data.num_items=80']
+METRIC_KEYS = {'recall@20', 'ndcg@20', 'precision@20'}
+
+
+def run(argv, capsys):
+    r"""``main(argv)`` as a fresh process would run it: returns
+    ``(status, stdout, stderr)``."""
+    torch.manual_seed(0)
+    capsys.readouterr()
+    status = main(argv)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+    r"""A tiny run trained once for the whole module."""
+    out = tmp_path_factory.mktemp('run')
+    torch.manual_seed(0)
+    status = main(['train', *TINY, '--epochs', '2', '--quiet', '--out',
+                   str(out)])
+    assert status == 0
+    return out
+
+
+def _assert_usage_error(status, out, err, match):
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith('pyg-mmrec: error: ')
+    assert match in lines[0], lines[0]
+    assert 'Traceback' not in err and 'Traceback' not in out
+
+
+# Success ####################################################################
+
+
+def test_train_writes_metrics_and_checkpoint(trained):
+    assert sorted(os.listdir(trained)) == ['checkpoint.pt', 'last.pt',
+                                           'metrics.json']
+    with open(trained / 'metrics.json') as f:
+        metrics = json.load(f)
+    assert {'model', 'dataset', 'best_epoch', 'val', 'test', 'epochs'} <= \
+        set(metrics)
+    assert metrics['model'] == 'lightgcn'
+    assert metrics['dataset'] == 'synthetic'
+    assert isinstance(metrics['best_epoch'], int)
+    assert set(metrics['val']) == METRIC_KEYS
+    assert set(metrics['test']) == METRIC_KEYS
+    assert [e['epoch'] for e in metrics['epochs']] == [0, 1]
+    for record in metrics['epochs']:
+        assert {'epoch', 'seconds', 'loss', 'val'} <= set(record)
+        assert set(record['val']) == METRIC_KEYS
+        assert isinstance(record['seconds'], float) and record['seconds'] > 0
+        assert 0 < record['loss'] < 1  # BPR starts at log(2)
+    recalls = [e['val']['recall@20'] for e in metrics['epochs']]
+    assert metrics['best_epoch'] == recalls.index(max(recalls))
+    assert metrics['val'] == metrics['epochs'][metrics['best_epoch']]['val']
+    for value in [*metrics['val'].values(), *metrics['test'].values()]:
+        assert 0 < value <= 1
+
+
+def test_train_prints_summary(tmp_path, capsys):
+    status, out, err = run(['train', *TINY, '--epochs', '1', '--quiet',
+                            '--out', str(tmp_path)], capsys)
+    assert status == 0
+    summary = json.loads(out)
+    with open(tmp_path / 'metrics.json') as f:
+        metrics = json.load(f)
+    assert summary == {k: metrics[k]
+                       for k in ('model', 'best_epoch', 'val', 'test')}
+    assert str(tmp_path / 'metrics.json') in err
+
+
+def test_evaluate_reproduces_test_metrics(trained, capsys):
+    status, out, _ = run(['evaluate', '--checkpoint',
+                          str(trained / 'checkpoint.pt')], capsys)
+    assert status == 0
+    report = json.loads(out)
+    with open(trained / 'metrics.json') as f:
+        metrics = json.load(f)
+    assert report['epoch'] == metrics['best_epoch']
+    assert report['test'] == pytest.approx(metrics['test'], abs=1e-6)
+    assert report['val'] == pytest.approx(metrics['val'], abs=1e-6)
+
+
+def _training_items(trained):
+    from pyg_mmrec.train.run import restore
+    torch.manual_seed(0)
+    _, data, _ = restore(str(trained / 'checkpoint.pt'))
+    train = split_edge_index(data, 'train')
+    return {u: set(train[1, train[0] == u].tolist()) for u in range(150)}
+
+
+def test_recommend_csv_and_json(trained, capsys, tmp_path):
+    seen = _training_items(trained)
+    status, out, _ = run(['recommend', '--checkpoint',
+                          str(trained / 'checkpoint.pt'), '--users', '0,1',
+                          '--k', '5'], capsys)
+    assert status == 0
+    rows = list(csv.reader(io.StringIO(out)))
+    assert rows[0] == ['user', 'rank', 'item']
+    from_csv = {}
+    for user, rank, item in rows[1:]:
+        from_csv.setdefault(int(user), []).append((int(rank), int(item)))
+    assert sorted(from_csv) == [0, 1]
+    for user, ranked in from_csv.items():
+        assert [r for r, _ in ranked] == [1, 2, 3, 4, 5]
+        items = [i for _, i in ranked]
+        assert len(set(items)) == 5
+        assert all(0 <= i < 80 for i in items)
+        assert not set(items) & seen[user]
+    status, out, _ = run(['recommend', '--checkpoint',
+                          str(trained / 'checkpoint.pt'), '--users', '0,1',
+                          '--k', '5', '--format', 'json', '--output',
+                          str(tmp_path / 'rec.json')], capsys)
+    assert status == 0 and out == ''
+    with open(tmp_path / 'rec.json') as f:
+        from_json = json.load(f)
+    assert from_json == {str(u): [i for _, i in r]
+                         for u, r in from_csv.items()}
+
+
+def test_recommend_never_returns_training_items(trained, capsys):
+    seen = _training_items(trained)
+    users = [u for u in range(150) if len(seen[u]) >= 5][:40]
+    status, out, _ = run(['recommend', '--checkpoint',
+                          str(trained / 'checkpoint.pt'), '--users',
+                          ','.join(map(str, users)), '--k', '20',
+                          '--format', 'json'], capsys)
+    assert status == 0
+    recs = json.loads(out)
+    assert sorted(map(int, recs)) == sorted(users)
+    for user, items in recs.items():
+        assert len(items) == 20
+        assert not set(items) & seen[int(user)]
+
+
+# Bad input ##################################################################
+
+
+def test_missing_dataset_dir(tmp_path, capsys):
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', '--dataset', str(tmp_path / 'nope'),
+                            '--quiet', '--out', str(out_dir)], capsys)
+    _assert_usage_error(status, out, err,
+                        f"{tmp_path / 'nope'}: data set folder not found")
+    assert not out_dir.exists()
+
+
+def test_dataset_with_nan_features(make_dataset, tiny_features, listing,
+                                   tmp_path, capsys):
+    features = tiny_features()
+    features['acoustic'][2, 0] = np.nan
+    root = make_dataset('diffmm', features=features)
+    before = listing(root)
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', '--dataset', str(root), '--epochs', '1',
+                            '--quiet', '--out', str(out_dir)], capsys)
+    _assert_usage_error(status, out, err,
+                        f"{root / 'audio_feat.npy'}: contains NaN or "
+                        'infinite values')
+    assert listing(out_dir) == []  # at most the empty folder
+    assert listing(root) == before  # no processed/ cache either
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--set', 'train.nope=1'], "unknown option 'train.nope' (known: "),
+    (['--set', 'bogus=1'], "unknown option 'bogus'"),
+    (['--set', 'train.epochs=many'], "cannot set 'train.epochs' to 'many'"),
+    (['--set', 'novalue'], "override 'novalue' is not of the form"),
+    (['--epochs', '0'], 'epochs must be at least 1'),
+    (['--set', 'data.num_users=1'], 'at least 2 users'),
+])
+def test_bad_options(tmp_path, capsys, argv, match):
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', *TINY, *argv, '--quiet', '--out',
+                            str(out_dir)], capsys)
+    _assert_usage_error(status, out, err, match)
+    assert not out_dir.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available')
+def test_cuda_without_cuda(tmp_path, capsys):
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', *TINY, '--device', 'cuda', '--quiet',
+                            '--out', str(out_dir)], capsys)
+    _assert_usage_error(status, out, err,
+                        "device 'cuda' requested but CUDA is not available")
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize('command', ['evaluate', 'recommend'])
+def test_missing_checkpoint(tmp_path, capsys, command):
+    path = tmp_path / 'none.pt'
+    argv = [command, '--checkpoint', str(path)]
+    if command == 'recommend':
+        argv += ['--users', '0']
+    status, out, err = run(argv, capsys)
+    _assert_usage_error(status, out, err, f'{path}: file not found')
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    path = tmp_path / 'bad.pt'
+    path.write_bytes(b'not a checkpoint')
+    status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
+    _assert_usage_error(status, out, err,
+                        f'{path}: cannot be read as a checkpoint')
+
+
+@pytest.mark.parametrize('users,match', [
+    ('0,150', 'user id 150 is out of range 0..149'),
+    ('-1', 'user id -1 is out of range 0..149'),
+    ('0,x', "--users must be 'all', a comma-separated list"),
+])
+def test_recommend_bad_users(trained, tmp_path, capsys, users, match):
+    output = tmp_path / 'rec.csv'
+    status, out, err = run(['recommend', '--checkpoint',
+                            str(trained / 'checkpoint.pt'), '--users', users,
+                            '--output', str(output)], capsys)
+    _assert_usage_error(status, out, err, match)
+    assert not output.exists()
+
+
+def test_real_process_exit_status(tmp_path):
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'pyg_mmrec.cli', 'train', '--dataset',
+         str(tmp_path / 'nope'), '--quiet', '--out', str(tmp_path / 'out')],
+        capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"pyg-mmrec: error: {tmp_path / 'nope'}: data set folder not found"]
+    assert proc.stdout == ''
+    assert not (tmp_path / 'out').exists()

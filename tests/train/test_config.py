@@ -1,0 +1,119 @@
+r"""Training configuration and ``key=value`` overrides."""
+import re
+
+import pytest
+
+from pyg_mmrec.data.synthetic import SyntheticConfig
+from pyg_mmrec.errors import ConfigError
+from pyg_mmrec.nn.models.lightgcn import LightGCNConfig
+from pyg_mmrec.train.config import (
+    TrainConfig,
+    apply_overrides,
+    parse_overrides,
+)
+from pyg_mmrec.train.run import RunOptions, build_configs, resolve_device
+
+
+def _configs():
+    return {'train': TrainConfig(), 'model': LightGCNConfig(),
+            'data': SyntheticConfig()}
+
+
+def test_scoped_overrides():
+    configs = _configs()
+    out = apply_overrides(configs, [('train.epochs', '7'),
+                                    ('train.lr', '0.05'),
+                                    ('model.num_layers', '2'),
+                                    ('data.num_users', '150'),
+                                    ('data.modalities', 'visual, textual'),
+                                    ('train.device', 'cpu')])
+    assert out['train'].epochs == 7 and isinstance(out['train'].epochs, int)
+    assert out['train'].lr == 0.05
+    assert out['train'].device == 'cpu'
+    assert out['model'].num_layers == 2
+    assert out['data'].num_users == 150
+    assert out['data'].modalities == ('visual', 'textual')
+    # Everything else keeps its default, and the inputs are not modified.
+    assert out['train'].batch_size == TrainConfig().batch_size
+    assert out['model'].embedding_dim == LightGCNConfig().embedding_dim
+    assert configs['train'].epochs == TrainConfig().epochs
+    assert configs['data'].num_users == SyntheticConfig().num_users
+
+
+def test_bare_keys_go_to_the_config_that_has_them():
+    out = apply_overrides(_configs(), [('embedding_dim', '16'),
+                                       ('patience', '3'),
+                                       ('mean_degree', '6.5')])
+    assert out['model'].embedding_dim == 16
+    assert out['train'].patience == 3
+    assert out['data'].mean_degree == 6.5
+    # 'seed' exists in train and data: the first config (train) gets it.
+    out = apply_overrides(_configs(), [('seed', '5')])
+    assert out['train'].seed == 5
+    assert out['data'].seed == SyntheticConfig().seed
+    out = apply_overrides(_configs(), [('data.seed', '5')])
+    assert out['data'].seed == 5 and out['train'].seed == 0
+
+
+@pytest.mark.parametrize('key', ['train.nope', 'nope', 'model.epochs',
+                                 'optim.lr'])
+def test_unknown_key_lists_known_keys(key):
+    with pytest.raises(ConfigError,
+                       match=f"unknown option '{re.escape(key)}'") as e:
+        apply_overrides(_configs(), [(key, '1')])
+    message = str(e.value)
+    for known in ('train.epochs', 'train.lr', 'model.num_layers',
+                  'model.embedding_dim', 'data.num_users', 'data.seed'):
+        assert known in message
+
+
+@pytest.mark.parametrize('key,value,kind', [
+    ('train.epochs', 'ten', 'int'),
+    ('train.epochs', '2.5', 'int'),
+    ('train.lr', 'fast', 'float'),
+    ('data.mean_degree', '', 'float'),
+])
+def test_bad_value_type(key, value, kind):
+    with pytest.raises(ConfigError, match=re.escape(
+            f"cannot set '{key}' to '{value}': expected {kind}")):
+        apply_overrides(_configs(), [(key, value)])
+
+
+@pytest.mark.parametrize('key,value,match', [
+    ('train.epochs', '0', 'epochs must be at least 1, got 0'),
+    ('train.patience', '-1', 'patience must be >= 0'),
+    ('train.lr', '0', 'lr must be positive'),
+    ('data.num_users', '1', 'at least 2 users'),
+])
+def test_invalid_values_rejected_by_the_config(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(_configs(), [(key, value)])
+
+
+def test_parse_overrides():
+    assert parse_overrides(['a=1', ' train.lr = 0.1 ', 'x=a=b']) == [
+        ('a', '1'), ('train.lr', '0.1'), ('x', 'a=b')]
+    for bad in ['novalue', '=3']:
+        with pytest.raises(ConfigError, match='is not of the form key=value'):
+            parse_overrides([bad])
+
+
+def test_build_configs_and_presets():
+    configs = build_configs(RunOptions(overrides=[('train.epochs', '3')]))
+    assert configs['train'].epochs == 3
+    assert isinstance(configs['model'], LightGCNConfig)
+    with pytest.raises(ConfigError, match="unknown model 'nope'"):
+        build_configs(RunOptions(model='nope'))
+    with pytest.raises(ConfigError, match="unknown preset 'imdb'"):
+        build_configs(RunOptions(preset='imdb'))
+
+
+def test_resolve_device():
+    import torch
+    assert resolve_device('cpu') == torch.device('cpu')
+    with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
+        resolve_device('gpu0')
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="device 'cuda' requested but "
+                           'CUDA is not available'):
+            resolve_device('cuda')
