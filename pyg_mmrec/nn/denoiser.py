@@ -1,6 +1,6 @@
 r"""DiffMM's denoiser network :math:`g_m(\mathbf{x}_t, t)`."""
 import math
-from typing import Sequence
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,62 @@ def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0
     if dim % 2 == 1:
         emb = F.pad(emb, (0, 1))
     return emb
+
+
+class ReverseFold(NamedTuple):
+    r"""Weights of :class:`Denoiser` folded for the hidden-space reverse
+    process, see :meth:`Denoiser.fold_reverse`."""
+    w1_x_t: Tensor  # [I, H]: first layer, item part
+    w2_w1: Tensor  # [H, H]: output layer followed by the first layer
+    first: Tensor  # [H]: e_{T-1}
+    shift: Tensor  # [T, H]: constant part of p_{t-1} (row 0 unused)
+    coef1: Tuple[float, ...]
+    coef2: Tuple[float, ...]
+    screen: Optional[Tensor]  # [I, H] low-precision output weights
+    bound: Optional['ScreenBound']
+
+
+class ScreenBound(NamedTuple):
+    r"""Per-item constants of the rigorous error bound of a low-precision
+    score, :math:`|\tilde{s}_{bi} - s_{bi}| \leq \rho
+    \min(\lVert\mathbf{h}_b\rVert_2 \lVert\mathbf{w}_i\rVert_2,
+    \lVert\mathbf{h}_b\rVert_\infty \lVert\mathbf{w}_i\rVert_1) +
+    \beta_i`."""
+    rel: float  # rho
+    norm2: Tensor  # [I]
+    norm1: Tensor  # [I]
+    bias: Tensor  # [I]: beta_i
+
+
+def _screen_bound(weight: Tensor, bias: Tensor,
+                  dtype: torch.dtype) -> ScreenBound:
+    # The exact products of the rounded factors (|dh| <= u|h|, |dw| <= u|w|)
+    # are accumulated in float32 (gamma_H) and rounded once more, then the
+    # rounded bias is added and the sum rounded: to first order
+    # (4u + 2 gamma_H) sum_j |h_j w_ij| + 2u |b_i|, and
+    # sum_j |h_j w_ij| <= min(|h|_2 |w_i|_2, |h|_inf |w_i|_1). The factor 2
+    # covers the second-order terms and the float32 evaluation of the bound.
+    u = torch.finfo(dtype).eps / 2
+    hidden = weight.size(1)
+    gamma = hidden * 2.0**-24 / (1 - hidden * 2.0**-24)
+    return ScreenBound(
+        rel=2.0 * (4 * u + 2 * gamma),
+        norm2=weight.norm(dim=1),
+        norm1=weight.abs().sum(dim=1),
+        bias=2.0 * 2 * u * bias.abs() + 1e-6,
+    )
+
+
+def _rescore(h: Tensor, cand: Tensor, weight: Tensor, bias: Tensor,
+             chunk: int = 128) -> Tensor:
+    # Exact scores of the candidate items of each row; row chunks keep the
+    # gathered weights small enough for the allocator to recycle.
+    out = torch.empty(cand.shape, dtype=h.dtype, device=h.device)
+    for i in range(0, h.size(0), chunk):
+        c = cand[i:i + chunk]
+        prod = F.embedding(c, weight).mul_(h[i:i + chunk].unsqueeze(1))
+        out[i:i + chunk] = prod.sum(dim=-1)
+    return out.add_(F.embedding(cand, bias.view(-1, 1)).squeeze(-1))
 
 
 def _init_linear(lin: Linear) -> None:
@@ -107,69 +163,184 @@ class Denoiser(Module):
         return self.lin2(h)
 
     @torch.no_grad()
-    def reverse_hidden(self, x0: Tensor, coef1: Sequence[float],
-                       coef2: Sequence[float]) -> Tensor:
+    def fold_reverse(self, coef1: Sequence[float], coef2: Sequence[float],
+                     screen_dtype: Optional[torch.dtype] = None,
+                     hidden_dtype: Optional[torch.dtype] = None
+                     ) -> ReverseFold:
+        r"""Precomputes what :meth:`reverse_hidden` and :meth:`decode_topk`
+        need for the posterior coefficients :math:`c^1_t, c^2_t`
+        (``t = 0..T-1``); reuse it across user batches while the weights do
+        not change.
+
+        Args:
+            coef1 (Sequence[float]): :math:`c^1_t`.
+            coef2 (Sequence[float]): :math:`c^2_t`.
+            screen_dtype (torch.dtype, optional): If set (e.g.
+                :obj:`torch.bfloat16`), :meth:`decode_topk` screens items with
+                a product in this dtype (see there); the result stays exact.
+            hidden_dtype (torch.dtype, optional): If set (e.g.
+                :obj:`torch.bfloat16`), the ``H x H`` products of
+                :meth:`reverse_hidden` run in this dtype (accumulating in
+                float32). Faster, but an approximation of the process.
+        """
+        num_steps = len(coef1)
+        if len(coef2) != num_steps:
+            raise ValueError(f'coef1 and coef2 differ in length '
+                             f'({num_steps} vs {len(coef2)})')
+        w1 = self.lin1.weight  # [H, I + C]
+        w1_x = w1[:, :self.num_items]
+        w2 = self.lin2.weight  # [I, H]
+        steps = torch.arange(num_steps, device=w1.device)
+        # e_t: time embedding through the first layer, plus its bias: [T, H].
+        emb = F.linear(self.time_embedding(steps), w1[:, self.num_items:],
+                       self.lin1.bias)
+        b2_w1 = self.lin2.bias.matmul(w1_x.t())
+        shift = torch.zeros_like(emb)
+        for t in range(1, num_steps):
+            shift[t] = coef1[t] * b2_w1 + emb[t - 1] - coef2[t] * emb[t]
+        screen, bound = None, None
+        if screen_dtype is not None:
+            screen = w2.to(screen_dtype)
+            bound = _screen_bound(w2, self.lin2.bias, screen_dtype)
+        return ReverseFold(
+            w1_x_t=w1_x.t().contiguous(),
+            w2_w1=w2.t().matmul(w1_x.t()).to(hidden_dtype or w2.dtype),
+            first=emb[num_steps - 1].clone(),
+            shift=shift,
+            coef1=tuple(float(c) for c in coef1),
+            coef2=tuple(float(c) for c in coef2),
+            screen=screen,
+            bound=bound,
+        )
+
+    @torch.no_grad()
+    def reverse_hidden(self, x0: Tensor, fold: ReverseFold) -> Tensor:
         r"""Runs the deterministic reverse process of
         :class:`~pyg_mmrec.nn.GaussianDiffusion` in the hidden space and
         returns the hidden state :math:`\mathbf{h}^{(0)}` of the last step
         (so that :math:`\hat{\mathbf{x}}_0^{(0)} = \mathbf{h}^{(0)}
         \mathbf{W}_2 + \mathbf{b}_2`). Dropout is not applied (inference).
 
-        Because every reverse step is the affine posterior mean
+        Every reverse step is the affine posterior mean
         :math:`\mathbf{x}_{t-1} = c^1_t \hat{\mathbf{x}}_0^{(t)} + c^2_t
-        \mathbf{x}_t` and :math:`g` starts with a linear map, the first
-        layer's pre-activation :math:`\mathbf{z}_t = \mathbf{x}_t
-        \mathbf{W}_1^{x}` obeys
+        \mathbf{x}_t` and :math:`g` starts with a linear map, so the
+        pre-activation :math:`\mathbf{p}_t = \mathbf{x}_t \mathbf{W}_1^{x}
+        + \mathbf{e}_t` of the first layer (:math:`\mathbf{e}_t` its time
+        and bias part) obeys
 
         .. math::
-            \mathbf{z}_{t-1} = c^1_t \big(\mathbf{h}^{(t)} \mathbf{W}_2
-            \mathbf{W}_1^{x} + \mathbf{b}_2 \mathbf{W}_1^{x}\big)
-            + c^2_t \mathbf{z}_t,
+            \mathbf{h}^{(t)} = \tanh(\mathbf{p}_t), \qquad
+            \mathbf{p}_{t-1} = c^2_t \mathbf{p}_t + c^1_t\,
+            \mathbf{h}^{(t)} \mathbf{W}_2 \mathbf{W}_1^{x}
+            + c^1_t \mathbf{b}_2 \mathbf{W}_1^{x} + \mathbf{e}_{t-1}
+            - c^2_t \mathbf{e}_t,
 
-        an ``H x H`` product per step instead of two ``H x I`` products; it
+        one ``H x H`` product per step instead of two ``H x I`` products. It
         is the same function up to floating-point reassociation.
 
         Args:
             x0 (Tensor): ``[B, I]`` start rows :math:`\mathbf{x}_T`, dense or
                 a sparse CSR tensor.
-            coef1 (Sequence[float]): :math:`c^1_t` for ``t = 0..T-1``.
-            coef2 (Sequence[float]): :math:`c^2_t` for ``t = 0..T-1``.
+            fold (ReverseFold): The output of :meth:`fold_reverse`.
 
         Returns:
             ``[B, H]`` hidden state of the step ``t = 0``.
         """
-        num_steps = len(coef1)
-        w1 = self.lin1.weight  # [H, I + C]
-        w1_x = w1[:, :self.num_items]
-        w1_t = w1[:, self.num_items:]
-        # The last layer folded into the next step's first layer: [H, H].
-        w2_w1 = self.lin2.weight.t().matmul(w1_x.t())
-        b2_w1 = self.lin2.bias.matmul(w1_x.t())
-        steps = torch.arange(num_steps, device=w1.device)
-        # Time part of the first layer for every step, with the bias: [T, H].
-        time_part = F.linear(self.time_embedding(steps), w1_t, self.lin1.bias)
-
         if x0.layout == torch.sparse_csr:
             # Rows are sparse: sum the first-layer columns of their items.
             crow, col = x0.crow_indices(), x0.col_indices()
-            z = F.embedding_bag(col, w1_x.t().contiguous(), crow[:-1],
-                                mode='sum', per_sample_weights=x0.values(),
-                                include_last_offset=False)
+            p = F.embedding_bag(col, fold.w1_x_t, crow[:-1], mode='sum',
+                                per_sample_weights=x0.values())
         else:
-            z = x0.matmul(w1_x.t())
-        h = z
-        for t in range(num_steps - 1, -1, -1):
-            h = torch.tanh(z + time_part[t])
-            if t > 0:
-                z = coef2[t] * z
-                z.addmm_(h, w2_w1, alpha=coef1[t])
-                z.add_(b2_w1, alpha=coef1[t])
-        return h
+            p = x0.matmul(fold.w1_x_t)
+        p.add_(fold.first)
+        low = fold.w2_w1.dtype != p.dtype
+        for t in range(len(fold.coef1) - 1, 0, -1):
+            h = torch.tanh(p)
+            if low:
+                prod = h.to(fold.w2_w1.dtype).matmul(fold.w2_w1)
+                p = p.mul_(fold.coef2[t]).add_(prod, alpha=fold.coef1[t])
+            else:
+                p = torch.addmm(p, h, fold.w2_w1, beta=fold.coef2[t],
+                                alpha=fold.coef1[t])
+            p.add_(fold.shift[t])
+        return p.tanh_()
 
     def decode(self, h: Tensor) -> Tensor:
         r"""The output layer, :math:`\mathbf{h} \mathbf{W}_2 +
         \mathbf{b}_2`."""
         return self.lin2(h)
+
+    @torch.no_grad()
+    def decode_topk(self, h: Tensor, k: int,
+                    fold: Optional[ReverseFold] = None,
+                    margin: int = 8, max_candidates: int = 256) -> Tensor:
+        r"""The top-:obj:`k` item indices of :meth:`decode`, ``[B, k]``.
+
+        With a screening fold (:meth:`fold_reverse` with
+        :obj:`screen_dtype`), the scores :math:`\tilde{s}` are first computed
+        in the low precision, with the rigorous error bound
+
+        .. math::
+            |\tilde{s}_{bi} - s_{bi}| \leq \epsilon_{bi} = 2\big((4u +
+            2\gamma_H) \min(\lVert\mathbf{h}_b\rVert_2
+            \lVert\mathbf{w}_i\rVert_2, \lVert\mathbf{h}_b\rVert_\infty
+            \lVert\mathbf{w}_i\rVert_1) + 2u |b_i|\big)
+
+        (:math:`u` the unit roundoff of the screening dtype,
+        :math:`\gamma_H` the float32 accumulation bound over :math:`H`
+        terms, 2 a safety factor). The best :obj:`k` + :obj:`margin` screened
+        items of a row are rescored exactly; the row is done if its
+        :obj:`k`-th exact score :math:`v_b` beats
+        :math:`\tilde{s}_{bi} + \max_i \epsilon_{bi}` of the other items.
+        Otherwise every item with :math:`\tilde{s}_{bi} + \epsilon_{bi} \geq
+        v_b` is rescored exactly (or, beyond :obj:`max_candidates` of them,
+        the whole row). Items left out provably score below :math:`v_b`, so
+        the result is the full-precision top-:obj:`k` (up to float32 rounding
+        and ties).
+        """
+        if fold is None or fold.screen is None or fold.bound is None or \
+                k + margin >= self.num_items:
+            return self.decode(h).topk(k, dim=1).indices
+        w2, b2 = self.lin2.weight, self.lin2.bias
+        bound = fold.bound
+        approx = F.linear(h.to(fold.screen.dtype), fold.screen)
+        approx = approx.add_(b2.to(approx.dtype))
+        approx_val, cand = approx.topk(k + margin, dim=1)
+        exact = _rescore(h, cand, w2, b2)
+        val, pos = exact.topk(k, dim=1)
+        out = cand.gather(1, pos)
+
+        h_norm2, h_norm_inf = h.norm(dim=1), h.abs().amax(dim=1)
+        row_eps = torch.minimum(h_norm2 * bound.norm2.max(),
+                                h_norm_inf * bound.norm1.max())
+        row_eps = row_eps * bound.rel + bound.bias.max()
+        ok = val[:, -1] > approx_val[:, -1].to(val.dtype) + row_eps
+        if bool(ok.all()):
+            return out
+
+        # Second level: the per-item bound on the rows not yet certified.
+        bad = (~ok).nonzero().view(-1)
+        eps = torch.minimum(torch.outer(h_norm2[bad], bound.norm2),
+                            torch.outer(h_norm_inf[bad], bound.norm1))
+        eps = eps.mul_(bound.rel).add_(bound.bias)
+        upper = eps.add_(approx[bad].to(eps.dtype))
+        mask = upper >= val[bad, -1:]
+        count = mask.sum(dim=1)
+        small = count <= max_candidates
+        if bool(small.any()):
+            rows, items = mask[small].nonzero().unbind(1)
+            sel = bad[small]
+            score = (F.embedding(items, w2) * h[sel][rows]).sum(dim=1)
+            score = score + b2[items]
+            dense = torch.full((sel.numel(), self.num_items), -float('inf'),
+                               dtype=h.dtype, device=h.device)
+            dense[rows, items] = score
+            out[sel] = dense.topk(k, dim=1).indices
+        if not bool(small.all()):
+            sel = bad[~small]
+            out[sel] = self.decode(h[sel]).topk(k, dim=1).indices
+        return out
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_items}, '

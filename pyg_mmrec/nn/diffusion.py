@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
-from pyg_mmrec.nn.denoiser import Denoiser
+from pyg_mmrec.nn.denoiser import Denoiser, ReverseFold
 
 DenoiserFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -176,8 +176,8 @@ class GaussianDiffusion(Module):
         return x
 
     @torch.no_grad()
-    def reverse_topk(self, denoiser: DenoiserFn, x0: Tensor,
-                     k: int = 1) -> Tensor:
+    def reverse_topk(self, denoiser: DenoiserFn, x0: Tensor, k: int = 1,
+                     fold: Optional[ReverseFold] = None) -> Tensor:
         r"""The column indices of the top-:obj:`k` entries of each row of
         :meth:`reverse`, ``[B, k]`` (largest first).
 
@@ -194,20 +194,29 @@ class GaussianDiffusion(Module):
             x0 (Tensor): ``[B, I]`` start rows, dense (or sparse CSR for a
                 :class:`~pyg_mmrec.nn.Denoiser`).
             k (int): Number of items per row.
+            fold (ReverseFold, optional): :meth:`Denoiser.fold_reverse` of
+                :obj:`denoiser` for this schedule, to reuse across batches.
         """
         num_items = x0.size(1)
         if not 1 <= k <= num_items:
             raise ValueError(f'k must be in [1, {num_items}], got {k}')
         if isinstance(denoiser, Denoiser):
-            c1 = self.posterior_coef1.tolist()
-            c2 = self.posterior_coef2.tolist()
-            h = denoiser.reverse_hidden(x0, c1, c2)
-            out = denoiser.decode(h)
-        else:
-            if x0.layout == torch.sparse_csr:
-                x0 = x0.to_dense()
-            out = self.reverse(denoiser, x0)
-        return out.topk(k, dim=1).indices
+            if fold is None:
+                fold = self.fold(denoiser)
+            h = denoiser.reverse_hidden(x0, fold)
+            return denoiser.decode_topk(h, k, fold)
+        if x0.layout == torch.sparse_csr:
+            x0 = x0.to_dense()
+        return self.reverse(denoiser, x0).topk(k, dim=1).indices
+
+    def fold(self, denoiser: Denoiser,
+             screen_dtype: Optional[torch.dtype] = None,
+             hidden_dtype: Optional[torch.dtype] = None) -> ReverseFold:
+        r""":meth:`Denoiser.fold_reverse` with this schedule's posterior
+        coefficients."""
+        return denoiser.fold_reverse(self.posterior_coef1.tolist(),
+                                     self.posterior_coef2.tolist(),
+                                     screen_dtype, hidden_dtype)
 
     def training_loss(
         self,

@@ -1,0 +1,213 @@
+r"""MMSSL's WGAN discriminators over preference rows and the gradient
+penalty."""
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+from torch.nn import BatchNorm1d, Dropout, LeakyReLU, Linear, Module, Parameter
+
+
+class _MLPHead(Module):
+    # Linear -> LeakyReLU -> BatchNorm -> Dropout per hidden layer, then a
+    # Linear to one logit; sigmoid scaled by `scale` (MMSSL's convention).
+    def __init__(self, channels: Tuple[int, ...], dropout: Tuple[float, ...],
+                 negative_slope: float, scale: float) -> None:
+        super().__init__()
+        if len(dropout) != len(channels) - 1:
+            raise ValueError(f'need one dropout rate per hidden layer '
+                             f'({len(channels) - 1}), got {len(dropout)}')
+        self.lins = torch.nn.ModuleList(
+            Linear(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.out = Linear(channels[-1], 1)
+        self.norms = torch.nn.ModuleList(BatchNorm1d(c) for c in channels[1:])
+        self.dropouts = torch.nn.ModuleList(Dropout(p) for p in dropout)
+        self.act = LeakyReLU(negative_slope)
+        self.negative_slope = negative_slope
+        self.scale = scale
+
+    def reset_parameters(self) -> None:
+        for lin in list(self.lins) + [self.out]:
+            torch.nn.init.kaiming_normal_(lin.weight, a=self.negative_slope,
+                                          nonlinearity='leaky_relu')
+            torch.nn.init.zeros_(lin.bias)
+        for norm in self.norms:
+            norm.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        for lin, norm, drop in zip(self.lins, self.norms, self.dropouts):
+            x = drop(norm(self.act(lin(x))))
+        return self.scale * torch.sigmoid(self.out(x))
+
+
+class Discriminator(Module):
+    r"""MMSSL's discriminator over user preference rows
+    :math:`\mathbf{r} \in \mathbb{R}^{I}`:
+
+    .. math::
+        D(\mathbf{r}) = 100 \cdot \sigma\big(\mathbf{W}_3\,
+        \phi_2(\mathbf{W}_2\, \phi_1(\mathbf{W}_1 \mathbf{r} + \mathbf{b}_1)
+        + \mathbf{b}_2) + \mathbf{b}_3\big)
+
+    with widths :math:`I \to \lfloor I/4 \rfloor \to \lfloor I/8 \rfloor \to
+    1` and :math:`\phi_l` = LeakyReLU, BatchNorm, dropout (0.31, then 0.5).
+    Kaiming-normal weights, zero biases. It has :math:`O(I^2)` parameters;
+    :class:`ProjectedDiscriminator` is the scalable variant with the same
+    interface.
+
+    Args:
+        num_items (int): Row length :math:`I`.
+        dropout (Tuple[float, float]): Dropout after each hidden layer.
+        negative_slope (float): LeakyReLU slope (default: :obj:`0.2`).
+        scale (float): Output scale (default: :obj:`100`).
+    """
+    def __init__(self, num_items: int,
+                 dropout: Tuple[float, float] = (0.31, 0.5),
+                 negative_slope: float = 0.2, scale: float = 100.0) -> None:
+        super().__init__()
+        if num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {num_items}')
+        self.num_items = num_items
+        widths = (num_items, max(num_items // 4, 1), max(num_items // 8, 1))
+        self.mlp = _MLPHead(widths, tuple(dropout), negative_slope, scale)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""Resets all learnable parameters of the module."""
+        self.mlp.reset_parameters()
+
+    def forward(self, rows: Tensor) -> Tensor:
+        r"""
+        Args:
+            rows (Tensor): ``[B, I]`` preference rows.
+
+        Returns:
+            ``[B, 1]`` scores in :math:`(0, 100)`.
+        """
+        return self.mlp(rows)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}({self.num_items})'
+
+
+class ProjectedDiscriminator(Module):
+    r"""A discriminator with :math:`O(I \cdot d)` parameters and the same
+    interface and output convention as :class:`Discriminator`: each row is
+    first projected onto item embeddings :math:`\mathbf{E} \in
+    \mathbb{R}^{I \times d}`, then scored by a small MLP,
+
+    .. math::
+        D(\mathbf{r}) = 100 \cdot \sigma\big(\mathrm{MLP}(\mathbf{r}
+        \mathbf{E})\big),
+
+    MLP widths :math:`d \to` :obj:`hidden_channels` :math:`\to`
+    :obj:`hidden_channels` / 2 :math:`\to 1` with LeakyReLU, BatchNorm and
+    dropout as in :class:`Discriminator`.
+
+    The projection is learnable (a parameter, Xavier-uniform) unless a fixed
+    :obj:`projection` is given; a fixed one is a buffer that
+    :meth:`set_projection` replaces (e.g. with the detached item embeddings
+    of the recommender every epoch).
+
+    Args:
+        num_items (int): Row length :math:`I`.
+        channels (int): Projection size :math:`d` (default: :obj:`64`).
+        hidden_channels (int): First hidden width (default: :obj:`64`).
+        projection (Tensor, optional): A fixed ``[I, d]`` projection.
+        dropout (Tuple[float, float]): Dropout after each hidden layer.
+        negative_slope (float): LeakyReLU slope (default: :obj:`0.2`).
+        scale (float): Output scale (default: :obj:`100`).
+    """
+    def __init__(self, num_items: int, channels: int = 64,
+                 hidden_channels: int = 64,
+                 projection: Optional[Tensor] = None,
+                 dropout: Tuple[float, float] = (0.31, 0.5),
+                 negative_slope: float = 0.2, scale: float = 100.0) -> None:
+        super().__init__()
+        if num_items < 1:
+            raise ValueError(f'num_items must be >= 1, got {num_items}')
+        self.num_items = num_items
+        self.channels = channels
+        self.learnable = projection is None
+        if projection is None:
+            self.projection = Parameter(torch.empty(num_items, channels))
+        else:
+            self._check(projection)
+            self.register_buffer('projection', projection.detach().clone())
+        widths = (channels, hidden_channels, max(hidden_channels // 2, 1))
+        self.mlp = _MLPHead(widths, tuple(dropout), negative_slope, scale)
+        self.reset_parameters()
+
+    def _check(self, projection: Tensor) -> None:
+        if tuple(projection.shape) != (self.num_items, self.channels):
+            raise ValueError(f'projection must be [{self.num_items}, '
+                             f'{self.channels}], got '
+                             f'{list(projection.shape)}')
+
+    def reset_parameters(self) -> None:
+        r"""Resets all learnable parameters of the module."""
+        if self.learnable:
+            torch.nn.init.xavier_uniform_(self.projection)
+        self.mlp.reset_parameters()
+
+    @torch.no_grad()
+    def set_projection(self, projection: Tensor) -> None:
+        r"""Replaces a fixed projection (detached)."""
+        if self.learnable:
+            raise RuntimeError('the projection is learnable; construct the '
+                               'discriminator with `projection=` to fix it')
+        self._check(projection)
+        self.projection.copy_(projection.detach())
+
+    def forward(self, rows: Tensor) -> Tensor:
+        r"""
+        Args:
+            rows (Tensor): ``[B, I]`` preference rows.
+
+        Returns:
+            ``[B, 1]`` scores in :math:`(0, 100)`.
+        """
+        return self.mlp(rows.matmul(self.projection))
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.num_items}, '
+                f'channels={self.channels}, learnable={self.learnable})')
+
+
+def gradient_penalty(discriminator: Module, real: Tensor, fake: Tensor,
+                     weight: float = 0.3,
+                     generator: Optional[torch.Generator] = None,
+                     alpha: Optional[Tensor] = None) -> Tensor:
+    r"""The WGAN-GP penalty
+
+    .. math::
+        \lambda \cdot \frac{1}{B} \sum_b \big(\lVert \nabla_{\hat{\mathbf{r}}}
+        D(\hat{\mathbf{r}})_b \rVert_2 - 1\big)^2, \qquad
+        \hat{\mathbf{r}}_b = \alpha_b \mathbf{r}_b + (1 - \alpha_b)
+        \mathbf{f}_b, \quad \alpha_b \sim \mathcal{U}(0, 1)
+
+    (:math:`\lambda` = :obj:`weight`, 0.3 in MMSSL). The gradient graph is
+    kept (``create_graph``) so that the penalty trains the discriminator.
+
+    Args:
+        discriminator (Module): :math:`D`, ``[B, I] -> [B, 1]``.
+        real (Tensor): ``[B, I]`` real rows.
+        fake (Tensor): ``[B, I]`` generated rows.
+        weight (float): :math:`\lambda`.
+        generator (torch.Generator, optional): For drawing :math:`\alpha`.
+        alpha (Tensor, optional): ``[B]`` or ``[B, 1]`` fixed mixing weights.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f'real and fake must have the same shape, got '
+                         f'{tuple(real.shape)} and {tuple(fake.shape)}')
+    if alpha is None:
+        gen_device = generator.device if generator is not None else \
+            real.device
+        alpha = torch.rand(real.size(0), 1, generator=generator,
+                           device=gen_device, dtype=real.dtype)
+    alpha = alpha.to(real.device, real.dtype).view(-1, 1)
+    mixed = (alpha * real.detach() + (1 - alpha) * fake.detach())
+    mixed.requires_grad_(True)
+    score = discriminator(mixed)
+    grad, = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+    return weight * (grad.norm(p=2, dim=1) - 1).pow(2).mean()
+

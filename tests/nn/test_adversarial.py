@@ -1,0 +1,84 @@
+import pytest
+import torch
+
+from pyg_mmrec.nn.adversarial import (
+    Discriminator,
+    ProjectedDiscriminator,
+    gradient_penalty,
+)
+
+
+def test_discriminator_architecture_and_range():
+    torch.manual_seed(0)
+    disc = Discriminator(64)
+    assert [lin.out_features for lin in disc.mlp.lins] == [16, 8]
+    assert disc.mlp.out.out_features == 1
+    assert [d.p for d in disc.mlp.dropouts] == [0.31, 0.5]
+    out = disc(torch.rand(10, 64))
+    assert out.shape == (10, 1)
+    assert bool(((out > 0) & (out < 100)).all())
+    assert repr(disc) == 'Discriminator(64)'
+
+
+def test_projected_discriminator_scales_linearly():
+    num_items, d = 1000, 16
+    proj = ProjectedDiscriminator(num_items, channels=d, hidden_channels=32)
+    count = sum(p.numel() for p in proj.parameters())
+    assert count < num_items * d + 5000
+    assert proj(torch.rand(4, num_items)).shape == (4, 1)
+    # Fixed projection: a buffer that set_projection replaces.
+    emb = torch.randn(num_items, d)
+    fixed = ProjectedDiscriminator(num_items, channels=d, projection=emb)
+    assert 'projection' not in dict(fixed.named_parameters())
+    fixed.eval()
+    rows = torch.rand(3, num_items)
+    ref = fixed.mlp(rows @ emb)
+    assert torch.allclose(fixed(rows), ref)
+    fixed.set_projection(2 * emb)
+    assert torch.allclose(fixed.projection, 2 * emb)
+    with pytest.raises(ValueError, match=r'projection must be \[1000, 16\], '
+                       r'got \[5, 16\]'):
+        fixed.set_projection(torch.randn(5, 16))
+    with pytest.raises(RuntimeError, match='the projection is learnable'):
+        proj.set_projection(emb)
+
+
+class TinyD(torch.nn.Module):
+    # D(x) = 100 * sigmoid(x . w + b), with fixed weights.
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+        self.b = torch.nn.Parameter(torch.tensor(0.1))
+
+    def forward(self, x):
+        return 100 * torch.sigmoid(x @ self.w + self.b).view(-1, 1)
+
+
+def test_gradient_penalty_matches_hand_value():
+    disc = TinyD()
+    real = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]])
+    fake = torch.tensor([[0.0, 0.5, 0.0], [0.2, 0.0, 0.3]])
+    alpha = torch.tensor([0.25, 0.6])
+    gp = gradient_penalty(disc, real, fake, alpha=alpha)
+    w, b = disc.w.detach(), disc.b.detach()
+    ref = 0.0
+    for r, f, a in zip(real, fake, alpha):
+        x = a * r + (1 - a) * f
+        s = torch.sigmoid(x @ w + b)
+        grad = 100 * s * (1 - s) * w  # d/dx of 100 sigmoid(x.w + b)
+        ref += (grad.norm() - 1)**2
+    assert torch.allclose(gp, 0.3 * ref / 2)
+    gp.backward()  # create_graph: the penalty trains the discriminator
+    assert disc.w.grad is not None and disc.w.grad.abs().sum() > 0
+
+
+def test_gradient_penalty_seeded_and_shared_interface():
+    real, fake = torch.rand(4, 32), torch.rand(4, 32)
+    for disc in (Discriminator(32), ProjectedDiscriminator(32, channels=8)):
+        a = gradient_penalty(disc.eval(), real, fake,
+                             generator=torch.Generator().manual_seed(0))
+        b = gradient_penalty(disc, real, fake,
+                             generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r'same shape, got \(4, 32\) and'):
+        gradient_penalty(disc, real, fake[:3])

@@ -1,0 +1,196 @@
+import math
+
+import pytest
+import torch
+
+from pyg_mmrec.nn.denoiser import Denoiser, timestep_embedding
+from pyg_mmrec.nn.diffusion import GaussianDiffusion
+
+
+def hand_schedule(T=5, s=0.1, vmin=1e-4, vmax=0.02, beta0=1e-4):
+    # MODELS.md "Schedule", written out in Python floats (float64).
+    var = [s * vmin + (s * vmax - s * vmin) * t / (T - 1) for t in range(T)]
+    abar = [1 - v for v in var]
+    betas = [1 - abar[0]] + [
+        min(1 - abar[t] / abar[t - 1], 0.999) for t in range(1, T)
+    ]
+    betas[0] = beta0
+    alphas = [1 - b for b in betas]
+    cum, acc = [], 1.0
+    for a in alphas:
+        acc *= a
+        cum.append(acc)
+    prev = [1.0] + cum[:-1]
+    c1 = [betas[t] * math.sqrt(prev[t]) / (1 - cum[t]) for t in range(T)]
+    c2 = [(1 - prev[t]) * math.sqrt(alphas[t]) / (1 - cum[t])
+          for t in range(T)]
+    snr = [c / (1 - c) for c in cum]
+    w = [1.0] + [snr[t - 1] - snr[t] for t in range(1, T)]
+    return betas, cum, c1, c2, w
+
+
+def test_schedule_matches_hand_formula():
+    diff = GaussianDiffusion(num_steps=5)
+    betas, cum, c1, c2, w = hand_schedule()
+    assert diff.betas.dtype == torch.float64
+    for ours, ref in [(diff.betas, betas), (diff.alphas_cumprod, cum),
+                      (diff.posterior_coef1, c1), (diff.posterior_coef2, c2),
+                      (diff.loss_weight(torch.arange(5)), w)]:
+        assert torch.allclose(ours, torch.tensor(ref, dtype=torch.float64),
+                              rtol=1e-12, atol=0)
+    # The last reverse step returns the prediction: c1_0 = 1, c2_0 = 0.
+    assert diff.posterior_coef2[0] == 0
+    assert abs(float(diff.posterior_coef1[0]) - 1) < 1e-9
+
+
+def test_schedule_stays_float64_under_float():
+    diff = GaussianDiffusion().float()
+    assert diff.alphas_cumprod.dtype == torch.float64
+    assert diff.state_dict() == {}
+    assert 'num_steps=5' in repr(diff)
+
+
+def test_q_sample_and_posterior_mean():
+    diff = GaussianDiffusion()
+    _, cum, c1, c2, _ = hand_schedule()
+    x0, noise = torch.rand(3, 4), torch.randn(3, 4)
+    t = torch.tensor([0, 2, 4])
+    out = diff.q_sample(x0, t, noise)
+    for b in range(3):
+        ref = math.sqrt(cum[t[b]]) * x0[b] + math.sqrt(1 - cum[t[b]]) * \
+            noise[b]
+        assert torch.allclose(out[b], ref, atol=1e-6)
+    x0_hat, xt = torch.rand(3, 4), torch.rand(3, 4)
+    out = diff.posterior_mean(x0_hat, xt, t)
+    for b in range(3):
+        ref = c1[t[b]] * x0_hat[b] + c2[t[b]] * xt[b]
+        assert torch.allclose(out[b], ref, atol=1e-6)
+
+
+def test_training_loss_matches_formula_and_is_detached():
+    torch.manual_seed(0)
+    diff = GaussianDiffusion()
+    _, cum, _, _, w = hand_schedule()
+    num_items, d = 6, 3
+    den = Denoiser(num_items, hidden_channels=8).eval()
+    x0 = (torch.rand(4, num_items) < 0.4).float()
+    t, noise = torch.tensor([0, 1, 3, 4]), torch.randn(4, num_items)
+    item_emb = torch.randn(num_items, d, requires_grad=True)
+    mod_emb = torch.randn(num_items, d, requires_grad=True)
+    loss = diff.training_loss(den, x0, t, noise, item_emb, mod_emb,
+                              lambda_e=0.1, reduction='none')
+    for b in range(4):
+        xt = math.sqrt(cum[t[b]]) * x0[b] + math.sqrt(1 - cum[t[b]]) * \
+            noise[b]
+        x0_hat = den(xt.view(1, -1), t[b:b + 1])[0]
+        ref = w[t[b]] * ((x0[b] - x0_hat)**2).mean()
+        ref = ref + 0.1 * ((x0_hat @ mod_emb - x0[b] @ item_emb)**2).mean()
+        assert torch.allclose(loss[b], ref, rtol=1e-5)
+    loss.mean().backward()
+    assert item_emb.grad is None and mod_emb.grad is None
+    assert den.lin1.weight.grad is not None
+    mean = diff.training_loss(den, x0, t, noise, item_emb, mod_emb, 0.1)
+    assert torch.allclose(mean, loss.mean())
+
+
+def test_training_loss_seeded_and_bad_input():
+    diff = GaussianDiffusion()
+    den = Denoiser(5, hidden_channels=4)
+    x0 = torch.ones(2, 5)
+    a = diff.training_loss(den.eval(), x0,
+                           generator=torch.Generator().manual_seed(3))
+    b = diff.training_loss(den, x0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="lambda_e != 0 needs both"):
+        diff.training_loss(den, x0, lambda_e=0.1)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or"):
+        diff.training_loss(den, x0, reduction='sum')
+    with pytest.raises(ValueError, match='num_steps must be >= 1, got 0'):
+        GaussianDiffusion(num_steps=0)
+
+
+def test_denoiser_layers_and_time_embedding():
+    den = Denoiser(7, hidden_channels=5)
+    assert den.lin1.in_features == 7 + 10 and den.lin1.out_features == 5
+    assert den.lin2.out_features == 7 and den.time_lin.in_features == 10
+    t = torch.tensor([0, 3])
+    emb = timestep_embedding(t, 10)
+    freqs = [10000**(-k / 5) for k in range(5)]
+    ref = [[math.cos(3 * f) for f in freqs] + [math.sin(3 * f)
+                                                for f in freqs]]
+    assert torch.allclose(emb[1], torch.tensor(ref[0]), atol=1e-6)
+    # Output = lin2(tanh(lin1([x || time_lin(emb)]))) with dropout off.
+    den.eval()
+    x = torch.rand(2, 7)
+    ref = den.lin2(torch.tanh(den.lin1(torch.cat(
+        [x, den.time_lin(emb)], dim=1))))
+    assert torch.allclose(den(x, t), ref, atol=1e-6)
+    # Dropout 0.5 acts on the input row in training mode only.
+    den.train()
+    assert not torch.allclose(den(x, t), ref)
+    assert 'Denoiser(7, hidden_channels=5' in repr(den)
+
+
+def test_denoiser_init_scale():
+    torch.manual_seed(0)
+    den = Denoiser(400, hidden_channels=300)
+    std = math.sqrt(2 / (410 + 300))
+    assert abs(den.lin1.weight.std().item() - std) < 0.05 * std
+    assert abs(den.lin2.bias.std().item() - 0.001) < 0.0003
+
+
+def literal_reverse(diff, den, x0):
+    _, _, c1, c2, _ = hand_schedule()
+    x = x0
+    for t in reversed(range(5)):
+        x0_hat = den(x, torch.full((x.size(0), ), t))
+        x = c1[t] * x0_hat + c2[t] * x
+    return x
+
+
+@pytest.mark.parametrize('screen', [None, torch.bfloat16])
+def test_reverse_fast_path_equals_literal(screen):
+    torch.manual_seed(1)
+    num_items = 40
+    diff = GaussianDiffusion()
+    den = Denoiser(num_items, hidden_channels=16).eval()
+    x0 = (torch.rand(12, num_items) < 0.2).float()
+    ref = literal_reverse(diff, den, x0)
+    assert torch.allclose(diff.reverse(den, x0), ref, atol=1e-5)
+    fold = diff.fold(den, screen)
+    h = den.reverse_hidden(x0, fold)
+    assert torch.allclose(den.decode(h), ref, atol=1e-5)
+    assert torch.allclose(den.decode(den.reverse_hidden(
+        x0.to_sparse_csr(), fold)), ref, atol=1e-5)
+    for k in (1, 3):
+        top = diff.reverse_topk(den, x0, k, fold=fold)
+        assert torch.equal(top, ref.topk(k, dim=1).indices)
+    # A plain callable takes the step-by-step path.
+    top = diff.reverse_topk(lambda x, t: den(x, t), x0, 2)
+    assert torch.equal(top, ref.topk(2, dim=1).indices)
+    with pytest.raises(ValueError, match=r'k must be in \[1, 40\], got 0'):
+        diff.reverse_topk(den, x0, 0)
+
+
+def test_screened_decode_certifies_or_falls_back():
+    torch.manual_seed(2)
+    den = Denoiser(60, hidden_channels=32).eval()
+    diff = GaussianDiffusion()
+    fold = diff.fold(den, torch.bfloat16)
+    # Ties up to bf16 precision force the second level and the fallback.
+    h = torch.tanh(torch.randn(64, 32)) * 1e-3
+    ref = den.decode(h).topk(2, dim=1).indices
+    for max_candidates in (0, 60):
+        out = den.decode_topk(h, 2, fold, margin=1,
+                              max_candidates=max_candidates)
+        assert torch.equal(out, ref)
+
+
+def test_low_precision_hidden_is_close():
+    torch.manual_seed(3)
+    den = Denoiser(50, hidden_channels=16).eval()
+    diff = GaussianDiffusion()
+    x0 = (torch.rand(8, 50) < 0.2).float()
+    exact = den.reverse_hidden(x0, diff.fold(den))
+    low = den.reverse_hidden(x0, diff.fold(den, hidden_dtype=torch.bfloat16))
+    assert (exact - low).abs().max() < 5e-2

@@ -1,0 +1,94 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.nn.models.lightgcn import BPRLoss as PyGBPRLoss
+
+from pyg_mmrec.nn.losses import BPRLoss, bpr_loss, grace_info_nce, info_nce
+
+
+def test_bpr_loss_matches_formula_and_pyg():
+    pos, neg = torch.randn(6), torch.randn(6)
+    ref = -sum(math.log(1 / (1 + math.exp(-(p - n))))
+               for p, n in zip(pos.tolist(), neg.tolist())) / 6
+    assert abs(bpr_loss(pos, neg).item() - ref) < 1e-6
+    assert torch.allclose(bpr_loss(pos, neg), PyGBPRLoss()(pos, neg))
+    assert BPRLoss is PyGBPRLoss
+    with pytest.raises(ValueError, match=r'same shape, got \(6,\) and \(5,'):
+        bpr_loss(pos, neg[:5])
+
+
+def explicit_info_nce(z1, z2, index, tau):
+    terms = []
+    for n in index.tolist():
+        num = torch.exp(z1[n] @ z2[n] / tau)
+        den = sum(torch.exp(z1[n] @ z2[j] / tau) for j in range(z2.size(0)))
+        terms.append(-torch.log(num / den))
+    return torch.stack(terms).mean()
+
+
+def test_info_nce_matches_formula_for_every_chunk_size():
+    torch.manual_seed(0)
+    z1 = F.normalize(torch.randn(9, 4, dtype=torch.float64), dim=1)
+    z2 = F.normalize(torch.randn(9, 4, dtype=torch.float64), dim=1)
+    index = torch.tensor([0, 3, 3, 8])
+    ref = explicit_info_nce(z1, z2, index, 0.5)
+    grads = []
+    for chunk in (None, 1, 2, 4, 9, 100):
+        a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+        loss = info_nce(a, b, index, 0.5, chunk_size=chunk)
+        assert torch.allclose(loss, ref, atol=1e-12)
+        loss.backward()
+        grads.append((a.grad, b.grad))
+    for ga, gb in grads[1:]:
+        assert torch.allclose(ga, grads[0][0], atol=1e-12)
+        assert torch.allclose(gb, grads[0][1], atol=1e-12)
+    # Also an exact gradient check of the custom backward.
+    a, b = z1.clone().requires_grad_(), z2.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda x, y: info_nce(x, y, index, 0.3, chunk_size=2), (a, b))
+
+
+def test_info_nce_normalize_flag_and_bad_input():
+    z1, z2 = torch.randn(5, 3), torch.randn(7, 3)
+    index = torch.tensor([1, 2])
+    ref = info_nce(F.normalize(z1, dim=1), F.normalize(z2, dim=1), index)
+    assert torch.allclose(info_nce(z1, z2, index, normalize=True), ref)
+    with pytest.raises(ValueError, match='temperature must be > 0, got 0'):
+        info_nce(z1, z2, index, 0)
+    with pytest.raises(ValueError, match='chunk_size must be >= 1, got 0'):
+        info_nce(z1, z2, index, chunk_size=0)
+    with pytest.raises(ValueError, match='same number of columns, got 3 and'):
+        info_nce(z1, torch.randn(7, 2), index)
+
+
+def explicit_grace(z1, z2, tau):
+    u, v = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+
+    def side(a, b):
+        out = []
+        for n in range(a.size(0)):
+            pos = torch.exp(a[n] @ b[n] / tau)
+            den = pos + sum(torch.exp(a[n] @ b[k] / tau)
+                            for k in range(a.size(0)) if k != n)
+            den = den + sum(torch.exp(a[n] @ a[k] / tau)
+                            for k in range(a.size(0)) if k != n)
+            out.append(-torch.log(pos / den))
+        return torch.stack(out)
+
+    return side(u, v), side(v, u)
+
+
+def test_grace_info_nce_matches_formula():
+    torch.manual_seed(1)
+    z1 = torch.randn(6, 4, dtype=torch.float64)
+    z2 = torch.randn(6, 4, dtype=torch.float64)
+    l12, l21 = explicit_grace(z1, z2, 0.5)
+    assert torch.allclose(grace_info_nce(z1, z2), 0.5 * (l12 + l21).mean())
+    assert torch.allclose(grace_info_nce(z1, z2, symmetric=False),
+                          l12.mean())
+    with pytest.raises(ValueError, match=r'same shape, got \(6, 4\) and'):
+        grace_info_nce(z1, z2[:5])
+    with pytest.raises(ValueError, match='temperature must be > 0, got -1'):
+        grace_info_nce(z1, z2, -1)

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch_geometric.data import HeteroData
+
+from pyg_mmrec.graph import csr_of
+from pyg_mmrec.transforms.adversarial import (
+    AdversarialGraph,
+    gumbel_sharpen,
+    num_generated_items,
+    preference_rows,
+    preference_topk_edges,
+)
+from pyg_mmrec.transforms.diffusion_graph import interaction_rows
+
+U, I, D = 6, 8, 3
+EDGES = torch.tensor([[0, 0, 1, 2, 3, 3, 3, 5],
+                      [1, 2, 0, 7, 2, 3, 6, 4]])
+
+
+def dense_r() -> torch.Tensor:
+    r = torch.zeros(U, I)
+    r[EDGES[0], EDGES[1]] = 1
+    return r
+
+
+def test_preference_rows_match_dense_formula():
+    torch.manual_seed(0)
+    x = torch.randn(U, D, requires_grad=True)
+    z = torch.randn(I, D, requires_grad=True)
+    rowptr, col = csr_of(EDGES, U)
+    index = torch.tensor([3, 0, 4])
+    ref = F.normalize((x[index] @ z.t()) * (1 - dense_r()[index]), dim=1)
+    for chunk in (None, 1, 3, 100):
+        out = preference_rows(x[index], z, rowptr, col, index, chunk)
+        assert torch.allclose(out, ref, atol=1e-6)
+    out.sum().backward()
+    assert x.grad is not None and z.grad is not None
+    with pytest.raises(ValueError, match='user_emb has 2 rows but index has '
+                       '3 users'):
+        preference_rows(x[:2], z, rowptr, col, index)
+
+
+def test_gumbel_sharpen_matches_formula_and_seed():
+    torch.manual_seed(1)
+    rows = (torch.rand(4, I) < 0.3).float()
+    pref = F.normalize(torch.randn(4, I), dim=1)
+    gen = torch.Generator().manual_seed(5)
+    out = gumbel_sharpen(rows, pref, generator=gen)
+    xi = torch.rand(4, I, generator=torch.Generator().manual_seed(5))
+    g = -torch.log(-torch.log(xi))
+    ref = torch.softmax((rows + 1e-5 * g) / 0.005, dim=1) + 100 * pref
+    assert torch.allclose(out, F.normalize(ref, dim=1), atol=1e-6)
+    again = gumbel_sharpen(rows, pref,
+                           generator=torch.Generator().manual_seed(5))
+    assert torch.equal(out, again)
+    with pytest.raises(ValueError, match='temperature must be > 0, got 0'):
+        gumbel_sharpen(rows, pref, temperature=0)
+
+
+def test_num_generated_items():
+    assert num_generated_items(6710, 1e-4) == 1
+    assert num_generated_items(30000, 1e-4) == 3
+    assert num_generated_items(8, 0.3) == 3
+    for rate in (0, 1.01):
+        with pytest.raises(ValueError,
+                           match=rf'rate must be in \(0, 1\], got {rate}'):
+            num_generated_items(8, rate)
+
+
+def tiny_data() -> HeteroData:
+    data = HeteroData()
+    data['user'].num_nodes = U
+    data['item'].num_nodes = I
+    data['item'].visual = torch.randn(I, 4)
+    data['item'].textual = torch.randn(I, 2)
+    data['user', 'interacts', 'item'].edge_index = EDGES
+    return data
+
+
+@pytest.mark.parametrize('rate', [1e-4, 0.3])
+def test_transform_equals_naive_loop(rate):
+    torch.manual_seed(2)
+    user = {'visual': torch.randn(U, D), 'textual': torch.randn(U, D)}
+    item = {'visual': torch.randn(I, D), 'textual': torch.randn(I, D)}
+    data = tiny_data()
+    out = AdversarialGraph(user, item, rate=rate, batch_size=4)(data)
+    k = max(1, math.ceil(rate * I))
+    r = dense_r()
+    for name in user:
+        edges = []
+        for u in range(U):
+            s = F.normalize((user[name][u] @ item[name].t()) * (1 - r[u]),
+                            dim=0)
+            edges += [(u, i) for i in s.topk(k).indices.tolist()]
+        ref = torch.tensor(edges).t()
+        store = out['user', f'adversarial_{name}', 'item']
+        assert torch.equal(store.edge_index, ref)
+        # P = D_u^-1/2 R_m, Q = D_i^-1/2 R_m^T (one-sided).
+        deg_u = torch.bincount(ref[0], minlength=U).float()
+        deg_i = torch.bincount(ref[1], minlength=I).float()
+        assert torch.allclose(store.edge_weight, deg_u[ref[0]].pow(-0.5))
+        assert torch.allclose(store.rev_edge_weight, deg_i[ref[1]].pow(-0.5))
+    assert ('user', 'adversarial_visual', 'item') not in data.edge_types
+
+
+def test_topk_edges_batches_agree_and_bad_input():
+    torch.manual_seed(3)
+    x, z = torch.randn(U, D), torch.randn(I, D)
+    ref = preference_topk_edges(x, z, EDGES, U, I, 0.3, batch_size=100)
+    assert torch.equal(preference_topk_edges(x, z, EDGES, U, I, 0.3, 1), ref)
+    with pytest.raises(ValueError, match=r'need user_emb \[6, d\] and '
+                       r'item_emb \[8, d\], got \[5, 3\]'):
+        preference_topk_edges(x[:5], z, EDGES, U, I)
+    user = {'visual': x}
+    with pytest.raises(ValueError, match=r'must name the same modalities, '
+                       r'got \[visual\] and \[acoustic\]'):
+        AdversarialGraph(user, {'acoustic': z})
+    with pytest.raises(ValueError, match=r'rate must be in \(0, 1\], got 2'):
+        AdversarialGraph(user, {'visual': z}, rate=2)
+    with pytest.raises(ValueError, match="no item features for modality "
+                       r"'acoustic' \(data has: visual, textual\)"):
+        AdversarialGraph({'acoustic': x}, {'acoustic': z})(tiny_data())

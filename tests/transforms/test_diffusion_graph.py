@@ -1,0 +1,146 @@
+import copy
+
+import pytest
+import torch
+from torch_geometric.data import HeteroData
+
+from pyg_mmrec.graph import csr_of, sym_norm_bipartite
+from pyg_mmrec.nn.denoiser import Denoiser
+from pyg_mmrec.nn.diffusion import GaussianDiffusion
+from pyg_mmrec.transforms.diffusion_graph import (
+    DiffusionGraph,
+    diffusion_topk_edges,
+    interaction_rows,
+)
+
+U, I = 7, 9
+EDGES = torch.tensor([[0, 0, 1, 2, 2, 2, 4, 5, 6, 6],
+                      [1, 4, 0, 2, 3, 8, 5, 5, 0, 7]])
+
+
+def tiny_data() -> HeteroData:
+    data = HeteroData()
+    data['user'].num_nodes = U
+    data['item'].num_nodes = I
+    data['item'].visual = torch.randn(I, 3)
+    data['item'].acoustic = torch.randn(I, 2)
+    data['user', 'interacts', 'item'].edge_index = EDGES
+    return data
+
+
+def denoisers():
+    torch.manual_seed(0)
+    return {'visual': Denoiser(I, hidden_channels=6),
+            'acoustic': Denoiser(I, hidden_channels=6)}
+
+
+def test_interaction_rows_match_loop():
+    rowptr, col = csr_of(EDGES, U)
+    index = torch.tensor([6, 0, 3, 2, 0])
+    dense = interaction_rows(rowptr, col, index, I)
+    ref = torch.zeros(5, I)
+    for b, u in enumerate(index.tolist()):
+        for e in range(EDGES.size(1)):
+            if EDGES[0, e] == u:
+                ref[b, EDGES[1, e]] = 1
+    assert torch.equal(dense, ref)
+    csr = interaction_rows(rowptr, col, index, I, layout=torch.sparse_csr)
+    assert torch.equal(csr.to_dense(), ref)
+    with pytest.raises(ValueError, match='layout must be torch.strided or'):
+        interaction_rows(rowptr, col, index, I, layout=torch.sparse_coo)
+
+
+def naive_edges(diff, den, k):
+    # One user at a time through the literal T-step reverse process.
+    edges = []
+    for u in range(U):
+        row = torch.zeros(1, I)
+        for e in range(EDGES.size(1)):
+            if EDGES[0, e] == u:
+                row[0, EDGES[1, e]] = 1
+        out = diff.reverse(den.eval(), row)[0]
+        for i in out.topk(k).indices.tolist():
+            edges.append((u, i))
+    return torch.tensor(edges).t()
+
+
+@pytest.mark.parametrize('k', [1, 3])
+def test_transform_equals_naive_loop(k):
+    diff, dens = GaussianDiffusion(), denoisers()
+    data = tiny_data()
+    out = DiffusionGraph(diff, dens, k=k, batch_size=3)(data)
+    assert all(den.training for den in dens.values())  # mode restored
+    for name, den in dens.items():
+        store = out['user', f'diffusion_{name}', 'item']
+        ref = naive_edges(diff, den, k)
+        assert torch.equal(store.edge_index, ref)
+        # Normalised like A: dense D^-1/2 ([[0, R], [R^T, 0]] + I) D^-1/2.
+        adj = torch.eye(U + I)
+        adj[ref[0], ref[1] + U] = 1
+        adj[ref[1] + U, ref[0]] = 1
+        dinv = adj.sum(1).pow(-0.5)
+        norm = dinv.view(-1, 1) * adj * dinv.view(1, -1)
+        got = torch.zeros(U + I, U + I)
+        got[store.adj_edge_index[0], store.adj_edge_index[1]] = \
+            store.adj_edge_weight
+        assert torch.allclose(got, norm, atol=1e-6)
+        assert torch.allclose(store.edge_weight, norm[ref[0], ref[1] + U])
+    # BaseTransform works on a copy.
+    assert ('user', 'diffusion_visual', 'item') not in data.edge_types
+
+
+def test_screening_and_batches_do_not_change_edges():
+    diff, dens = GaussianDiffusion(), denoisers()
+    den = dens['visual']
+    ref = diffusion_topk_edges(diff, den, EDGES, U, I, 2, batch_size=100,
+                               screen_dtype=None)
+    for bs, screen in [(1, torch.bfloat16), (4, 'auto')]:
+        out = diffusion_topk_edges(diff, den, EDGES, U, I, 2, bs, screen)
+        assert torch.equal(out, ref)
+
+
+def test_keep_rate_drop_is_seeded_and_rescaled():
+    diff, dens = GaussianDiffusion(), denoisers()
+    data = tiny_data()
+    full = DiffusionGraph(diff, dens)(data)
+    outs = [DiffusionGraph(diff, dens, keep_rate=0.5,
+                           generator=torch.Generator().manual_seed(7))(data)
+            for _ in range(2)]
+    key = ('user', 'diffusion_visual', 'item')
+    a, b = outs[0][key], outs[1][key]
+    assert torch.equal(a.adj_edge_index, b.adj_edge_index)
+    assert torch.equal(a.adj_edge_weight, b.adj_edge_weight)
+    # Kept entries are a subset of the full graph with weights scaled by 2.
+    n = U + I
+    ref = torch.zeros(n, n)
+    ref[full[key].adj_edge_index[0], full[key].adj_edge_index[1]] = \
+        full[key].adj_edge_weight
+    kept = ref[a.adj_edge_index[0], a.adj_edge_index[1]]
+    assert torch.allclose(a.adj_edge_weight, kept / 0.5)
+    assert 0 < a.adj_edge_weight.numel() < full[key].adj_edge_weight.numel()
+    # The raw top-k edges are not dropped.
+    assert torch.equal(a.edge_index, full[key].edge_index)
+    # Mask drawn from the generator: the same draws reproduce it.
+    gen = torch.Generator().manual_seed(7)
+    mask = torch.rand(full[key].adj_edge_weight.numel(), generator=gen) < 0.5
+    assert torch.equal(a.adj_edge_index, full[key].adj_edge_index[:, mask])
+
+
+def test_bad_input():
+    diff, dens = GaussianDiffusion(), denoisers()
+    for rate in (0.0, 1.5, -0.1):
+        with pytest.raises(ValueError,
+                           match=rf'keep_rate must be in \(0, 1\], got '
+                           rf'{rate}'):
+            DiffusionGraph(diff, dens, keep_rate=rate)
+    with pytest.raises(ValueError, match='k must be an integer >= 1, got 0'):
+        DiffusionGraph(diff, dens, k=0)
+    with pytest.raises(ValueError, match=r'k must be at most the number of '
+                       r'items \(9\), got 10'):
+        diffusion_topk_edges(diff, dens['visual'], EDGES, U, I, k=10)
+    with pytest.raises(ValueError, match='denoisers must name at least one'):
+        DiffusionGraph(diff, {})
+    with pytest.raises(ValueError, match="no item features for modality "
+                       r"'textual' \(data has: visual, acoustic\)"):
+        DiffusionGraph(diff, {'textual': dens['visual']})(tiny_data())
+    assert 'keep_rate=1.0' in repr(DiffusionGraph(diff, dens))
