@@ -1,0 +1,514 @@
+r"""Benchmark: forward + backward time of user-item propagation per backend.
+
+For every backend (PyG ``LGConv()`` on a plain ``edge_index`` as the
+baseline, then :class:`pyg_mmrec.nn.conv.SymNormConv` on the adjacency that
+:func:`pyg_mmrec.nn.sparse.to_adj` builds for ``scatter``, ``coo``, ``csr``,
+``sparse_tensor``, ``edge_index`` and the library default ``auto``) it times
+one propagation :math:`\mathbf{A}\mathbf{X}` and the LightGCN-style sum
+:math:`\sum_{l=0}^{3} \mathbf{A}^l \mathbf{X}`, forward and backward, with
+:math:`\mathbf{A}` the symmetric normalised user-item graph with self-loops.
+The graphs are the TikTok training graph and synthetic uniform bipartite
+graphs. CPU runs use one thread and all threads; on CUDA the achieved
+memory bandwidth is reported as a fraction of the device's peak.
+
+Prints one JSON object and writes ``benchmarks/results/spmm.json``,
+``benchmarks/results/spmm.png`` and ``benchmarks/results/spmm.md`` (the
+markdown tables of ``benchmarks/README.md``).
+
+    python benchmarks/spmm.py                      # --quick (a few minutes)
+    python benchmarks/spmm.py --sizes 1000000x200000x20000000 --threads 1
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+import torch_geometric
+import torch_geometric.typing
+from torch_geometric.nn import LGConv
+
+from pyg_mmrec.graph import sym_norm_bipartite
+from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
+from pyg_mmrec.nn.sparse import DEFAULT_BACKEND, to_adj
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
+
+#: Backends in report order: (name, to_adj backend or None for the baseline).
+BACKENDS: List[Tuple[str, Optional[str]]] = [
+    ('lgconv_plain', None),
+    ('scatter', 'scatter'),
+    ('coo', 'coo'),
+    ('csr', 'csr'),
+    ('sparse_tensor', 'sparse_tensor'),
+    ('edge_index', 'edge_index'),
+    ('default', 'auto'),
+]
+
+#: Peak DRAM bandwidth in GB/s by device-name substring (first match wins).
+PEAK_BANDWIDTH_GBS: List[Tuple[str, float]] = [
+    ('H200', 4800.), ('GH200', 4000.), ('H100 NVL', 3900.),
+    ('H100 PCIe', 2000.), ('H100', 3350.), ('H800', 3350.),
+    ('A100-SXM4-80GB', 2039.), ('A100 80GB PCIe', 1935.),
+    ('A100', 1555.), ('A800', 2039.), ('L40S', 864.), ('L40', 864.),
+    ('L4', 300.), ('A10G', 600.), ('A10', 600.), ('V100', 900.),
+    ('T4', 320.), ('RTX 4090', 1008.), ('RTX 3090', 936.),
+    ('B200', 8000.), ('MI300X', 5300.),
+]
+
+# Bytes per element of the scatter path's [nnz, d] message tensors; several
+# live at once in forward + backward.
+SCATTER_COPIES = 4
+
+
+def parse_size(text: str) -> Tuple[int, int, int]:
+    parts = text.lower().split('x')
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(
+            f"size must be USERSxITEMSxEDGES, e.g. 100000x20000x1000000 "
+            f"(got '{text}')")
+    return tuple(int(float(p)) for p in parts)  # type: ignore
+
+
+def synthetic_edges(num_users: int, num_items: int, num_edges: int,
+                    seed: int = 0) -> Tensor:
+    r"""``num_edges`` distinct uniform random user-item pairs (sorted)."""
+    if num_edges > num_users * num_items:
+        raise ValueError(f'{num_edges} edges do not fit {num_users} x '
+                         f'{num_items}')
+    gen = torch.Generator().manual_seed(seed)
+    key = torch.empty(0, dtype=torch.long)
+    while key.numel() < num_edges:
+        extra = int((num_edges - key.numel()) * 1.05) + 16
+        new = torch.randint(num_users * num_items, (extra, ), generator=gen)
+        key = torch.unique(torch.cat([key, new]))
+    key = key[torch.randperm(key.numel(), generator=gen)[:num_edges]]
+    key = key.sort().values
+    return torch.stack([key // num_items, key % num_items])
+
+
+def tiktok_edges(root: str) -> Tuple[Tensor, int, int]:
+    from pyg_mmrec.data import MultiModalRecDataset
+    from pyg_mmrec.data.hetero import INTERACTS, num_users_items
+    data = MultiModalRecDataset(root)[0]
+    num_users, num_items = num_users_items(data)
+    return data[INTERACTS].edge_index, num_users, num_items
+
+
+def spmm_bytes(num_nodes: int, nnz: int, dim: int, index_bytes: int = 4,
+               value_bytes: int = 4, feat_bytes: int = 4) -> int:
+    r"""Bytes one CSR SpMM must move at least: row pointer and column
+    indices, values, the gathered feature rows (one per non-zero) and the
+    output."""
+    return ((num_nodes + 1 + nnz) * index_bytes + nnz * value_bytes +
+            nnz * dim * feat_bytes + num_nodes * dim * feat_bytes)
+
+
+def peak_bandwidth(device: torch.device,
+                   override: Optional[float]) -> Optional[float]:
+    if override is not None:
+        return override
+    if device.type != 'cuda':
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, gbs in PEAK_BANDWIDTH_GBS:
+        if key in name:
+            return gbs
+    return None
+
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def time_fn(fn: Callable[[], None], device: torch.device, min_time: float,
+            max_repeats: int, budget: float) -> Dict[str, Any]:
+    r"""Median and min wall time (and median process CPU time) of
+    :obj:`fn` after one warm-up call; stops early once the time budget is
+    used up."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    warm = time.perf_counter() - t0
+    times: List[float] = []
+    cpu_times: List[float] = []
+    start = time.perf_counter()
+    while len(times) < max_repeats:
+        c0, t0 = time.process_time(), time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
+        spent = time.perf_counter() - start
+        if len(times) >= 3 and spent >= min_time:
+            break
+        if spent + warm > budget:
+            break
+    times.sort()
+    cpu_times.sort()
+    return {
+        'ms_median': 1e3 * times[len(times) // 2],
+        'ms_min': 1e3 * times[0],
+        # CPU time of the process (all threads): less sensitive than wall
+        # time to other programs competing for the cores.
+        'cpu_ms_median': 1e3 * cpu_times[len(cpu_times) // 2],
+        'repeats': len(times),
+        'ms_warmup': 1e3 * warm,
+    }
+
+
+def predicted_skip(rate: Optional[float], nnz: int, dim: int, layers: int,
+                   max_seconds: float) -> Optional[str]:
+    r"""A skip reason if the time per (non-zero x channel x layer) measured
+    so far predicts more than :obj:`max_seconds` for one step."""
+    if rate is None:
+        return None
+    predicted = rate * nnz * dim * layers
+    if predicted <= max_seconds:
+        return None
+    return (f'predicted {predicted:.3g} s per {layers}-layer step > '
+            f'--max-seconds {max_seconds}')
+
+
+def make_step(name: str, adj: Any, weight: Optional[Tensor], x: Tensor,
+              grad: Tensor, layers: int) -> Callable[[], None]:
+    conv = LGConv() if name == 'lgconv_plain' else SymNormConv()
+
+    def step() -> None:
+        x.grad = None
+        h = out = x
+        for _ in range(layers):
+            h = conv(h, adj, weight)
+            out = out + h
+        out.backward(grad)
+
+    return step
+
+
+def bench_graph(label: str, edge_index: Tensor, num_users: int,
+                num_items: int, args: argparse.Namespace,
+                device: torch.device, threads: Optional[int],
+                rate: Dict[str, float]) -> List[Dict[str, Any]]:
+    r"""All backends on one graph for one device / thread setting."""
+    num_nodes = num_users + num_items
+    full_index, full_weight = sym_norm_bipartite(edge_index, num_users,
+                                                 num_items)
+    full_index, full_weight = full_index.to(device), full_weight.to(device)
+    nnz = full_index.size(1)
+    dim = args.dim
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(num_nodes, dim, generator=gen).to(device)
+    x.requires_grad_()
+    grad = torch.randn(num_nodes, dim, generator=gen).to(device)
+    peak = peak_bandwidth(device, args.peak_bandwidth)
+    base = {
+        'graph': label, 'num_users': num_users, 'num_items': num_items,
+        'num_edges': edge_index.size(1), 'nnz': nnz, 'dim': dim,
+        'device': str(device),
+        'threads': threads if device.type == 'cpu' else None,
+    }
+    reference: Optional[Tensor] = None
+    rows: List[Dict[str, Any]] = []
+    for name, backend in BACKENDS:
+        if name not in args.backends:
+            continue
+        skip = None
+        if (backend == 'sparse_tensor'
+                and not torch_geometric.typing.WITH_TORCH_SPARSE):
+            skip = 'torch-sparse is not installed'
+        elif name in ('lgconv_plain', 'scatter'):
+            need = SCATTER_COPIES * nnz * dim * 4 / 2**30
+            if need > args.max_memory_gb:
+                skip = (f'needs ~{need:.3g} GiB for [nnz, d] messages '
+                        f'> --max-memory-gb {args.max_memory_gb:.3g}')
+        key = f'{name}/{device}/{threads}'
+        if skip is None:
+            skip = predicted_skip(rate.get(key), nnz, dim, 1,
+                                  args.max_seconds)
+        if skip is not None:
+            for layers in (1, 3):
+                rows.append({**base, 'backend': name, 'layers': layers,
+                             'skipped': skip})
+            continue
+
+        sync(device)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            if backend is None:
+                # The baseline normalises inside LGConv on every call.
+                adj, weight = full_index, None
+            else:
+                adj, weight = to_adj(full_index, full_weight, num_nodes,
+                                     backend=backend, symmetric=True)
+            sync(device)
+            setup_ms = 1e3 * (time.perf_counter() - t0)
+
+            # Same numbers as the default path (checked once, forward only).
+            with torch.no_grad():
+                out = make_conv_out(name, adj, weight, x)
+            if reference is None:
+                reference = out
+            max_diff = float((out - reference).abs().max())
+
+            for layers in (1, 3):
+                skip = predicted_skip(rate.get(key), nnz, dim, layers,
+                                      args.max_seconds)
+                if skip is not None:
+                    rows.append({**base, 'backend': name, 'layers': layers,
+                                 'skipped': skip})
+                    continue
+                step = make_step(name, adj, weight, x, grad, layers)
+                timing = time_fn(step, device, args.min_time,
+                                 args.max_repeats, args.max_seconds)
+                sec = timing['ms_median'] / 1e3
+                rate[key] = sec / (nnz * dim * layers)
+                moved = 2 * layers * spmm_bytes(num_nodes, nnz, dim)
+                row = {**base, 'backend': name,
+                       'adj_type': type(adj).__name__, 'layers': layers,
+                       'setup_ms': setup_ms, **timing,
+                       'max_abs_diff_vs_first': max_diff,
+                       'spmm_bytes': moved,
+                       'gb_per_s': moved / sec / 1e9,
+                       'peak_gb_per_s': peak,
+                       'fraction_of_peak': (moved / sec / 1e9 / peak
+                                            if peak else None),
+                       'skipped': None}
+                rows.append(row)
+                print(f"  {label:>24s} {str(device):>5s} "
+                      f"threads={threads} {name:>13s} L={layers} "
+                      f"{timing['ms_median']:10.2f} ms", file=sys.stderr,
+                      flush=True)
+        del adj, weight
+    # Ratio of every backend to the LGConv baseline of the same setting.
+    for layers in (1, 3):
+        base_ms = next((r['ms_median'] for r in rows
+                        if r['backend'] == 'lgconv_plain'
+                        and r['layers'] == layers and not r['skipped']),
+                       None)
+        for r in rows:
+            if r['layers'] == layers and not r['skipped'] and base_ms:
+                r['speedup_vs_lgconv_plain'] = base_ms / r['ms_median']
+    return rows
+
+
+def make_conv_out(name: str, adj: Any, weight: Optional[Tensor],
+                  x: Tensor) -> Tensor:
+    conv = LGConv() if name == 'lgconv_plain' else SymNormConv()
+    return conv(x, adj, weight)
+
+
+def markdown_table(results: List[Dict[str, Any]]) -> str:
+    r"""One markdown table per graph and device setting: median wall time
+    (and process CPU time) per backend, and the ratio to the baseline."""
+    lines: List[str] = []
+    settings = []
+    for r in results:
+        s = (r['graph'], r['device'], r['threads'])
+        if s not in settings:
+            settings.append(s)
+    for graph, device, threads in settings:
+        where = device if threads is None else f'{device}, {threads} thread(s)'
+        rows = [r for r in results if (r['graph'], r['device'],
+                                       r['threads']) == (graph, device,
+                                                         threads)]
+        nnz = next((r['nnz'] for r in rows if 'nnz' in r), None)
+        lines += [f'**{graph}** ({where}, nnz(A) = {nnz}, d = '
+                  f"{rows[0].get('dim')})", '',
+                  '| backend | 1 layer [ms] | 3 layers [ms] | 3 layers CPU '
+                  '[ms] | 3 layers vs lgconv_plain |',
+                  '|---|---:|---:|---:|---:|']
+        for name, _ in BACKENDS:
+            cells = []
+            by_layers = {r['layers']: r for r in rows if r['backend'] == name}
+            if not by_layers:
+                continue
+            if by_layers[1].get('skipped'):
+                lines.append(f"| {name} | skipped: {by_layers[1]['skipped']}"
+                             f' | | | |')
+                continue
+            cells.append(f"{by_layers[1]['ms_median']:.1f}")
+            if by_layers[3].get('skipped'):
+                cells += [f"skipped: {by_layers[3]['skipped']}", '', '']
+            else:
+                cells.append(f"{by_layers[3]['ms_median']:.1f}")
+                cells.append(f"{by_layers[3]['cpu_ms_median']:.1f}")
+                ratio = by_layers[3].get('speedup_vs_lgconv_plain')
+                cells.append(f'{ratio:.2f}x' if ratio else '-')
+            lines.append(f"| {name} | {' | '.join(cells)} |")
+        lines.append('')
+    return '\n'.join(lines)
+
+
+def plot(results: List[Dict[str, Any]], path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    settings = []
+    for r in results:
+        s = (r['graph'], r['device'], r['threads'])
+        if s not in settings:
+            settings.append(s)
+    names = [n for n, _ in BACKENDS]
+    fig, axes = plt.subplots(1, len(settings),
+                             figsize=(4.2 * len(settings), 4.2),
+                             squeeze=False)
+    for ax, (graph, device, threads) in zip(axes[0], settings):
+        for k, layers in enumerate((1, 3)):
+            vals = []
+            for n in names:
+                r = next((r for r in results if r['graph'] == graph
+                          and r['device'] == device and r['threads'] == threads
+                          and r['backend'] == n and r['layers'] == layers),
+                         None)
+                vals.append(r['ms_median'] if r and not r['skipped']
+                            else float('nan'))
+            pos = [i + (k - 0.5) * 0.4 for i in range(len(names))]
+            ax.bar(pos, vals, width=0.4, label=f'{layers} layer(s)')
+        ax.set_yscale('log')
+        ax.set_xticks(range(len(names)))
+        ax.set_xticklabels(names, rotation=45, ha='right', fontsize=8)
+        where = device if threads is None else f'{device}, {threads} thr'
+        ax.set_title(f'{graph}\n{where}', fontsize=9)
+        ax.set_ylabel('forward + backward [ms]')
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--root', default='/work/shared/datasets/tiktok-dev',
+                        help='TikTok data set (skipped if missing)')
+    parser.add_argument('--no-tiktok', action='store_true')
+    parser.add_argument('--sizes', type=parse_size, nargs='*', default=None,
+                        help='synthetic USERSxITEMSxEDGES graphs (default '
+                        'with --quick: 100000x20000x1000000; full: up to '
+                        '1000000x200000x20000000)')
+    parser.add_argument('--full', action='store_true',
+                        help='all synthetic sizes up to 1M x 200k x 20M')
+    parser.add_argument('--quick', action='store_true',
+                        help='the default: TikTok + one small synthetic')
+    parser.add_argument('--dim', type=int, default=64)
+    parser.add_argument('--threads', default='1,all',
+                        help="CPU thread counts, e.g. '1,all'")
+    parser.add_argument('--device', default='auto',
+                        help="'cpu', 'cuda' or 'auto' (CPU, plus CUDA if "
+                        "present)")
+    parser.add_argument('--backends', default=','.join(n for n, _ in BACKENDS))
+    parser.add_argument('--min-time', type=float, default=1.0,
+                        help='seconds of timed repeats per measurement')
+    parser.add_argument('--max-repeats', type=int, default=30)
+    parser.add_argument('--max-seconds', type=float, default=60.0,
+                        help='skip a measurement whose predicted step time '
+                        'exceeds this')
+    parser.add_argument('--max-memory-gb', type=float, default=None,
+                        help='skip scatter-style backends above this '
+                        '(default: half the machine memory)')
+    parser.add_argument('--peak-bandwidth', type=float, default=None,
+                        help='device peak bandwidth in GB/s (CUDA: from a '
+                        'table of known devices)')
+    parser.add_argument('--out', default=RESULTS)
+    args = parser.parse_args()
+    args.backends = args.backends.split(',')
+    if args.max_memory_gb is None:
+        total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+        args.max_memory_gb = total / 2**30 / 2
+    if args.sizes is None:
+        args.sizes = ([(100_000, 20_000, 1_000_000),
+                       (300_000, 60_000, 5_000_000),
+                       (1_000_000, 200_000, 20_000_000)]
+                      if args.full else [(100_000, 20_000, 1_000_000)])
+
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available')
+    devices = []
+    if args.device in ('auto', 'cpu'):
+        devices.append(torch.device('cpu'))
+    if args.device == 'cuda' or (args.device == 'auto'
+                                 and torch.cuda.is_available()):
+        devices.append(torch.device('cuda'))
+    thread_counts = []
+    for t in args.threads.split(','):
+        n = (os.cpu_count() or 1) if t == 'all' else int(t)
+        if n not in thread_counts:
+            thread_counts.append(n)
+
+    graphs: List[Tuple[str, Tensor, int, int]] = []
+    skipped_graphs = []
+    if not args.no_tiktok:
+        if os.path.isdir(args.root):
+            ei, u, i = tiktok_edges(args.root)
+            graphs.append(('tiktok', ei, u, i))
+        else:
+            skipped_graphs.append({'graph': 'tiktok',
+                                   'skipped': f'{args.root} not found'})
+    for u, i, e in args.sizes:
+        graphs.append((f'synthetic_{u}x{i}x{e}', synthetic_edges(u, i, e),
+                       u, i))
+
+    results: List[Dict[str, Any]] = []
+    rate: Dict[str, float] = {}
+    default_threads = torch.get_num_threads()
+    for label, ei, u, i in graphs:
+        for device in devices:
+            for threads in (thread_counts if device.type == 'cpu' else
+                            [None]):
+                if threads is not None:
+                    torch.set_num_threads(threads)
+                results += bench_graph(label, ei, u, i, args, device,
+                                       threads, rate)
+                torch.set_num_threads(default_threads)
+
+    report = {
+        'benchmark': 'spmm',
+        'command': ' '.join([os.path.basename(sys.executable)] + sys.argv),
+        'date': datetime.datetime.now().isoformat(timespec='seconds'),
+        # Allocator and threading settings change the numbers a lot.
+        'env': {k: v for k, v in sorted(os.environ.items())
+                if k.startswith(('MALLOC_', 'OMP_', 'MKL_'))},
+        'default_backend': DEFAULT_BACKEND,
+        'versions': {
+            'python': platform.python_version(),
+            'torch': torch.__version__,
+            'torch_geometric': torch_geometric.__version__,
+            'torch_sparse': torch_geometric.typing.WITH_TORCH_SPARSE,
+            'torch_scatter': torch_geometric.typing.WITH_TORCH_SCATTER,
+        },
+        'machine': {
+            'cpu': platform.processor() or platform.machine(),
+            'cpu_count': os.cpu_count(),
+            'cuda': (torch.cuda.get_device_name(0)
+                     if torch.cuda.is_available() else None),
+        },
+        'method': ('median wall time of forward + backward (out.backward('
+                   'random grad)) after one warm-up; gb_per_s counts the '
+                   'bytes a CSR SpMM must move (indices, values, one '
+                   'gathered row per non-zero, output) for 2 SpMMs per '
+                   'layer (forward and backward), whatever the backend '
+                   'actually moves'),
+        'skipped_graphs': skipped_graphs,
+        'results': results,
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, 'spmm.json'), 'w') as f:
+        json.dump(report, f, indent=1)
+    plot(results, os.path.join(args.out, 'spmm.png'))
+    with open(os.path.join(args.out, 'spmm.md'), 'w') as f:
+        f.write(markdown_table(results))
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,107 @@
+from typing import Union
+
+import torch
+from torch import Tensor
+from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.typing import Adj, OptTensor
+
+from pyg_mmrec.nn.conv._utils import check_adj, fused_sparse_adj
+from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
+
+
+class ModalityAwareConv(MessagePassing):
+    r"""DiffMM's modality-aware propagation: the signal :math:`\mathbf{s}_m`
+    of one modality :math:`m`, mixing ID embeddings, projected item features
+    and the diffusion-generated modality graph,
+
+    .. math::
+        \mathbf{s}_m &= \mathbf{A}
+            \begin{bmatrix} \mathbf{E}_u \\ \mathbf{p}_m \end{bmatrix} \\
+        \mathbf{s}_m &\leftarrow \mathbf{s}_m + \mathbf{A}
+            \begin{bmatrix} \mathbf{s}_m^{(u)} \\ \mathbf{E}_i
+            \end{bmatrix} \\
+        \mathbf{s}_m &\leftarrow \mathbf{s}_m + \lambda_{adj} \,
+            \mathbf{G}_m
+            \begin{bmatrix} \mathbf{E}_u \\ \mathbf{E}_i \end{bmatrix}
+
+    where :math:`\mathbf{s}_m^{(u)}` are the user rows of
+    :math:`\mathbf{s}_m`, :math:`\mathbf{A}` the symmetric normalised
+    user-item adjacency with self-loops, :math:`\mathbf{G}_m` the normalised
+    generated graph of modality :math:`m` (both on ``U + I`` nodes, users
+    first) and :math:`\mathbf{p}_m = \mathrm{norm}(f_m(\mathbf{F}_m))` the
+    projected, L2-normalised item features (computed by the caller).
+
+    Args:
+        lambda_adj (float): Weight :math:`\lambda_{adj}` of the generated
+            graph term. (default: :obj:`0.2`)
+        **kwargs (optional): Additional arguments of
+            :class:`torch_geometric.nn.conv.MessagePassing`.
+
+    Shapes:
+        - **input:**
+          user embeddings :math:`(U, F)`, item embeddings :math:`(I, F)`,
+          item features :math:`(I, F)`,
+          :math:`\mathbf{A}` and :math:`\mathbf{G}_m` each as edge indices
+          :math:`(2, |\mathcal{E}|)` plus edge weights or as a sparse
+          adjacency (see :class:`SymNormConv`)
+        - **output:** :math:`(U + I, F)`
+    """
+    SUPPORTS_FUSED_EDGE_INDEX = True
+
+    def __init__(self, lambda_adj: float = 0.2, **kwargs) -> None:
+        kwargs.setdefault('aggr', 'add')
+        super().__init__(**kwargs)
+        self.lambda_adj = float(lambda_adj)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+
+    def forward(
+        self,
+        user_emb: Tensor,
+        item_emb: Tensor,
+        item_feat: Tensor,
+        edge_index: Union[Adj, SparseAdj],
+        gen_edge_index: Union[Adj, SparseAdj],
+        edge_weight: OptTensor = None,
+        gen_edge_weight: OptTensor = None,
+    ) -> Tensor:
+        if user_emb.dim() != 2 or item_emb.dim() != 2:
+            raise ValueError(f"'user_emb' and 'item_emb' must be 2-D (got "
+                             f"{user_emb.dim()}-D and {item_emb.dim()}-D)")
+        if item_feat.shape != item_emb.shape:
+            raise ValueError(f"'item_feat' has shape {list(item_feat.shape)} "
+                             f"but 'item_emb' has shape "
+                             f"{list(item_emb.shape)}")
+        if user_emb.size(1) != item_emb.size(1):
+            raise ValueError(f"'user_emb' has {user_emb.size(1)} channels but "
+                             f"'item_emb' has {item_emb.size(1)}")
+        num_nodes = user_emb.size(0) + item_emb.size(0)
+        check_adj(edge_index, edge_weight, num_nodes, num_nodes)
+        check_adj(gen_edge_index, gen_edge_weight, num_nodes, num_nodes)
+        num_users = user_emb.size(0)
+
+        s = self._step(torch.cat([user_emb, item_feat]), edge_index,
+                       edge_weight)
+        s = s + self._step(torch.cat([s[:num_users], item_emb]), edge_index,
+                           edge_weight)
+        gen = self._step(torch.cat([user_emb, item_emb]), gen_edge_index,
+                         gen_edge_weight)
+        return s + self.lambda_adj * gen
+
+    def _step(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
+              edge_weight: OptTensor) -> Tensor:
+        if isinstance(edge_index, SparseAdj):
+            return fused_sparse_adj(self, edge_index, x)
+        # propagate_type: (x: Tensor, edge_weight: OptTensor)
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
+
+    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+    def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
+                              x: Tensor, edge_weight: OptTensor) -> Tensor:
+        return sparse_matmul(edge_index, x, edge_weight)
+
+    def __repr__(self) -> str:
+        return f'{self.__class__.__name__}(lambda_adj={self.lambda_adj})'

@@ -1,0 +1,541 @@
+r"""Sparse adjacency construction, backend selection and the fused SpMM
+kernel used by the propagation layers in :mod:`pyg_mmrec.nn.conv`.
+
+Every layer follows PyG's convention: messages flow from
+:obj:`edge_index[0]` (source) to :obj:`edge_index[1]` (target), and a sparse
+adjacency handed to a layer is the *transposed* matrix :math:`\mathbf{A}^\top`
+whose row :math:`i` holds the in-edges of target :math:`i`, so that one
+propagation step is :math:`\mathbf{A}^\top \mathbf{X}`.
+
+:func:`to_adj` builds that adjacency for a chosen backend:
+
+* ``'scatter'``: the plain :obj:`edge_index` and :obj:`edge_weight`
+  (gather + scatter path of :class:`~torch_geometric.nn.conv.MessagePassing`),
+* ``'coo'`` / ``'csr'``: a :class:`torch.sparse` tensor (weights inside),
+* ``'sparse_tensor'``: a :class:`torch_sparse.SparseTensor` (needs
+  :obj:`torch-sparse`),
+* ``'edge_index'``: a column-sorted :class:`torch_geometric.EdgeIndex` plus
+  its permuted weights,
+* ``'sparse_adj'``: a :class:`SparseAdj` (cached CSR with the custom
+  autograd kernel :class:`SparseAdjMM`),
+* ``'auto'``: the library default, currently ``'sparse_adj'``.
+
+Why :class:`SparseAdj` is the default: the propagation matrices of both models
+are constants during training, so everything that the stock paths redo on
+every call (normalisation, COO to CSR conversion, building the transposed
+matrix for the backward pass) can be done once. When the caller states that
+the matrix is symmetric (true for DiffMM's
+:math:`\mathbf{D}^{-1/2}\bar{\mathbf{A}}\mathbf{D}^{-1/2}`) the backward pass
+multiplies by the very same CSR matrix; otherwise the transposed CSR is built
+once and cached. The kernel itself is PyTorch's native CSR SpMM, so nothing
+here needs :obj:`torch-scatter` or :obj:`torch-sparse`.
+"""
+from typing import Any, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+import torch_geometric.typing
+from torch_geometric import EdgeIndex
+from torch_geometric.typing import Adj, OptTensor, SparseTensor
+from torch_geometric.utils import coalesce, is_torch_sparse_tensor, spmm
+
+from pyg_mmrec.graph import sym_norm_bipartite
+
+#: Backend names accepted by :func:`to_adj`.
+BACKENDS: Tuple[str, ...] = ('auto', 'sparse_adj', 'scatter', 'coo', 'csr',
+                             'sparse_tensor', 'edge_index')
+
+#: The backend that ``'auto'`` resolves to.
+DEFAULT_BACKEND = 'sparse_adj'
+
+SizeLike = Union[int, Tuple[int, int], None]
+
+
+def _ptr_from_sorted(index: Tensor, num_rows: int) -> Tensor:
+    counts = torch.bincount(index, minlength=num_rows)
+    ptr = index.new_zeros(num_rows + 1)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    return ptr
+
+
+def _csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor,
+                size: Tuple[int, int]) -> Tensor:
+    # Built from arrays this module sorted itself, so the (costly)
+    # invariant checks are skipped on purpose.
+    return torch.sparse_csr_tensor(rowptr, col, value, size,
+                                   check_invariants=False)
+
+
+def _csr_mm(csr: Tensor, x: Tensor) -> Tensor:
+    r"""``csr @ x`` without autograd, on the fastest kernel for the device."""
+    x = x.contiguous()
+    if x.device.type == 'cpu':
+        # The `reduce='sum'` entry point runs PyTorch's own vectorised CSR
+        # kernel, which measured faster here than the MKL-backed `csr @ x`
+        # (that one also sets up an MKL matrix handle on every call).
+        return torch.sparse.mm(csr, x, 'sum')
+    return torch.sparse.mm(csr, x)
+
+
+class SparseAdj:
+    r"""A sparse matrix :math:`\mathbf{M}` (``num_rows x
+    num_cols``) in cached CSR form, multiplied by dense matrices through
+    :class:`SparseAdjMM`.
+
+    In the layers, :math:`\mathbf{M}` is the transposed adjacency
+    :math:`\mathbf{A}^\top`: row :math:`i` lists the sources that send to
+    target :math:`i`. Build it with :func:`to_adj` or
+    :meth:`from_edge_index` rather than from raw CSR arrays.
+
+    Args:
+        rowptr (Tensor): CSR row pointer, ``[num_rows + 1]``.
+        col (Tensor): Column of each non-zero, sorted within each row and
+            without duplicates.
+        value (Tensor): Value of each non-zero (may require gradients).
+        size (int, int): ``(num_rows, num_cols)``.
+        symmetric (bool): The caller's statement that :math:`\mathbf{M} =
+            \mathbf{M}^\top` (values included). Then the backward pass reuses
+            :math:`\mathbf{M}` instead of building its transpose.
+            :meth:`from_edge_index` verifies it unless told not to.
+    """
+    def __init__(self, rowptr: Tensor, col: Tensor, value: Tensor,
+                 size: Tuple[int, int], symmetric: bool = False) -> None:
+        if rowptr.numel() != size[0] + 1:
+            raise ValueError(f"'rowptr' has {rowptr.numel()} entries but the "
+                             f"matrix has {size[0]} rows")
+        if col.numel() != value.numel():
+            raise ValueError(f"'col' ({col.numel()}) and 'value' "
+                             f"({value.numel()}) differ in length")
+        if symmetric and size[0] != size[1]:
+            raise ValueError(f"a symmetric matrix must be square (got size "
+                             f"{tuple(size)})")
+        self.rowptr = rowptr
+        self.col = col
+        self.value = value
+        self.sparse_size = (int(size[0]), int(size[1]))
+        self.symmetric = bool(symmetric)
+        self._csr: Optional[Tensor] = None
+        self._csr_t: Optional[Tensor] = None
+        self._row: Optional[Tensor] = None
+        # (rowptr, col, perm) of the transpose, built on first need:
+        self._t: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+
+    @classmethod
+    def from_edge_index(
+        cls,
+        edge_index: Tensor,
+        edge_weight: OptTensor = None,
+        size: SizeLike = None,
+        symmetric: bool = False,
+        check_symmetric: bool = True,
+        dtype: Optional[torch.dtype] = None,
+    ) -> 'SparseAdj':
+        r"""Builds :math:`\mathbf{A}^\top` of the graph whose messages flow
+        from :obj:`edge_index[0]` to :obj:`edge_index[1]`.
+
+        Duplicate edges are summed (as the scatter path does).
+
+        Args:
+            edge_index (Tensor): ``[2, E]`` edges (source, target).
+            edge_weight (Tensor, optional): ``[E]`` weights (default: ones).
+            size (int or (int, int), optional): ``num_nodes`` or
+                ``(num_src, num_dst)``; inferred from :obj:`edge_index` if
+                not given.
+            symmetric (bool): State that the weighted adjacency is
+                symmetric, which makes the backward pass transpose-free.
+            check_symmetric (bool): Verify the statement once here
+                (``O(E log E)``) and raise if it is false.
+            dtype (torch.dtype, optional): dtype of the values (default:
+                that of :obj:`edge_weight`, else float32).
+        """
+        num_src, num_dst = _resolve_size(edge_index, size)
+        if edge_weight is None:
+            edge_weight = torch.ones(edge_index.size(1),
+                                     device=edge_index.device,
+                                     dtype=dtype or torch.float32)
+        elif dtype is not None:
+            edge_weight = edge_weight.to(dtype)
+        _check_edges(edge_index, edge_weight, num_src, num_dst)
+
+        # Rows of A^T are targets; coalescing sorts by (row, col).
+        index = torch.stack([edge_index[1], edge_index[0]])
+        index, value = coalesce(index, edge_weight,
+                                num_nodes=max(num_src, num_dst, 1),
+                                reduce='sum')
+        # int32 indices halve the index traffic of the kernel.
+        small = max(num_src, num_dst, index.size(1)) < 2**31 - 1
+        idx_dtype = torch.int32 if small else torch.long
+        rowptr = _ptr_from_sorted(index[0], num_dst).to(idx_dtype)
+        col = index[1].to(idx_dtype)
+        out = cls(rowptr, col, value, (num_dst, num_src), symmetric)
+        out._row = index[0]
+        if symmetric and check_symmetric:
+            out.check_symmetric()
+        return out
+
+    # Properties ##############################################################
+
+    def size(self, dim: Optional[int] = None) -> Any:
+        r"""``(num_rows, num_cols)``, or one of them."""
+        return self.sparse_size if dim is None else self.sparse_size[dim]
+
+    def nnz(self) -> int:
+        r"""Number of stored non-zeros."""
+        return self.col.numel()
+
+    @property
+    def device(self) -> torch.device:
+        return self.value.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.value.dtype
+
+    def row(self) -> Tensor:
+        r"""``int64`` row of each non-zero (cached)."""
+        if self._row is None:
+            counts = self.rowptr.diff().long()
+            self._row = torch.repeat_interleave(
+                torch.arange(self.sparse_size[0], device=self.device), counts)
+        return self._row
+
+    def csr(self, value: OptTensor = None) -> Tensor:
+        r"""The matrix as a detached :obj:`torch.sparse_csr` tensor."""
+        if value is None and self.value.requires_grad:
+            # Not cached: the values may change between calls (training).
+            value = self.value
+        if value is not None:
+            return _csr_tensor(self.rowptr, self.col, value.detach(),
+                               self.sparse_size)
+        if self._csr is None:
+            self._csr = _csr_tensor(self.rowptr, self.col,
+                                    self.value.detach(), self.sparse_size)
+        return self._csr
+
+    def csr_t(self, value: OptTensor = None) -> Tensor:
+        r"""The transposed matrix as a detached :obj:`torch.sparse_csr`
+        tensor; for a symmetric matrix, the matrix itself."""
+        if self.symmetric:
+            return self.csr(value)
+        if self._t is None:
+            row, col = self.row(), self.col.long()
+            perm = torch.argsort(col * self.sparse_size[0] + row)
+            t_rowptr = _ptr_from_sorted(col[perm], self.sparse_size[1])
+            self._t = (t_rowptr.to(self.col.dtype), row[perm].to(
+                self.col.dtype), perm)
+        t_rowptr, t_col, perm = self._t
+        if value is None and not self.value.requires_grad:
+            if self._csr_t is None:
+                self._csr_t = _csr_tensor(t_rowptr, t_col, self.value[perm],
+                                          self.sparse_size[::-1])
+            return self._csr_t
+        value = self.value if value is None else value
+        return _csr_tensor(t_rowptr, t_col, value.detach()[perm],
+                           self.sparse_size[::-1])
+
+    def check_symmetric(self, atol: float = 1e-6) -> None:
+        r"""Raises :class:`ValueError` unless the matrix equals its
+        transpose (pattern and values)."""
+        n = self.sparse_size[0]
+        if self.sparse_size[0] != self.sparse_size[1]:
+            raise ValueError(f'matrix of size {self.sparse_size} is not '
+                             f'square, so it cannot be symmetric')
+        row, col, value = self.row(), self.col.long(), self.value.detach()
+        key = row * n + col
+        key_t, perm = torch.sort(col * n + row)
+        if not torch.equal(key, key_t):
+            raise ValueError('symmetric=True, but the sparsity pattern is '
+                             'not symmetric')
+        diff = (value - value[perm]).abs().max() if value.numel() else 0.
+        if float(diff) > atol * max(1., float(value.abs().max())):
+            raise ValueError(f'symmetric=True, but the values are not '
+                             f'symmetric (max |A - A^T| = {float(diff):.3g})')
+
+    # Conversions #############################################################
+
+    def matmul(self, x: Tensor) -> Tensor:
+        r"""Differentiable :math:`\mathbf{M} \mathbf{X}` (gradients for
+        :obj:`x` and, if it requires them, :obj:`value`)."""
+        if x.size(0) != self.sparse_size[1]:
+            raise ValueError(f'Cannot multiply a sparse matrix of size '
+                             f'{self.sparse_size} with features of '
+                             f'{x.size(0)} rows')
+        if x.dtype != self.value.dtype:
+            raise ValueError(f"dtype mismatch: adjacency is {self.value.dtype}"
+                             f" but features are {x.dtype}")
+        if x.dim() != 2:
+            raise ValueError(f'expected 2-D features (got {x.dim()}-D)')
+        return SparseAdjMM.apply(self.value, x, self)
+
+    def t(self) -> 'SparseAdj':
+        r"""The transposed matrix."""
+        if self.symmetric:
+            return self
+        self.csr_t()
+        t_rowptr, t_col, perm = self._t
+        out = SparseAdj(t_rowptr, t_col, self.value[perm],
+                        self.sparse_size[::-1])
+        out._t = (self.rowptr, self.col, torch.argsort(perm))
+        return out
+
+    def to(self, *args: Any, **kwargs: Any) -> 'SparseAdj':
+        r"""Moves to a device and/or casts the values (indices keep their
+        dtype)."""
+        value = self.value.to(*args, **kwargs)
+        device = value.device
+        out = SparseAdj(self.rowptr.to(device), self.col.to(device), value,
+                        self.sparse_size, self.symmetric)
+        if self._row is not None:
+            out._row = self._row.to(device)
+        if self._t is not None:
+            out._t = tuple(t.to(device) for t in self._t)
+        return out
+
+    def to_dense(self) -> Tensor:
+        r"""The dense ``num_rows x num_cols`` matrix (for tests)."""
+        out = self.value.new_zeros(self.sparse_size)
+        return out.index_put((self.row(), self.col.long()), self.value,
+                             accumulate=True)
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(size={self.sparse_size}, '
+                f'nnz={self.nnz()}, symmetric={self.symmetric}, '
+                f'dtype={self.dtype}, device={self.device})')
+
+
+class SparseAdjMM(torch.autograd.Function):
+    r"""``out = M @ x`` for a :class:`SparseAdj` :math:`\mathbf{M}`.
+
+    Backward: :math:`\partial x = \mathbf{M}^\top \partial out` (the same CSR
+    matrix if :math:`\mathbf{M}` is symmetric, else the cached transpose) and
+    :math:`\partial m_{ij} = \langle \partial out_i, x_j \rangle` on the
+    stored non-zeros only.
+    """
+    @staticmethod
+    def forward(ctx: Any, value: Tensor, x: Tensor,
+                adj: SparseAdj) -> Tensor:
+        ctx.adj = adj
+        # Identity is checked here: tensors unpacked in backward are not
+        # guaranteed to be the same Python objects.
+        ctx.own_value = value is adj.value
+        ctx.save_for_backward(value, x if value.requires_grad else None)
+        return _csr_mm(adj.csr(None if ctx.own_value else value), x)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> Tuple[OptTensor, OptTensor,
+                                                      None]:
+        adj: SparseAdj = ctx.adj
+        value, x = ctx.saved_tensors
+        grad_value = grad_x = None
+        if ctx.needs_input_grad[1]:
+            csr_t = adj.csr_t(None if ctx.own_value else value)
+            grad_x = _csr_mm(csr_t, grad_out)
+        if ctx.needs_input_grad[0]:
+            row, col = adj.row(), adj.col.long()
+            grad_value = (grad_out.index_select(0, row) *
+                          x.index_select(0, col)).sum(dim=-1)
+        return grad_value, grad_x, None
+
+
+# Construction ################################################################
+
+
+def _resolve_size(edge_index: Tensor, size: SizeLike) -> Tuple[int, int]:
+    if size is None:
+        n = int(edge_index.max()) + 1 if edge_index.numel() else 0
+        return n, n
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+def _check_edges(edge_index: Tensor, edge_weight: OptTensor, num_src: int,
+                 num_dst: int) -> None:
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"'edge_index' must have shape [2, E] (got "
+                         f"{list(edge_index.shape)})")
+    if edge_index.dtype not in (torch.int32, torch.long):
+        raise ValueError(f"'edge_index' must be an integer tensor (got "
+                         f"{edge_index.dtype})")
+    if edge_weight is not None and edge_weight.shape != (edge_index.size(1),):
+        raise ValueError(f"'edge_weight' must have shape "
+                         f"[{edge_index.size(1)}] (got "
+                         f"{list(edge_weight.shape)})")
+    if edge_index.numel():
+        if int(edge_index.min()) < 0:
+            raise ValueError("'edge_index' contains negative node ids")
+        if int(edge_index[0].max()) >= num_src:
+            raise ValueError(f"'edge_index' has source id "
+                             f"{int(edge_index[0].max())} but there are only "
+                             f"{num_src} source nodes")
+        if int(edge_index[1].max()) >= num_dst:
+            raise ValueError(f"'edge_index' has target id "
+                             f"{int(edge_index[1].max())} but there are only "
+                             f"{num_dst} target nodes")
+
+
+def resolve_backend(backend: str) -> str:
+    r"""Maps ``'auto'`` to the default backend and validates the name."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend '{backend}' (expected one of "
+                         f"{', '.join(BACKENDS)})")
+    if backend == 'auto':
+        return DEFAULT_BACKEND
+    if (backend == 'sparse_tensor'
+            and not torch_geometric.typing.WITH_TORCH_SPARSE):
+        raise ImportError("backend 'sparse_tensor' needs the 'torch-sparse' "
+                          "package, which is not installed")
+    return backend
+
+
+def to_adj(
+    edge_index: Tensor,
+    edge_weight: OptTensor = None,
+    num_nodes: SizeLike = None,
+    backend: str = 'auto',
+    symmetric: bool = False,
+    check_symmetric: bool = True,
+) -> Tuple[Union[Adj, SparseAdj], OptTensor]:
+    r"""Turns a weighted edge list into the adjacency a layer in
+    :mod:`pyg_mmrec.nn.conv` consumes, for the chosen backend.
+
+    Messages flow from :obj:`edge_index[0]` to :obj:`edge_index[1]`; sparse
+    backends hold :math:`\mathbf{A}^\top` (PyG's :obj:`adj_t`).
+    The result is a pair ``(adj, weight)`` meant to be passed on as
+    ``conv(x, adj, weight)``: :obj:`weight` is :obj:`None` for backends that
+    store the weights inside :obj:`adj`.
+
+    Args:
+        edge_index (Tensor): ``[2, E]`` edges (source, target).
+        edge_weight (Tensor, optional): ``[E]`` weights (default: ones).
+        num_nodes (int or (int, int), optional): Number of nodes, or
+            ``(num_src, num_dst)`` of a bipartite graph.
+        backend (str): One of :obj:`BACKENDS` (default: ``'auto'``).
+        symmetric (bool): State that the weighted adjacency is symmetric.
+            Only the ``'sparse_adj'`` backend uses it (transpose-free
+            backward); it is verified once unless :obj:`check_symmetric` is
+            :obj:`False`. Never inferred: a wrong guess would silently corrupt
+            gradients.
+        check_symmetric (bool): Verify :obj:`symmetric` at construction.
+    """
+    backend = resolve_backend(backend)
+    num_src, num_dst = _resolve_size(edge_index, num_nodes)
+    _check_edges(edge_index, edge_weight, num_src, num_dst)
+
+    if backend == 'scatter':
+        return edge_index, edge_weight
+
+    if backend == 'sparse_adj':
+        return SparseAdj.from_edge_index(
+            edge_index, edge_weight, (num_src, num_dst), symmetric,
+            check_symmetric), None
+
+    if backend == 'edge_index':
+        # Column-sorted so that layers can take the fused
+        # `EdgeIndex.matmul(..., transpose=True)` path.
+        perm = torch.argsort(edge_index[1] * max(num_src, 1) + edge_index[0])
+        ei = EdgeIndex(edge_index[:, perm], sparse_size=(num_src, num_dst),
+                       sort_order='col')
+        return ei, None if edge_weight is None else edge_weight[perm]
+
+    weight = edge_weight
+    if weight is None:
+        weight = torch.ones(edge_index.size(1), device=edge_index.device)
+    index = torch.stack([edge_index[1], edge_index[0]])
+    index, weight = coalesce(index, weight, max(num_src, num_dst, 1),
+                             reduce='sum')
+    if backend == 'sparse_tensor':
+        return SparseTensor(row=index[0], col=index[1], value=weight,
+                            sparse_sizes=(num_dst, num_src),
+                            is_sorted=True), None
+    coo = torch.sparse_coo_tensor(index, weight, (num_dst, num_src),
+                                  is_coalesced=True, check_invariants=False)
+    if backend == 'coo':
+        return coo, None
+    return coo.to_sparse_csr(), None
+
+
+def sym_norm_adj(
+    edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    edge_weight: OptTensor = None,
+    backend: str = 'auto',
+    dtype: torch.dtype = torch.float32,
+) -> Tuple[Union[Adj, SparseAdj], OptTensor]:
+    r"""DiffMM's :math:`\mathbf{A} = \mathbf{D}^{-1/2} \bar{\mathbf{A}}
+    \mathbf{D}^{-1/2}` (self-loops included) of the user-item edges
+    :obj:`edge_index` (item ids from 0), ready for
+    :class:`~pyg_mmrec.nn.conv.SymNormConv` on ``U + I`` nodes.
+
+    Built by :func:`pyg_mmrec.graph.sym_norm_bipartite`, which makes the
+    matrix symmetric by construction, so it is marked symmetric without a
+    check. Returns ``(adj, weight)`` like :func:`to_adj`.
+    """
+    index, weight = sym_norm_bipartite(edge_index, num_users, num_items,
+                                       edge_weight, add_self_loops=True,
+                                       dtype=dtype)
+    return to_adj(index, weight, num_users + num_items, backend=backend,
+                  symmetric=True, check_symmetric=False)
+
+
+# Dispatch used by the layers' `message_and_aggregate` ########################
+
+
+def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
+                  edge_weight: OptTensor = None) -> Tensor:
+    r"""Fused :math:`\mathbf{A}^\top \mathbf{X}` for every sparse adjacency
+    type the layers accept.
+
+    Args:
+        adj_t: A :class:`SparseAdj`, a :class:`torch_sparse.SparseTensor`, a
+            :class:`torch.sparse` COO/CSR tensor (all holding
+            :math:`\mathbf{A}^\top`), or a column-sorted
+            :class:`~torch_geometric.EdgeIndex` (holding :math:`\mathbf{A}`,
+            weights in :obj:`edge_weight`).
+        x (Tensor): Source node features.
+        edge_weight (Tensor, optional): Weights of an :class:`EdgeIndex`.
+    """
+    if isinstance(adj_t, SparseAdj):
+        return adj_t.matmul(x)
+    if isinstance(adj_t, EdgeIndex):
+        if adj_t.num_rows != adj_t.num_cols:
+            # PyG 2.8's `matmul(..., transpose=True)` builds its backward
+            # matrix with swapped sizes, which fails on rectangular graphs;
+            # the flipped (row-sorted) view takes the correct path.
+            return adj_t.flip(0).matmul(x, input_value=edge_weight)
+        return adj_t.matmul(x, input_value=edge_weight, transpose=True)
+    if is_torch_sparse_tensor(adj_t) and adj_t.layout == torch.sparse_coo:
+        # PyG's `spmm` would convert COO to CSR on every call.
+        return torch.sparse.mm(adj_t, x)
+    return spmm(adj_t, x, reduce='sum')
+
+
+def adj_size(adj_t: Union[Adj, SparseAdj]) -> Tuple[Optional[int],
+                                                    Optional[int]]:
+    r"""``(num_src, num_dst)`` of an adjacency, :obj:`None` where it does
+    not know (a plain :obj:`edge_index`, an :class:`EdgeIndex` without
+    sizes)."""
+    if isinstance(adj_t, SparseAdj):
+        return adj_t.size(1), adj_t.size(0)
+    if isinstance(adj_t, EdgeIndex):  # holds A, not A^T
+        return adj_t.num_rows, adj_t.num_cols
+    if isinstance(adj_t, SparseTensor) or is_torch_sparse_tensor(adj_t):
+        return adj_t.size(1), adj_t.size(0)
+    return None, None
+
+
+def check_fused_size(adj_t: Union[Adj, SparseAdj], num_src: int,
+                     num_dst: Optional[int] = None) -> None:
+    r"""Raises :class:`ValueError` if a sized adjacency does not fit source
+    features of :obj:`num_src` rows (and :obj:`num_dst` targets)."""
+    src, dst = adj_size(adj_t)
+    if src is not None and src != num_src:
+        raise ValueError(f'adjacency expects {src} source nodes but the '
+                         f'features have {num_src} rows')
+    if num_dst is not None and dst is not None and dst != num_dst:
+        raise ValueError(f'adjacency has {dst} target nodes but the target '
+                         f'features have {num_dst} rows')

@@ -1,0 +1,132 @@
+r"""Bipartite normalisation of the user-item graph as transforms.
+
+Both transforms are pure functions of their input (they work on the shallow
+copy made by :class:`~torch_geometric.transforms.BaseTransform`) and compose
+with :class:`torch_geometric.transforms.Compose`. They compute edge weights
+once, so that the layers in :mod:`pyg_mmrec.nn.conv` only propagate.
+"""
+from typing import Optional, Tuple
+
+from torch_geometric.data import HeteroData
+from torch_geometric.transforms import BaseTransform
+
+from pyg_mmrec.data.hetero import INTERACTS, num_users_items
+from pyg_mmrec.graph import one_sided_norm, sym_norm_bipartite
+
+EdgeType = Tuple[str, str, str]
+
+
+def _check_edge_type(data: HeteroData, edge_type: EdgeType) -> None:
+    if edge_type not in data.edge_types or 'edge_index' not in data[edge_type]:
+        raise ValueError(f"data has no 'edge_index' for edge type "
+                         f"{edge_type} (edge types: {data.edge_types})")
+
+
+class SymmetricNorm(BaseTransform):
+    r"""Stores DiffMM's symmetric normalised adjacency with self-loops,
+
+    .. math::
+        \mathbf{A} = \mathbf{D}^{-1/2} \bar{\mathbf{A}} \mathbf{D}^{-1/2},
+        \qquad \bar{\mathbf{A}} = \begin{bmatrix} \mathbf{0} & \mathbf{R} \\
+        \mathbf{R}^\top & \mathbf{0} \end{bmatrix} + \mathbf{I},
+
+    computed by :func:`~pyg_mmrec.graph.sym_norm_bipartite` from the
+    user-item edges of :obj:`edge_type`.
+
+    :math:`\mathbf{A}` lives on the *homogeneous* graph of ``U + I`` nodes
+    (users ``0..U-1``, items ``U..U+I-1``), which has no node type of its
+    own in a :class:`HeteroData`, so it is stored next to the edges it was
+    computed from, on the store of :obj:`edge_type` (the same convention as
+    :class:`~pyg_mmrec.transforms.diffusion_graph.DiffusionGraph`):
+
+    * :obj:`adj_edge_index` ``[2, 2E + U + I]``: user-to-item edges, then
+      item-to-user edges, then the self-loops (homogeneous ids);
+    * :obj:`adj_edge_weight` ``[2E + U + I]``: their weights (the matrix is
+      symmetric, so pass :obj:`symmetric=True` to
+      :func:`pyg_mmrec.nn.sparse.to_adj`).
+
+    :obj:`edge_weight` of the store is left alone, so this transform
+    composes with :class:`OneSidedNorm`.
+
+    Args:
+        edge_type (tuple): The ``(user, relation, item)`` edge type to
+            normalise (default: the training interactions).
+        weight_attr (str, optional): Attribute of that store holding the
+            weights of :math:`\mathbf{R}` (default: :obj:`None`, binary).
+        add_self_loops (bool): Add :math:`\mathbf{I}` before normalising
+            (default: :obj:`True`).
+    """
+    def __init__(self, edge_type: EdgeType = INTERACTS,
+                 weight_attr: Optional[str] = None,
+                 add_self_loops: bool = True) -> None:
+        self.edge_type = tuple(edge_type)
+        self.weight_attr = weight_attr
+        self.add_self_loops = add_self_loops
+
+    def forward(self, data: HeteroData) -> HeteroData:
+        _check_edge_type(data, self.edge_type)
+        num_users, num_items = num_users_items(data)
+        store = data[self.edge_type]
+        weight = None
+        if self.weight_attr is not None:
+            if self.weight_attr not in store:
+                raise ValueError(f"edge type {self.edge_type} has no "
+                                 f"attribute '{self.weight_attr}'")
+            weight = store[self.weight_attr]
+        index, weight = sym_norm_bipartite(store.edge_index, num_users,
+                                           num_items, weight,
+                                           self.add_self_loops)
+        store.adj_edge_index = index
+        store.adj_edge_weight = weight
+        return data
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(edge_type={self.edge_type}, '
+                f'add_self_loops={self.add_self_loops})')
+
+
+class OneSidedNorm(BaseTransform):
+    r"""Writes MMSSL's one-sided normalised weights
+    :math:`\mathbf{P} = \mathbf{D}_u^{-1/2} \mathbf{R}` and
+    :math:`\mathbf{Q} = \mathbf{D}_i^{-1/2} \mathbf{R}^\top` (from
+    :func:`~pyg_mmrec.graph.one_sided_norm`) as :obj:`edge_weight` of the
+    two directions, in PyG's ``source -> target`` reading:
+
+    * ``(user, rel, item)`` (:obj:`edge_type`): items aggregate users, so
+      :obj:`edge_weight[e]` :math:`= \mathbf{Q}_{i u} = d_i^{-1/2}`;
+    * ``(item, rev_rel, user)`` (:obj:`rev_edge_type`, created or
+      overwritten): :obj:`edge_index` is the flipped user-item index (same
+      edge order) and :obj:`edge_weight[e]`
+      :math:`= \mathbf{P}_{u i} = d_u^{-1/2}`; users aggregate items.
+
+    Degrees count edges (:math:`\mathbf{R}` is binary), as in the paper.
+
+    Args:
+        edge_type (tuple): The ``(user, relation, item)`` edge type
+            (default: the training interactions).
+        rev_edge_type (tuple, optional): The reverse edge type (default:
+            ``(item, 'rev_' + relation, user)``, the name PyG's
+            :class:`~torch_geometric.transforms.ToUndirected` uses).
+    """
+    def __init__(self, edge_type: EdgeType = INTERACTS,
+                 rev_edge_type: Optional[EdgeType] = None) -> None:
+        self.edge_type = tuple(edge_type)
+        src, rel, dst = self.edge_type
+        self.rev_edge_type = (tuple(rev_edge_type) if rev_edge_type
+                              is not None else (dst, f'rev_{rel}', src))
+
+    def forward(self, data: HeteroData) -> HeteroData:
+        _check_edge_type(data, self.edge_type)
+        num_users, num_items = num_users_items(data)
+        store = data[self.edge_type]
+        user_weight, item_weight = one_sided_norm(store.edge_index, num_users,
+                                                  num_items)
+        store.edge_weight = item_weight
+        rev = data[self.rev_edge_type]
+        rev.edge_index = store.edge_index.flip(0)
+        rev.edge_weight = user_weight
+        return data
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}(edge_type={self.edge_type}, '
+                f'rev_edge_type={self.rev_edge_type})')

@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torch.testing import assert_close
+
+import torch_geometric.typing
+
+from pyg_mmrec.graph import one_sided_norm
+from pyg_mmrec.nn.conv.one_sided_norm_conv import OneSidedNormConv
+from pyg_mmrec.nn.sparse import to_adj
+
+DT = torch.float64
+BACKENDS = ['scatter', 'coo', 'csr', 'edge_index', 'sparse_adj']
+if torch_geometric.typing.WITH_TORCH_SPARSE:
+    BACKENDS.append('sparse_tensor')
+
+
+def interactions(num_users=7, num_items=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    R = (torch.rand(num_users, num_items, generator=gen) < 0.5).to(DT)
+    R[torch.arange(num_users), torch.arange(num_users) % num_items] = 1.
+    return R
+
+
+def dense_PQ(R):
+    P = R.sum(1).pow(-0.5).view(-1, 1) * R  # D_u^{-1/2} R
+    Q = R.sum(0).pow(-0.5).view(-1, 1) * R.t()  # D_i^{-1/2} R^T
+    return P, Q
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_one_sided_norm_conv_matches_dense(backend):
+    R = interactions()
+    U, I = R.shape
+    edge_index = R.nonzero().t()
+    user_w, item_w = one_sided_norm(edge_index, U, I, dtype=DT)
+    P, Q = dense_PQ(R)
+
+    # P: items (sources) -> users (targets); Q: users -> items.
+    adj_p, w_p = to_adj(edge_index.flip(0), user_w, (I, U), backend=backend)
+    adj_q, w_q = to_adj(edge_index, item_w, (U, I), backend=backend)
+
+    conv = OneSidedNormConv()
+    assert str(conv) == 'OneSidedNormConv()'
+    x_user = torch.randn(U, 5, dtype=DT, requires_grad=True)
+    x_item = torch.randn(I, 5, dtype=DT, requires_grad=True)
+    # Two MMSSL layers: u = P i, then i' = Q u.
+    u = conv((x_item, x_user), adj_p, w_p)
+    i = conv((u, x_item), adj_q, w_q)
+    assert u.shape == (U, 5) and i.shape == (I, 5)
+    loss = (u * torch.linspace(-1, 1, 5, dtype=DT)).sum() + i.pow(2).sum()
+    loss.backward()
+
+    x_user_ref = x_user.detach().clone().requires_grad_()
+    x_item_ref = x_item.detach().clone().requires_grad_()
+    u_ref = P @ x_item_ref
+    i_ref = Q @ u_ref
+    loss_ref = (u_ref * torch.linspace(-1, 1, 5, dtype=DT)).sum() + \
+        i_ref.pow(2).sum()
+    loss_ref.backward()
+    assert_close(u, u_ref)
+    assert_close(i, i_ref)
+    assert_close(x_item.grad, x_item_ref.grad)
+    assert x_user.grad is None  # targets only fix the size
+
+
+@pytest.mark.parametrize('backend', ['scatter', 'sparse_adj'])
+def test_one_sided_norm_conv_source_only(backend):
+    R = interactions(seed=3)
+    U, I = R.shape
+    edge_index = R.nonzero().t()
+    user_w, _ = one_sided_norm(edge_index, U, I, dtype=DT)
+    adj, w = to_adj(edge_index.flip(0), user_w, (I, U), backend=backend)
+    x_item = torch.randn(I, 3, dtype=DT)
+    P, _ = dense_PQ(R)
+    conv = OneSidedNormConv()
+    if backend == 'scatter':
+        with pytest.raises(ValueError, match='the number of target nodes is '
+                           'unknown'):
+            conv(x_item, adj, w)
+        out = conv(x_item, adj, w, size=(I, U))
+    else:
+        out = conv(x_item, adj)
+    assert_close(out, P @ x_item)
+
+
+def test_one_sided_norm_conv_bad_input():
+    R = interactions()
+    U, I = R.shape
+    edge_index = R.nonzero().t()
+    user_w, _ = one_sided_norm(edge_index, U, I, dtype=DT)
+    adj, _ = to_adj(edge_index.flip(0), user_w, (I, U))
+    conv = OneSidedNormConv()
+    x_user = torch.randn(U, 3, dtype=DT)
+    x_item = torch.randn(I, 3, dtype=DT)
+    with pytest.raises(ValueError, match='adjacency expects 4 source nodes '
+                       'but the features have 7 rows'):
+        conv((x_user, x_item), adj)
+    with pytest.raises(ValueError, match='adjacency has 7 target nodes but '
+                       'the target features have 4 rows'):
+        conv((x_item, x_item), adj)
+    with pytest.raises(ValueError, match=r"'size' \(7, 4\) does not match"):
+        conv((x_item, x_user), adj, size=(U, I))

@@ -1,0 +1,236 @@
+import pytest
+import torch
+from torch.autograd import gradcheck
+from torch.testing import assert_close
+
+import torch_geometric.typing
+from torch_geometric import EdgeIndex
+from torch_geometric.testing import withPackage
+
+from pyg_mmrec.graph import sym_norm_bipartite
+from pyg_mmrec.nn.sparse import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    SparseAdj,
+    resolve_backend,
+    sparse_matmul,
+    sym_norm_adj,
+    to_adj,
+)
+
+DT = torch.float64
+
+
+def random_graph(num_src=7, num_dst=5, num_edges=15, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    src = torch.randint(num_src, (num_edges, ), generator=gen)
+    dst = torch.randint(num_dst, (num_edges, ), generator=gen)
+    weight = torch.rand(num_edges, generator=gen, dtype=DT) + 0.1
+    return torch.stack([src, dst]), weight
+
+
+def dense_adj_t(edge_index, weight, num_src, num_dst):
+    r"""Dense A^T (targets x sources); duplicates summed, differentiable."""
+    out = weight.new_zeros(num_dst, num_src)
+    return out.index_put((edge_index[1], edge_index[0]), weight,
+                         accumulate=True)
+
+
+def sym_graph(num_users=4, num_items=3, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    R = torch.rand(num_users, num_items, generator=gen) < 0.5
+    R[0, 0] = True  # at least one edge
+    return sym_norm_bipartite(R.nonzero().t(), num_users, num_items,
+                              dtype=DT)
+
+
+def stock_backends():
+    out = ['scatter', 'coo', 'csr', 'edge_index', 'sparse_adj', 'auto']
+    if torch_geometric.typing.WITH_TORCH_SPARSE:
+        out.append('sparse_tensor')
+    return out
+
+
+def test_resolve_backend():
+    assert resolve_backend('auto') == DEFAULT_BACKEND == 'sparse_adj'
+    assert set(stock_backends()) <= set(BACKENDS)
+    with pytest.raises(ValueError, match="unknown backend 'dense'"):
+        resolve_backend('dense')
+
+
+@pytest.mark.skipif(torch_geometric.typing.WITH_TORCH_SPARSE,
+                    reason='torch-sparse is installed')
+def test_sparse_tensor_backend_needs_torch_sparse():
+    edge_index, weight = random_graph()
+    with pytest.raises(ImportError, match="needs the 'torch-sparse'"):
+        to_adj(edge_index, weight, (7, 5), backend='sparse_tensor')
+
+
+@pytest.mark.parametrize('backend', stock_backends())
+def test_to_adj_matches_dense(backend):
+    num_src, num_dst = 7, 5
+    edge_index, weight = random_graph(num_src, num_dst)
+    x = torch.randn(num_src, 3, dtype=DT)
+    adj, w = to_adj(edge_index, weight, (num_src, num_dst), backend=backend)
+    if backend in ('scatter', 'edge_index'):
+        assert w is not None and w.shape == weight.shape
+    else:
+        assert w is None
+    if backend == 'edge_index':
+        assert isinstance(adj, EdgeIndex) and adj.is_sorted_by_col
+    expected = dense_adj_t(edge_index, weight, num_src, num_dst) @ x
+    if backend == 'scatter':
+        out = torch.zeros(num_dst, 3, dtype=DT).index_add_(
+            0, adj[1], w.view(-1, 1) * x[adj[0]])
+    else:
+        out = sparse_matmul(adj, x, w)
+    assert_close(out, expected)
+
+
+def test_sparse_adj_structure():
+    edge_index = torch.tensor([[0, 2, 2, 1, 2], [1, 0, 0, 1, 1]])
+    weight = torch.tensor([1., 2., 3., 4., 5.], dtype=DT)
+    adj = SparseAdj.from_edge_index(edge_index, weight, (3, 2))
+    # Rows are targets, duplicates (2 -> 0 twice) are summed:
+    assert adj.size() == (2, 3) and adj.nnz() == 4
+    assert adj.rowptr.tolist() == [0, 1, 4]
+    assert adj.col.tolist() == [2, 0, 1, 2]
+    assert adj.value.tolist() == [5., 1., 4., 5.]
+    assert adj.rowptr.dtype == adj.col.dtype == torch.int32
+    assert_close(adj.to_dense(), dense_adj_t(edge_index, weight, 3, 2))
+    assert_close(adj.t().to_dense(), dense_adj_t(edge_index, weight, 3, 2).t())
+    assert_close(adj.t().t().to_dense(), adj.to_dense())
+    assert str(adj) == ('SparseAdj(size=(2, 3), nnz=4, symmetric=False, '
+                        'dtype=torch.float64, device=cpu)')
+    moved = adj.to(torch.float32)
+    assert moved.dtype == torch.float32 and moved.size() == (2, 3)
+
+
+@pytest.mark.parametrize('symmetric', [False, True])
+def test_sparse_adj_matches_dense_forward_backward(symmetric):
+    if symmetric:
+        edge_index, weight = sym_graph()
+        n = int(edge_index.max()) + 1
+        size = (n, n)
+    else:
+        edge_index, weight = random_graph()
+        size = (7, 5)
+    weight = weight.requires_grad_()
+    adj = SparseAdj.from_edge_index(edge_index, weight, size, symmetric)
+    x = torch.randn(size[0], 4, dtype=DT, requires_grad=True)
+    out = adj.matmul(x)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+
+    x_ref = x.detach().clone().requires_grad_()
+    w_ref = weight.detach().clone().requires_grad_()
+    out_ref = dense_adj_t(edge_index, w_ref, *size) @ x_ref
+    out_ref.backward(grad)
+    assert_close(out, out_ref)
+    assert_close(x.grad, x_ref.grad)
+    assert_close(weight.grad, w_ref.grad)
+
+
+@pytest.mark.parametrize('symmetric', [False, True])
+def test_sparse_adj_gradcheck(symmetric):
+    if symmetric:
+        edge_index, weight = sym_graph(3, 2)
+        n = int(edge_index.max()) + 1
+        size = (n, n)
+    else:
+        edge_index, weight = random_graph(4, 3, 8)
+        size = (4, 3)
+    weight = weight.requires_grad_()
+    x = torch.randn(size[0], 2, dtype=DT, requires_grad=True)
+
+    def fn(w, x):
+        # Rebuilding inside makes the check cover the coalesce step too.
+        adj = SparseAdj.from_edge_index(edge_index, w, size, symmetric,
+                                        check_symmetric=False)
+        return adj.matmul(x)
+
+    assert gradcheck(fn, (weight, x))
+
+    adj = SparseAdj.from_edge_index(edge_index, weight.detach(), size,
+                                    symmetric)
+    assert gradcheck(adj.matmul, (x, ))  # cached-CSR path (constant values)
+
+
+def test_sparse_adj_symmetric_backward_reuses_matrix():
+    edge_index, weight = sym_graph()
+    n = int(edge_index.max()) + 1
+    adj = SparseAdj.from_edge_index(edge_index, weight, n, symmetric=True)
+    x = torch.randn(n, 3, dtype=DT, requires_grad=True)
+    adj.matmul(x).sum().backward()
+    assert adj._t is None  # no transpose was ever built
+    assert adj.csr_t() is adj.csr()
+
+
+def test_symmetric_flag_is_checked():
+    edge_index, weight = sym_graph()
+    n = int(edge_index.max()) + 1
+    bad_weight = weight.clone()
+    bad_weight[0] += 1.0  # one direction of an edge only
+    with pytest.raises(ValueError, match='the values are not symmetric'):
+        to_adj(edge_index, bad_weight, n, symmetric=True)
+    one_way = torch.tensor([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match='sparsity pattern is not symmetric'):
+        to_adj(one_way, None, 3, symmetric=True)
+    with pytest.raises(ValueError, match='must be square'):
+        to_adj(one_way, None, (3, 4), symmetric=True)
+    # Stated but unchecked: trusted (the caller's responsibility).
+    adj, _ = to_adj(one_way, None, 3, symmetric=True, check_symmetric=False)
+    assert adj.symmetric
+
+
+def test_to_adj_bad_input():
+    edge_index, weight = random_graph()
+    with pytest.raises(ValueError, match=r"'edge_weight' must have shape "
+                       r"\[15\] \(got \[14\]\)"):
+        to_adj(edge_index, weight[:-1], (7, 5))
+    with pytest.raises(ValueError, match="'edge_index' has target id 4 but "
+                       "there are only 3 target nodes"):
+        to_adj(edge_index, weight, (7, 3))
+    with pytest.raises(ValueError, match="'edge_index' has source id 6 but "
+                       "there are only 2 source nodes"):
+        to_adj(edge_index, weight, (2, 5))
+    with pytest.raises(ValueError, match=r"must have shape \[2, E\]"):
+        to_adj(edge_index.t(), None, 7)
+    adj, _ = to_adj(edge_index, weight, (7, 5))
+    with pytest.raises(ValueError, match='with features of 5 rows'):
+        adj.matmul(torch.randn(5, 2, dtype=DT))
+    with pytest.raises(ValueError, match='dtype mismatch'):
+        adj.matmul(torch.randn(7, 2))
+
+
+def test_empty_graph():
+    edge_index = torch.empty(2, 0, dtype=torch.long)
+    adj, _ = to_adj(edge_index, None, (3, 2))
+    x = torch.randn(3, 4, requires_grad=True)
+    out = adj.matmul(x)
+    assert_close(out, torch.zeros(2, 4))
+    out.sum().backward()
+    assert_close(x.grad, torch.zeros(3, 4))
+
+
+@withPackage('torch_sparse')
+def test_sparse_tensor_backend():
+    from torch_geometric.typing import SparseTensor
+    edge_index, weight = random_graph()
+    adj, w = to_adj(edge_index, weight, (7, 5), backend='sparse_tensor')
+    assert isinstance(adj, SparseTensor) and w is None
+    assert_close(adj.to_dense(), dense_adj_t(edge_index, weight, 7, 5))
+
+
+def test_sym_norm_adj_is_symmetric_by_construction():
+    edge_index = torch.tensor([[0, 0, 1, 2], [0, 1, 1, 0]])
+    adj, w = sym_norm_adj(edge_index, 3, 2, dtype=DT)
+    assert w is None and adj.symmetric and adj.size() == (5, 5)
+    adj.check_symmetric()  # the statement holds
+    A_bar = torch.eye(5, dtype=DT)
+    A_bar[edge_index[0], edge_index[1] + 3] = 1.
+    A_bar[edge_index[1] + 3, edge_index[0]] = 1.
+    d = A_bar.sum(1).pow(-0.5)
+    assert_close(adj.to_dense(), d.view(-1, 1) * A_bar * d.view(1, -1))
+    ei, w = sym_norm_adj(edge_index, 3, 2, backend='scatter')
+    assert ei.size(1) == w.numel() == 2 * 4 + 5
