@@ -68,6 +68,54 @@ class _ChunkedLogSumExp(torch.autograd.Function):
         return grad_q, grad_k, None, None
 
 
+class _BoundedLogSumExp(torch.autograd.Function):
+    r""":math:`\ell_n = \log \sum_j \exp(\langle \mathbf{q}_n,
+    \mathbf{k}_j \rangle)` for logits known to be bounded (L2-normalised
+    views scaled by :math:`1/\tau \le 40`), where the exponentials cannot
+    overflow and need no max-subtraction. Scalings are folded into the
+    ``[B, d]`` operands, so each chunk costs one matrix product and one
+    ``exp`` in the forward pass and two products in the backward pass; the
+    exponentials are kept for the backward pass only when the keys fit in
+    one chunk (memory stays ``[B, chunk]``)."""
+    @staticmethod
+    def forward(ctx: Any, query: Tensor, keys: Tensor,
+                chunk_size: int) -> Tensor:
+        total = query.new_zeros(query.size(0))
+        single = keys.size(0) <= chunk_size
+        exp_sim = None
+        for start in range(0, keys.size(0), chunk_size):
+            exp_sim = query.matmul(keys[start:start + chunk_size].t()).exp_()
+            total += exp_sim.sum(dim=1)
+        ctx.save_for_backward(query, keys, total,
+                              exp_sim if single else None)
+        ctx.chunk_size = chunk_size
+        return total.log()
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor
+                 ) -> Tuple[Optional[Tensor], Optional[Tensor], None]:
+        query, keys, total, exp_sim = ctx.saved_tensors
+        chunk_size = ctx.chunk_size
+        # d lse_n / d sim_nj = exp(sim_nj) / total_n: scale rows, not blocks.
+        weight = (grad / total).view(-1, 1)
+        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_q = torch.zeros_like(query) if need_q else None
+        grad_k = torch.empty_like(keys) if need_k else None
+        weighted_query = query * weight if need_k else None
+        for start in range(0, keys.size(0), chunk_size):
+            k = keys[start:start + chunk_size]
+            e = exp_sim if exp_sim is not None else \
+                query.matmul(k.t()).exp_()
+            if grad_q is not None:
+                grad_q.addmm_(e, k)
+            if grad_k is not None:
+                grad_k[start:start + chunk_size] = e.t().matmul(
+                    weighted_query)
+        if grad_q is not None:
+            grad_q.mul_(weight)
+        return grad_q, grad_k, None
+
+
 def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
              chunk_size: Optional[int] = 4096,
              normalize: bool = False) -> Tensor:
@@ -84,7 +132,8 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
     :math:`\mathbf{z}^2` in both the forward and the backward pass, so memory
     is :math:`O(|B| \cdot \mathrm{chunk})` instead of :math:`O(|B| \cdot N)`;
     the value and gradients do not depend on the chunk size (up to
-    floating-point rounding).
+    floating-point rounding). Repeated ids in :obj:`index` are computed once
+    and weighted by their count (the mean is unchanged).
 
     Args:
         z1 (Tensor): ``[N, d]`` first view, **expected L2-normalised** (as in
@@ -94,7 +143,9 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
         temperature (float): :math:`\tau`.
         chunk_size (int, optional): Rows of :math:`\mathbf{z}^2` per chunk;
             :obj:`None` computes the ``[B, N']`` matrix at once.
-        normalize (bool): Row-normalise :obj:`z1` and :obj:`z2` first.
+        normalize (bool): Row-normalise :obj:`z1` and :obj:`z2` first. The
+            logits are then bounded by :math:`1/\tau`, which enables a
+            faster kernel without max-subtraction.
     """
     if temperature <= 0:
         raise ValueError(f'temperature must be > 0, got {temperature}')
@@ -105,13 +156,17 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
                          f'got {z1.size(-1)} and {z2.size(-1)}')
     if normalize:
         z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
-    query = z1[index]
-    pos = (query * z2[index]).sum(dim=-1) / temperature
+    unique, inverse = torch.unique(index, return_inverse=True)
+    weight = torch.bincount(inverse, minlength=unique.numel()).to(z1.dtype)
+    query = z1[unique]
+    pos = (query * z2[unique]).sum(dim=-1) / temperature
     if chunk_size is None:
         lse = torch.logsumexp(query.matmul(z2.t()) / temperature, dim=1)
+    elif normalize and temperature >= 0.025:
+        lse = _BoundedLogSumExp.apply(query / temperature, z2, chunk_size)
     else:
         lse = _ChunkedLogSumExp.apply(query, z2, temperature, chunk_size)
-    return (lse - pos).mean()
+    return ((lse - pos) * weight).sum() / index.numel()
 
 
 def grace_info_nce(z1: Tensor, z2: Tensor, temperature: float = 0.5,

@@ -6,6 +6,8 @@ from torch_geometric.data import HeteroData
 
 from pyg_mmrec.errors import ConfigError
 from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
+from pyg_mmrec.nn.models.diffmm import build_diffmm
 from pyg_mmrec.nn.models.lightgcn import LightGCNConfig, LightGCNRecommender
 
 
@@ -15,24 +17,29 @@ class ModelSpec:
 
     Attributes:
         config_cls: The model's hyper-parameter dataclass.
-        build: ``build(data, config) -> Recommender``.
+        build: ``build(data, config, seed) -> Recommender``.
         presets: Named overrides of the model config (the papers' settings).
         train_presets: Named overrides of :class:`TrainConfig` that go with
             each preset (learning rate, epochs, batch size).
     """
     config_cls: type
-    build: Callable[[HeteroData, Any], Recommender]
+    build: Callable[[HeteroData, Any, int], Recommender]
     presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     train_presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
-def _build_lightgcn(data: HeteroData, config: LightGCNConfig) -> Recommender:
+def _build_lightgcn(data: HeteroData, config: LightGCNConfig,
+                    seed: int = 0) -> Recommender:
     return LightGCNRecommender(data['user'].num_nodes,
                                data['item'].num_nodes, config)
 
 
 MODELS: Dict[str, ModelSpec] = {
     'lightgcn': ModelSpec(LightGCNConfig, _build_lightgcn),
+    'diffmm': ModelSpec(
+        DiffMMConfig, build_diffmm, presets=DIFFMM_PRESETS,
+        train_presets={name: dict(lr=1e-3, batch_size=1024)
+                       for name in DIFFMM_PRESETS}),
 }
 
 PRESETS = ('tiktok', 'baby', 'sports')

@@ -84,7 +84,7 @@ def build_configs(options: RunOptions) -> Dict[str, Any]:
 def build_model(name: str, data: HeteroData, model_config: Any,
                 seed: int, device: torch.device) -> Recommender:
     torch.manual_seed(seed)
-    model = get_spec(name).build(data, model_config).to(device)
+    model = get_spec(name).build(data, model_config, seed).to(device)
     return model
 
 

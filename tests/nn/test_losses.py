@@ -92,3 +92,25 @@ def test_grace_info_nce_matches_formula():
         grace_info_nce(z1, z2[:5])
     with pytest.raises(ValueError, match='temperature must be > 0, got -1'):
         grace_info_nce(z1, z2, -1)
+
+
+@pytest.mark.parametrize('chunk_size', [3, 7, 1000])
+@pytest.mark.parametrize('temperature', [0.1, 0.5])
+def test_bounded_info_nce_matches_formula_with_repeated_ids(chunk_size,
+                                                           temperature):
+    # normalize=True takes the bounded kernel (no max-subtraction, repeated
+    # ids computed once); it must equal the formula, gradients included.
+    torch.manual_seed(0)
+    z1 = torch.randn(12, 5, dtype=torch.float64, requires_grad=True)
+    z2 = torch.randn(12, 5, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([3, 0, 3, 7, 11, 3, 0])
+    out = info_nce(z1, z2, index, temperature, chunk_size, normalize=True)
+    a, b = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
+    logits = a[index] @ b.t() / temperature
+    expected = -(logits.gather(1, index.view(-1, 1)).view(-1) -
+                 torch.logsumexp(logits, dim=1)).mean()
+    torch.testing.assert_close(out, expected)
+    grads = torch.autograd.grad(out, (z1, z2))
+    expected_grads = torch.autograd.grad(expected, (z1, z2))
+    for grad, want in zip(grads, expected_grads):
+        torch.testing.assert_close(grad, want)

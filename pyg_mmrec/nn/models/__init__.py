@@ -1,1 +1,13 @@
-r"""TODO: exports are wired once the modules land."""
+r"""Recommenders assembled from the library's layers and transforms."""
+from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.nn.models.lightgcn import (
+    LightGCNConfig,
+    LightGCNRecommender,
+    MostPopular,
+)
+from pyg_mmrec.nn.models.diffmm import DiffMM, DiffMMConfig, build_diffmm
+
+__all__ = [
+    'Recommender', 'LightGCNConfig', 'LightGCNRecommender', 'MostPopular',
+    'DiffMM', 'DiffMMConfig', 'build_diffmm'
+]

@@ -1,0 +1,177 @@
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pyg_mmrec.data.sampling import BPRSampler
+from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
+from pyg_mmrec.evaluation import RankingEvaluator
+from pyg_mmrec.nn.models.diffmm import DiffMM, DiffMMConfig, build_diffmm
+from pyg_mmrec.nn.models.lightgcn import LightGCNRecommender
+from pyg_mmrec.nn.sparse import to_adj
+from pyg_mmrec.train.config import TrainConfig
+from pyg_mmrec.train.loop import fit
+
+SMALL = dict(num_users=40, num_items=30, mean_degree=5, feature_dim=6)
+TINY_CONFIG = DiffMMConfig(embedding_dim=8, denoiser_hidden=16,
+                           diffusion_batch_size=16, keep_rate=1.0)
+
+
+def dense_sym_norm(edge_index, num_users, num_items):
+    n = num_users + num_items
+    adj = torch.eye(n)
+    adj[edge_index[0], num_users + edge_index[1]] = 1.0
+    adj[num_users + edge_index[1], edge_index[0]] = 1.0
+    d = adj.sum(1).pow(-0.5)
+    return d.view(-1, 1) * adj * d.view(1, -1)
+
+
+def small_model(modalities=('visual', 'acoustic'), **config):
+    data = make_synthetic(SyntheticConfig(seed=1, modalities=modalities,
+                                          **SMALL))
+    torch.manual_seed(0)
+    model = build_diffmm(data, dataclasses.replace(TINY_CONFIG, **config))
+    data = model.prepare(data)
+    return model, data
+
+
+@pytest.mark.parametrize('modalities', [('visual', ), ('visual', 'acoustic'),
+                                        ('visual', 'acoustic', 'textual')])
+def test_forward_equals_dense_formulas(modalities):
+    model, data = small_model(modalities)
+    with torch.no_grad():  # non-uniform modality weights
+        model.modality_logits.copy_(torch.arange(len(modalities)).float())
+    cfg = model.config
+    U, I = model.num_users, model.num_items
+    A = dense_sym_norm(data['user', 'interacts', 'item'].edge_index, U, I)
+    E_u, E_i = model.user_emb, model.item_emb
+    weights = torch.softmax(model.modality_logits, 0)
+    x = 0
+    for j, m in enumerate(modalities):
+        lin = model.projection.lins[m]
+        p = F.normalize(data['item'][m] @ lin.weight.t() + lin.bias, dim=1)
+        gen = data['user', f'diffusion_{m}', 'item'].edge_index
+        G = dense_sym_norm(gen, U, I)  # keep_rate = 1: nothing dropped
+        s = A @ torch.cat([E_u, p])
+        s = s + A @ torch.cat([s[:U], E_i])
+        s = s + cfg.lambda_adj * G @ torch.cat([E_u, E_i])
+        x = x + weights[j] * s
+    e = x + A @ x + cfg.lambda_ris * F.normalize(x, dim=1)
+    user, item = model(data)
+    torch.testing.assert_close(user, e[:U])
+    torch.testing.assert_close(item, e[U:])
+
+
+def test_contrastive_views_equal_dense_formulas():
+    model, data = small_model()
+    U, I = model.num_users, model.num_items
+    A = dense_sym_norm(data['user', 'interacts', 'item'].edge_index, U, I)
+    _, views = model.embeddings(data, with_views=True)
+    for m, z in views.items():
+        lin = model.projection.lins[m]
+        p = F.normalize(data['item'][m] @ lin.weight.t() + lin.bias, dim=1)
+        G = dense_sym_norm(data['user', f'diffusion_{m}', 'item'].edge_index,
+                           U, I)
+        c = G @ torch.cat([model.user_emb, p])
+        torch.testing.assert_close(z, c + A @ c)
+
+
+@pytest.mark.parametrize('cl_method', [0, 1])
+def test_training_step_lowers_loss_on_fixed_batch(cl_method):
+    model, data = small_model(cl_method=cl_method, ssl_weight=0.1)
+    users = torch.tensor([0, 1, 2, 3, 4, 5])
+    pos = data['user', 'interacts', 'item'].edge_index[1][:6]
+    neg = torch.tensor([7, 8, 9, 10, 11, 12])
+    optimizer = model.configure_optimizer(lr=0.01)
+    before, parts = model.loss(data, users, pos, neg)
+    assert parts['cl'] > 0 and parts['bpr'] > 0
+    for _ in range(5):
+        model.train_step(data, (users, pos, neg), optimizer)
+    after, _ = model.loss(data, users, pos, neg)
+    assert after < before - 1e-3
+
+
+def test_recommender_optimizer_leaves_denoisers_alone():
+    model, data = small_model()
+    names = {id(p) for group in model.configure_optimizer(1e-3).param_groups
+             for p in group['params']}
+    assert all(id(p) not in names for p in model.denoisers.parameters())
+    assert id(model.user_emb) in names and id(model.modality_logits) in names
+
+
+def test_diffusion_training_lowers_denoiser_loss():
+    model, data = small_model()
+    losses = [model.train_diffusion(data, epoch) for epoch in range(15)]
+    assert sum(losses[-3:]) < 0.8 * sum(losses[:3])
+
+
+def test_before_epoch_regenerates_graphs_from_denoisers():
+    model, data = small_model()
+    times = model.before_epoch(data, epoch=0)
+    assert set(times) == {'diffusion', 'graph'}
+    gen = data['user', 'diffusion_visual', 'item'].edge_index
+    assert gen.size(1) == model.num_users * model.config.topk
+    # The generated edge of each user is its top item of the reverse process.
+    rows = torch.zeros(model.num_users, model.num_items)
+    train = data['user', 'interacts', 'item'].edge_index
+    rows[train[0], train[1]] = 1.0
+    denoiser = model.denoisers['visual'].eval()
+    expected = model.diffusion.reverse(denoiser, rows).argmax(1)
+    assert torch.equal(gen[1], expected)
+
+
+def test_invalid_configurations():
+    with pytest.raises(ValueError, match='needs at least two modalities'):
+        small_model(('visual', ), cl_method=0)
+    with pytest.raises(ValueError, match='cl_method must be 0 or 1'):
+        small_model(cl_method=2)
+    with pytest.raises(ValueError, match='at least one item modality'):
+        DiffMM(3, 3, {}, TINY_CONFIG)
+    model, _ = small_model(('visual', 'acoustic'))
+    other = make_synthetic(SyntheticConfig(seed=1, modalities=('visual', ),
+                                           **SMALL))
+    with pytest.raises(ValueError, match='no item features for acoustic'):
+        model.prepare(other)
+
+
+def test_diffmm_beats_lightgcn_on_synthetic_data():
+    # The synthetic modalities reveal the items' latent factors, so the
+    # multi-modal model must win at the same budget.
+    data = make_synthetic(SyntheticConfig(num_users=600, num_items=300,
+                                          seed=3))
+    config = TrainConfig(epochs=6, patience=0, lr=1e-3, batch_size=256)
+    results = {}
+    for name in ('lightgcn', 'diffmm'):
+        torch.manual_seed(0)
+        if name == 'diffmm':
+            model = build_diffmm(data, DiffMMConfig(denoiser_hidden=200,
+                                                    diffusion_batch_size=256))
+        else:
+            model = LightGCNRecommender(600, 300)
+        prepared = model.prepare(data.clone())
+        sampler = BPRSampler(prepared['user', 'interacts', 'item'].edge_index,
+                             600, 300, config.batch_size, seed=0)
+        state = fit(model, prepared, sampler,
+                    model.configure_optimizer(config.lr),
+                    RankingEvaluator(prepared), config, progress=False)
+        results[name] = state.best_test['recall@20']
+    assert results['diffmm'] > 1.1 * results['lightgcn'], results
+
+
+@pytest.mark.parametrize('backend', ['scatter', 'csr', 'edge_index'])
+def test_backends_agree_with_default(backend):
+    model, data = small_model()
+    user, item = model(data)
+    other = build_diffmm(data, dataclasses.replace(model.config,
+                                                   backend=backend))
+    other.load_state_dict(model.state_dict())
+    other_data = other.prepare(data.clone())
+    for m in model.modalities:  # the same generated graphs, other backend
+        store = data['user', f'diffusion_{m}', 'item']
+        other_data['user', f'diffusion_{m}', 'item'].adj = to_adj(
+            store.adj_edge_index, store.adj_edge_weight,
+            model.num_users + model.num_items, backend=backend)
+    other_user, other_item = other(other_data)
+    torch.testing.assert_close(other_user, user, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(other_item, item, atol=1e-5, rtol=1e-4)
