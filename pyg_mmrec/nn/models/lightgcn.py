@@ -6,10 +6,13 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.nn.models import LightGCN
+from torch.nn import ModuleList
 
 from pyg_mmrec.data.hetero import INTERACTS, split_edge_index
 from pyg_mmrec.graph import sym_norm_bipartite
+from pyg_mmrec.nn.conv import SymNormConv
 from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.nn.sparse import to_adj
 
 
 @dataclass
@@ -26,15 +29,20 @@ class LightGCNRecommender(Recommender):
     :math:`L_2` penalty on the batch's layer-0 embeddings.
 
     The symmetric normalisation :math:`\mathbf{D}^{-1/2}\mathbf{A}
-    \mathbf{D}^{-1/2}` is computed once in :meth:`prepare` and propagated
-    through a sparse CSR matrix, rather than renormalised in every layer.
+    \mathbf{D}^{-1/2}` is computed once in :meth:`prepare`, and the layers
+    are the library's :class:`~pyg_mmrec.nn.conv.SymNormConv` (the same
+    update as :class:`LGConv` with pre-normalised weights), whose fused
+    kernel reuses the symmetric matrix in the backward pass instead of
+    transposing it on every call.
     """
     def __init__(self, num_users: int, num_items: int,
                  config: LightGCNConfig = LightGCNConfig()) -> None:
         super().__init__(num_users, num_items)
         self.config = config
         self.lightgcn = LightGCN(num_users + num_items, config.embedding_dim,
-                                 config.num_layers, normalize=False)
+                                 config.num_layers)
+        self.lightgcn.convs = ModuleList(
+            [SymNormConv() for _ in range(config.num_layers)])
 
     def reset_parameters(self) -> None:
         self.lightgcn.reset_parameters()
@@ -43,11 +51,9 @@ class LightGCNRecommender(Recommender):
         index, weight = sym_norm_bipartite(
             split_edge_index(data, 'train'), self.num_users, self.num_items,
             add_self_loops=False)
-        n = self.num_users + self.num_items
-        # LGConv aggregates messages of adj_t's rows: store the transpose
-        # (equal here, the matrix is symmetric).
-        adj_t = torch.sparse_coo_tensor(index.flip(0), weight, (n, n))
-        data[INTERACTS].lightgcn_adj_t = adj_t.coalesce().to_sparse_csr()
+        adj_t, _ = to_adj(index, weight, self.num_users + self.num_items,
+                          symmetric=True)
+        data[INTERACTS].lightgcn_adj_t = adj_t
         return data
 
     def forward(self, data: HeteroData) -> Tuple[Tensor, Tensor]:
