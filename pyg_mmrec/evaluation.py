@@ -120,4 +120,5 @@ class RankingEvaluator:
             top = self.top_k(scores, batch, max_k, exclude)
             label_row, label_col = _gather_rows(rowptr, col, batch)
             metrics.update(top, torch.stack([label_row, label_col]))
-        return {name: float(value) for name, value in metrics.compute().items()}
+        computed = metrics.compute()
+        return {name: float(value) for name, value in computed.items()}

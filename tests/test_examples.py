@@ -2,7 +2,6 @@ import os.path as osp
 import runpy
 import sys
 
-import pytest
 import torch
 
 EXAMPLES = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),

@@ -22,7 +22,7 @@ import importlib.util
 import inspect
 import os.path as osp
 import sys
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Union
 
 import numpy as np
 import pandas as pd

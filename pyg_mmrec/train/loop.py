@@ -93,8 +93,9 @@ def fit(
     state = state or TrainState()
     key = f'recall@{config.k}'
     epochs = range(state.next_epoch, config.epochs)
-    for epoch in tqdm(epochs, desc='training', disable=None if progress else True,
-                      initial=state.next_epoch, total=config.epochs):
+    bar = tqdm(epochs, desc='training', initial=state.next_epoch,
+               total=config.epochs, disable=None if progress else True)
+    for epoch in bar:
         record = run_epoch(model, data, sampler, optimizer, epoch, progress)
         model.eval()
         eval_start = time.perf_counter()
@@ -116,7 +117,8 @@ def fit(
         })
         state.next_epoch = epoch + 1
         if progress:
-            tqdm.write(f'epoch {epoch:3d}  loss {state.history[-1]["loss"]:.4f}'
+            loss = state.history[-1]['loss']
+            tqdm.write(f'epoch {epoch:3d}  loss {loss:.4f}'
                        f'  val {key} {val[key]:.4f}'
                        f'{"  *" if improved else ""}')
         stop = (config.patience > 0

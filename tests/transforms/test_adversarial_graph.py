@@ -13,7 +13,6 @@ from pyg_mmrec.transforms.adversarial import (
     preference_rows,
     preference_topk_edges,
 )
-from pyg_mmrec.transforms.diffusion_graph import interaction_rows
 
 U, I, D = 6, 8, 3
 EDGES = torch.tensor([[0, 0, 1, 2, 3, 3, 3, 5],

@@ -1,10 +1,9 @@
-import copy
 
 import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from pyg_mmrec.graph import csr_of, sym_norm_bipartite
+from pyg_mmrec.graph import csr_of
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.transforms.diffusion_graph import (

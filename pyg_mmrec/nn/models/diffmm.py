@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.nn import Module, ModuleDict, Parameter
+from torch.nn import ModuleDict, Parameter
 from torch_geometric.data import HeteroData
 
 from pyg_mmrec.data.hetero import (
@@ -212,7 +212,8 @@ class DiffMM(Recommender):
                                  for m in self.modalities}
 
     def prepare(self, data: HeteroData) -> HeteroData:
-        missing = [m for m in self.modalities if m not in item_modalities(data)]
+        present = item_modalities(data)
+        missing = [m for m in self.modalities if m not in present]
         if missing:
             raise ValueError(f'the data has no item features for '
                              f'{", ".join(missing)}')
