@@ -9,6 +9,7 @@ from pyg_mmrec.nn.models.base import Recommender
 from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
 from pyg_mmrec.nn.models.diffmm import build_diffmm
 from pyg_mmrec.nn.models.lightgcn import LightGCNConfig, LightGCNRecommender
+from pyg_mmrec.nn.models.mmssl import MMSSL_PRESETS, MMSSLConfig, build_mmssl
 
 
 @dataclass
@@ -40,6 +41,11 @@ MODELS: Dict[str, ModelSpec] = {
         DiffMMConfig, build_diffmm, presets=DIFFMM_PRESETS,
         train_presets={name: dict(lr=1e-3, batch_size=1024)
                        for name in DIFFMM_PRESETS}),
+    'mmssl': ModelSpec(
+        MMSSLConfig, build_mmssl, presets=MMSSL_PRESETS,
+        train_presets={name: dict(lr=5.5e-4, batch_size=1024, epochs=50,
+                                  patience=7)
+                       for name in MMSSL_PRESETS}),
 }
 
 PRESETS = ('tiktok', 'baby', 'sports')

@@ -6,8 +6,10 @@ from pyg_mmrec.nn.models.lightgcn import (
     MostPopular,
 )
 from pyg_mmrec.nn.models.diffmm import DiffMM, DiffMMConfig, build_diffmm
+from pyg_mmrec.nn.models.mmssl import MMSSL, MMSSLConfig, build_mmssl
 
 __all__ = [
     'Recommender', 'LightGCNConfig', 'LightGCNRecommender', 'MostPopular',
-    'DiffMM', 'DiffMMConfig', 'build_diffmm'
+    'DiffMM', 'DiffMMConfig', 'build_diffmm', 'MMSSL', 'MMSSLConfig',
+    'build_mmssl'
 ]

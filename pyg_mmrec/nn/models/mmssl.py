@@ -1,0 +1,585 @@
+r"""MMSSL (Wei et al., WWW 2023), assembled from the library's layers,
+building blocks and transforms."""
+import time
+from dataclasses import dataclass
+from typing import Dict, List, NamedTuple, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn import Module, Parameter
+from torch_geometric.data import HeteroData
+
+from pyg_mmrec.data.hetero import (
+    INTERACTS,
+    ITEM,
+    RATED_BY,
+    USER,
+    item_modalities,
+    num_users_items,
+    split_edge_index,
+)
+from pyg_mmrec.graph import csr_of
+from pyg_mmrec.nn.adversarial import (
+    Discriminator,
+    ProjectedDiscriminator,
+    gradient_penalty,
+)
+from pyg_mmrec.nn.conv.one_sided_norm_conv import OneSidedNormConv
+from pyg_mmrec.nn.fusion import CrossModalAttention
+from pyg_mmrec.nn.losses import bpr_loss, grace_info_nce
+from pyg_mmrec.nn.models.base import Batch, Recommender
+from pyg_mmrec.nn.projection import ModalityProjection
+from pyg_mmrec.nn.sparse import to_adj
+from pyg_mmrec.transforms.adversarial import (
+    AdversarialGraph,
+    gumbel_sharpen,
+    preference_rows,
+)
+from pyg_mmrec.transforms.diffusion_graph import interaction_rows
+from pyg_mmrec.transforms.normalize import OneSidedNorm
+
+#: Attribute of a ``(user, *, item)`` store that holds the ``U x I``
+#: adjacency along which users aggregate items (:math:`\mathbf{P}`).
+USER_ADJ = 'user_adj'
+#: Attribute of the same store that holds the ``I x U`` adjacency along which
+#: items aggregate users (:math:`\mathbf{Q}`).
+ITEM_ADJ = 'item_adj'
+
+#: Relation prefix of the generated graphs' edge types.
+RELATION = 'adversarial'
+
+DISCRIMINATORS = ('projected', 'paper')
+
+
+@dataclass
+class MMSSLConfig:
+    r"""Hyper-parameters of :class:`MMSSL` (defaults: MODELS.md, i.e. the
+    paper's TikTok settings). The batch size and the generator's learning
+    rate (AdamW, 5.5e-4 in the paper) belong to the training loop's
+    :class:`~pyg_mmrec.train.config.TrainConfig`.
+
+    Args:
+        embedding_dim (int): :math:`d`.
+        num_layers (int): Propagation layers on :math:`\mathbf{P},
+            \mathbf{Q}` (two in the paper).
+        heads (int): Heads of the cross-modal attention.
+        feature_dropout (float): Dropout on the projected features
+            :math:`\mathbf{h}_m`.
+        id_weight (float): :math:`\gamma_{id}`, weight of the fused ID views.
+        feature_weight (float): :math:`\gamma_m`, weight of the feature
+            representations.
+        last_layer_softmax (bool): Row softmax on the last propagation layer
+            (the reference code's behaviour; off by default, as in the
+            paper).
+        reg_weight (float): :math:`\lambda` of the embedding regulariser of
+            the BPR batch.
+        feature_reg_weight (float): Weight of the feature regulariser.
+        cl_weight (float): Weight of the contrastive loss.
+        cl_temperature (float): :math:`\tau` of the contrastive loss.
+        adv_weight (float): Weight of the generator's adversarial loss.
+        gp_weight (float): Weight of the gradient penalty,
+            :math:`\lambda_{gp} \cdot 0.3` with :math:`\lambda_{gp} = 1`.
+        gumbel_eta (float): :math:`\eta` of the real rows' Gumbel noise.
+        gumbel_temperature (float): :math:`\tau_r`.
+        kappa (float): :math:`\kappa`, weight of :math:`\mathbf{S}_{ui}` in
+            the real rows.
+        discriminator (str): ``'projected'`` (:math:`O(I d)` parameters,
+            :class:`~pyg_mmrec.nn.adversarial.ProjectedDiscriminator`) or
+            ``'paper'`` (:math:`I \to I/4 \to I/8 \to 1`,
+            :class:`~pyg_mmrec.nn.adversarial.Discriminator`).
+        disc_hidden (int): First hidden width of the projected
+            discriminator (its projection size is :obj:`embedding_dim`).
+        disc_dropout1 (float): Dropout after the first hidden layer.
+        disc_dropout2 (float): Dropout after the second hidden layer.
+        disc_lr (float): Adam learning rate of the discriminator.
+        disc_beta1 (float): Adam :math:`\beta_1` of the discriminator.
+        disc_beta2 (float): Adam :math:`\beta_2` of the discriminator.
+        weight_decay (float): AdamW weight decay of the generator (PyTorch's
+            default; the paper states none).
+        graph_rate (float): :math:`\rho_m`: each user keeps
+            :math:`\max(1, \lceil \rho_m I \rceil)` items in
+            :math:`\mathbf{R}_m`.
+        graph_batch_size (int): Users per batch when regenerating the graphs.
+        preference_chunk_size (int): Items per chunk of the preference
+            scores (0: no chunking; the rows are ``[B, I]`` either way).
+        backend (str): Sparse backend of the propagation
+            (see :func:`pyg_mmrec.nn.sparse.to_adj`).
+    """
+    embedding_dim: int = 64
+    num_layers: int = 2
+    heads: int = 4
+    feature_dropout: float = 0.2
+    id_weight: float = 0.36
+    feature_weight: float = 0.55
+    last_layer_softmax: bool = False
+    reg_weight: float = 1e-5
+    feature_reg_weight: float = 1e-5
+    cl_weight: float = 0.03
+    cl_temperature: float = 0.5
+    adv_weight: float = 1e-4
+    gp_weight: float = 0.3
+    gumbel_eta: float = 1e-5
+    gumbel_temperature: float = 0.005
+    kappa: float = 100.0
+    discriminator: str = 'projected'
+    disc_hidden: int = 64
+    disc_dropout1: float = 0.31
+    disc_dropout2: float = 0.5
+    disc_lr: float = 3e-4
+    disc_beta1: float = 0.5
+    disc_beta2: float = 0.9
+    weight_decay: float = 0.01
+    graph_rate: float = 1e-4
+    graph_batch_size: int = 1024
+    preference_chunk_size: int = 0
+    backend: str = 'auto'
+
+
+# MODELS.md gives one set of MMSSL hyper-parameters and no per-data-set
+# differences, so the three presets use the same values; they are spelled out
+# so that a preset states what it trains with.
+_PAPER = dict(num_layers=2, id_weight=0.36, feature_weight=0.55,
+              reg_weight=1e-5, feature_reg_weight=1e-5, cl_weight=0.03,
+              cl_temperature=0.5, adv_weight=1e-4, graph_rate=1e-4,
+              last_layer_softmax=False)
+
+#: Per-data-set settings (identical: see the comment above).
+MMSSL_PRESETS: Dict[str, Dict[str, object]] = {
+    'tiktok': dict(_PAPER),
+    'baby': dict(_PAPER),
+    'sports': dict(_PAPER),
+}
+
+
+class MMSSLEmbeddings(NamedTuple):
+    r"""Everything one forward pass of :class:`MMSSL` computes."""
+    user: Tensor  #: ``[U, d]`` final user representations :math:`\mathbf{u}`
+    item: Tensor  #: ``[I, d]`` final item representations :math:`\mathbf{i}`
+    #: per modality, ``[U, d]`` feature representations :math:`\mathbf{y}^u_m`
+    feature_user: Dict[str, Tensor]
+    #: per modality, ``[I, d]`` feature representations :math:`\mathbf{y}^i_m`
+    feature_item: Dict[str, Tensor]
+    #: per modality, ``[U, d]`` user ID views :math:`\mathbf{o}^u_m`
+    id_user: Dict[str, Tensor]
+
+
+class MMSSL(Recommender):
+    r"""MMSSL: multi-modal self-supervised learning for recommendation.
+
+    Propagation uses MMSSL's one-sided normalised graphs
+    :math:`\mathbf{P} = \mathbf{D}_u^{-1/2}\mathbf{R}`,
+    :math:`\mathbf{Q} = \mathbf{D}_i^{-1/2}\mathbf{R}^\top`
+    (:class:`~pyg_mmrec.transforms.OneSidedNorm`,
+    :class:`~pyg_mmrec.nn.conv.OneSidedNormConv`) and, per modality
+    :math:`m`, the pair :math:`\mathbf{P}_m, \mathbf{Q}_m` of a generated
+    graph :math:`\mathbf{R}_m` (initially :math:`\mathbf{R}`). With
+    :math:`\mathbf{h}_m = \mathrm{dropout}(f_m(\mathbf{F}_m))`:
+
+    .. math::
+        \mathbf{y}^u_m &= \mathbf{P}\mathbf{h}_m, \quad
+        \mathbf{y}^i_m = \mathbf{Q}\mathbf{y}^u_m, \quad
+        \mathbf{o}^u_m = \mathbf{P}_m\mathbf{E}_i, \quad
+        \mathbf{o}^i_m = \mathbf{Q}_m\mathbf{E}_u \\
+        \mathbf{u}^0 &= \mathbf{E}_u + \gamma_{id}\,\mathrm{norm}\big(
+        \mathrm{Att}(\{\mathbf{o}^u_m\}_m)\big), \quad
+        \mathbf{i}^0 = \mathbf{E}_i + \gamma_{id}\,\mathrm{norm}\big(
+        \mathrm{Att}(\{\mathbf{o}^i_m\}_m)\big) \\
+        \mathbf{u}^l &= \mathbf{P}\mathbf{i}^{l-1}, \quad
+        \mathbf{i}^l = \mathbf{Q}\mathbf{u}^l, \qquad
+        \mathbf{u} = \frac{1}{L+1}\sum_{l=0}^{L}\mathbf{u}^l + \gamma_m
+        \sum_m \mathrm{norm}(\mathbf{y}^u_m)
+
+    (likewise :math:`\mathbf{i}`), where :math:`\mathrm{Att}` is the
+    cross-modal multi-head attention averaged over modalities
+    (:class:`~pyg_mmrec.nn.fusion.CrossModalAttention`). With
+    :obj:`last_layer_softmax`, :math:`\mathbf{u}^L` and :math:`\mathbf{i}^L`
+    are row-softmaxed (:math:`\mathbf{i}^L` is computed from the softmaxed
+    :math:`\mathbf{u}^L`).
+
+    Training, per BPR batch (:meth:`train_step`): with the preference rows
+    :math:`\mathbf{S}_m` of the batch users
+    (:func:`~pyg_mmrec.transforms.adversarial.preference_rows`) as fakes and
+    the Gumbel-sharpened interaction rows
+    (:func:`~pyg_mmrec.transforms.adversarial.gumbel_sharpen`) as reals, one
+    WGAN-GP step of the discriminator (own Adam), then one step of the
+    generator on :meth:`generator_loss`. Per epoch (:meth:`before_epoch`):
+    regeneration of every :math:`\mathbf{R}_m` from the top items of
+    :math:`\mathbf{S}_m` (:class:`~pyg_mmrec.transforms.AdversarialGraph`).
+    No tensor of size users :math:`\times` items is ever built: preference
+    rows exist for the batch users only and the graphs are rebuilt in user
+    batches.
+
+    Args:
+        num_users (int): Number of users.
+        num_items (int): Number of items.
+        feature_channels (dict): Raw feature size per modality (any
+            non-empty subset of ``visual``, ``acoustic``, ``textual``).
+        config (MMSSLConfig): Hyper-parameters.
+    """
+    def __init__(self, num_users: int, num_items: int,
+                 feature_channels: Dict[str, int],
+                 config: MMSSLConfig = MMSSLConfig()) -> None:
+        super().__init__(num_users, num_items)
+        if not feature_channels:
+            raise ValueError('MMSSL needs at least one item modality')
+        if config.discriminator not in DISCRIMINATORS:
+            raise ValueError(f"discriminator must be one of "
+                             f"{', '.join(DISCRIMINATORS)}, got "
+                             f"'{config.discriminator}'")
+        if config.num_layers < 1:
+            raise ValueError(f'num_layers must be >= 1, got '
+                             f'{config.num_layers}')
+        self.config = config
+        self.modalities: List[str] = list(feature_channels)
+        d = config.embedding_dim
+        self.user_emb = Parameter(torch.empty(num_users, d))
+        self.item_emb = Parameter(torch.empty(num_items, d))
+        self.projection = ModalityProjection(feature_channels, d, 'linear')
+        self.conv = OneSidedNormConv()
+        self.attention = CrossModalAttention(d, config.heads)
+        dropout = (config.disc_dropout1, config.disc_dropout2)
+        self.discriminator: Module
+        if config.discriminator == 'paper':
+            self.discriminator = Discriminator(num_items, dropout=dropout)
+        else:
+            self.discriminator = ProjectedDiscriminator(
+                num_items, channels=d, hidden_channels=config.disc_hidden,
+                dropout=dropout)
+        self._disc_optimizer: Optional[torch.optim.Adam] = None
+        self._train_csr: Optional[Tuple[Tensor, Tensor]] = None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        torch.nn.init.xavier_uniform_(self.user_emb)
+        torch.nn.init.xavier_uniform_(self.item_emb)
+        self.projection.reset_parameters()
+        self.attention.reset_parameters()
+        self.discriminator.reset_parameters()
+
+    # Graphs ##################################################################
+
+    def _one_sided_adjs(self, edge_index: Tensor, user_weight: Tensor,
+                        item_weight: Tensor) -> Tuple[object, object]:
+        r"""``(P, Q)`` for :class:`OneSidedNormConv`: messages flow from
+        items to users along :math:`\mathbf{P}` and from users to items
+        along :math:`\mathbf{Q}`."""
+        num_users, num_items = self.num_users, self.num_items
+        backend = self.config.backend
+        p, p_weight = to_adj(edge_index.flip(0), user_weight,
+                             (num_items, num_users), backend=backend)
+        q, q_weight = to_adj(edge_index, item_weight, (num_users, num_items),
+                             backend=backend)
+        return (p, p_weight), (q, q_weight)
+
+    def generated_edge_type(self, modality: str) -> Tuple[str, str, str]:
+        r"""The edge type holding :math:`\mathbf{R}_m` of :obj:`modality`
+        (the one :class:`~pyg_mmrec.transforms.AdversarialGraph` writes)."""
+        return (USER, f'{RELATION}_{modality}', ITEM)
+
+    def _attach_generated(self, data: HeteroData,
+                          transform: Optional[AdversarialGraph]) -> None:
+        r"""Stores :math:`\mathbf{R}_m` with :math:`\mathbf{P}_m,
+        \mathbf{Q}_m` of every modality: from :obj:`transform`, or
+        :math:`\mathbf{R}_m = \mathbf{R}` when it is :obj:`None`."""
+        if transform is None:
+            train = data[INTERACTS]
+            # Same attribute meanings as AdversarialGraph's output.
+            source = {m: (train.edge_index, data[RATED_BY].edge_weight,
+                          train.edge_weight) for m in self.modalities}
+        else:
+            generated = transform(data)
+            source = {}
+            for m in self.modalities:
+                gen = generated[transform.edge_type(m)]
+                source[m] = (gen.edge_index, gen.edge_weight,
+                             gen.rev_edge_weight)
+        for m in self.modalities:
+            edge_index, user_weight, item_weight = source[m]
+            store = data[self.generated_edge_type(m)]
+            store.edge_index = edge_index
+            store.edge_weight = user_weight  # P_m
+            store.rev_edge_weight = item_weight  # Q_m
+            store[USER_ADJ], store[ITEM_ADJ] = self._one_sided_adjs(
+                edge_index, user_weight, item_weight)
+
+    def prepare(self, data: HeteroData) -> HeteroData:
+        r"""Adds :math:`\mathbf{P}, \mathbf{Q}` (on the training edge type,
+        attributes :obj:`user_adj` and :obj:`item_adj`) and the initial
+        modality graphs :math:`\mathbf{R}_m = \mathbf{R}` (edge types
+        ``('user', 'adversarial_<m>', 'item')``, same attributes)."""
+        present = item_modalities(data)
+        missing = [m for m in self.modalities if m not in present]
+        if missing:
+            raise ValueError(f'the data has no item features for '
+                             f'{", ".join(missing)}')
+        data = OneSidedNorm()(data)
+        train = data[INTERACTS]
+        p, q = self._one_sided_adjs(train.edge_index,
+                                    data[RATED_BY].edge_weight,
+                                    train.edge_weight)
+        train[USER_ADJ], train[ITEM_ADJ] = p, q
+        self._train_csr = csr_of(split_edge_index(data, 'train'),
+                                 self.num_users)
+        self._attach_generated(data, None)
+        return data
+
+    def _check_prepared(self) -> Tuple[Tensor, Tensor]:
+        if self._train_csr is None:
+            raise RuntimeError('call prepare(data) before training MMSSL')
+        return self._train_csr
+
+    # Forward #################################################################
+
+    def _propagate(self, x: Tensor, adj: Tuple[object, object]) -> Tensor:
+        return self.conv(x, adj[0], adj[1])
+
+    def embeddings(self, data: HeteroData) -> MMSSLEmbeddings:
+        r"""One forward pass: the final representations and the
+        per-modality views the losses need."""
+        cfg = self.config
+        train = data[INTERACTS]
+        P, Q = train[USER_ADJ], train[ITEM_ADJ]
+        projected = self.projection(
+            {m: data['item'][m] for m in self.modalities})
+        feature_user, feature_item, id_user, id_item = {}, {}, {}, {}
+        for m in self.modalities:
+            h = F.dropout(projected[m], cfg.feature_dropout, self.training)
+            feature_user[m] = self._propagate(h, P)
+            feature_item[m] = self._propagate(feature_user[m], Q)
+            gen = data[self.generated_edge_type(m)]
+            id_user[m] = self._propagate(self.item_emb, gen[USER_ADJ])
+            id_item[m] = self._propagate(self.user_emb, gen[ITEM_ADJ])
+        fused_user = self.attention(list(id_user.values()))
+        fused_item = self.attention(list(id_item.values()))
+        u = self.user_emb + cfg.id_weight * F.normalize(fused_user, dim=1)
+        i = self.item_emb + cfg.id_weight * F.normalize(fused_item, dim=1)
+        user_sum, item_sum = u, i
+        for layer in range(cfg.num_layers):
+            last = cfg.last_layer_softmax and layer == cfg.num_layers - 1
+            u = self._propagate(i, P)
+            if last:
+                u = torch.softmax(u, dim=1)
+            i = self._propagate(u, Q)
+            if last:
+                i = torch.softmax(i, dim=1)
+            user_sum, item_sum = user_sum + u, item_sum + i
+        user = user_sum / (cfg.num_layers + 1)
+        item = item_sum / (cfg.num_layers + 1)
+        user = user + cfg.feature_weight * sum(
+            F.normalize(y, dim=1) for y in feature_user.values())
+        item = item + cfg.feature_weight * sum(
+            F.normalize(y, dim=1) for y in feature_item.values())
+        return MMSSLEmbeddings(user, item, feature_user, feature_item,
+                               id_user)
+
+    def forward(self, data: HeteroData) -> Tuple[Tensor, Tensor]:
+        emb = self.embeddings(data)
+        return emb.user, emb.item
+
+    # Adversarial pieces ######################################################
+
+    def _preference(self, user_emb: Tensor, item_emb: Tensor,
+                    users: Tensor) -> Tensor:
+        rowptr, col = self._check_prepared()
+        chunk = self.config.preference_chunk_size or None
+        return preference_rows(user_emb[users], item_emb, rowptr, col, users,
+                               chunk)
+
+    def adversarial_rows(self, emb: MMSSLEmbeddings,
+                         users: Tensor) -> Tuple[Tensor, Tensor]:
+        r"""``(real, fake)`` for the (unique) batch users :obj:`users`:
+        the fake rows :math:`[\mathbf{S}_m]_m`, ``[M |B|, I]``,
+        differentiable in the generator, and the real rows, the perturbed
+        interaction rows :math:`\tilde{\mathbf{r}}_B`, ``[|B|, I]``,
+        constant (:meth:`discriminator_loss` repeats them per modality)."""
+        cfg = self.config
+        fake = torch.cat([
+            self._preference(emb.feature_user[m], emb.feature_item[m], users)
+            for m in self.modalities
+        ])
+        with torch.no_grad():
+            rowptr, col = self._check_prepared()
+            fused = self._preference(emb.user.detach(), emb.item.detach(),
+                                     users)
+            rows = interaction_rows(rowptr, col, users, self.num_items,
+                                    dtype=fused.dtype)
+            real = gumbel_sharpen(rows, fused, cfg.gumbel_eta,
+                                  cfg.gumbel_temperature, cfg.kappa)
+        return real, fake
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor
+                           ) -> Tuple[Tensor, Dict[str, float]]:
+        r""":math:`-\mathrm{mean}\,D(\text{real}) + \mathrm{mean}\,
+        D(\text{fake}) + \mathrm{GP}` on detached rows, with the real rows
+        repeated per modality to pair them with the fakes.
+
+        :math:`\mathrm{mean}\,D(\text{real})` is taken over the
+        un-repeated rows: repeating a batch changes neither its mean nor the
+        BatchNorm statistics, so only the (random) dropout masks differ,
+        and the discriminator's largest product is not computed twice."""
+        real, fake = real.detach(), fake.detach()
+        repeats = fake.size(0) // max(real.size(0), 1)
+        if repeats * real.size(0) != fake.size(0):
+            raise ValueError(f'fake has {fake.size(0)} rows, not a multiple '
+                             f'of the {real.size(0)} real rows')
+        d_real = self.discriminator(real).mean()
+        d_fake = self.discriminator(fake).mean()
+        gp = gradient_penalty(self.discriminator, real.repeat(repeats, 1),
+                              fake, self.config.gp_weight)
+        loss = d_fake - d_real + gp
+        return loss, {'d_real': d_real.item(), 'd_fake': d_fake.item(),
+                      'gp': gp.item()}
+
+    def generator_loss(self, emb: MMSSLEmbeddings, users: Tensor,
+                       pos_items: Tensor, neg_items: Tensor,
+                       batch_users: Tensor, fake: Optional[Tensor]
+                       ) -> Tuple[Tensor, Dict[str, float]]:
+        r"""BPR with the embedding regulariser, the feature regulariser, the
+        contrastive loss of each modality's ID view against the fused user
+        representation on :obj:`batch_users`, and (with :obj:`fake`, the
+        differentiable :math:`[\mathbf{S}_m]_m`) the adversarial loss
+        :math:`-\mathrm{mean}\,D([\mathbf{S}_m]_m)`; the discriminator is
+        not trained by it."""
+        cfg = self.config
+        u = emb.user[users]
+        pos, neg = emb.item[pos_items], emb.item[neg_items]
+        bpr = bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))
+        reg = cfg.reg_weight * (u.pow(2).sum() + pos.pow(2).sum() +
+                                neg.pow(2).sum()) / (2 * users.numel())
+        feat_reg = cfg.feature_reg_weight * sum(
+            emb.feature_user[m].pow(2).sum() + emb.feature_item[m].pow(2).sum()
+            for m in self.modalities) / (2 * self.num_items)
+        fused = emb.user[batch_users]
+        cl = cfg.cl_weight * sum(
+            grace_info_nce(emb.id_user[m][batch_users], fused,
+                           cfg.cl_temperature) for m in self.modalities)
+        loss = bpr + reg + feat_reg + cl
+        parts = {'bpr': bpr.item(), 'reg': reg.item(),
+                 'feat_reg': feat_reg.item(), 'cl': cl.item()}
+        if fake is not None and cfg.adv_weight > 0:
+            disc = self.discriminator
+            flags = [p.requires_grad for p in disc.parameters()]
+            disc.requires_grad_(False)  # gradients for the generator only
+            try:
+                adv = -cfg.adv_weight * disc(fake).mean()
+            finally:
+                for p, flag in zip(disc.parameters(), flags):
+                    p.requires_grad_(flag)
+            loss = loss + adv
+            parts['adv'] = adv.item()
+        return loss, parts
+
+    def loss(self, data: HeteroData, users: Tensor, pos_items: Tensor,
+             neg_items: Tensor) -> Tuple[Tensor, Dict[str, float]]:
+        r"""The generator's loss of a BPR batch against the current
+        discriminator (see :meth:`generator_loss`)."""
+        emb = self.embeddings(data)
+        batch_users = torch.unique(users)
+        _, fake = self.adversarial_rows(emb, batch_users)
+        return self.generator_loss(emb, users, pos_items, neg_items,
+                                   batch_users, fake)
+
+    # Training recipe #########################################################
+
+    def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        r"""AdamW over the generator's parameters (the discriminator has its
+        own optimiser, :meth:`discriminator_optimizer`)."""
+        generator = [p for name, p in self.named_parameters()
+                     if not name.startswith('discriminator.')]
+        return torch.optim.AdamW(generator, lr=lr,
+                                 weight_decay=self.config.weight_decay)
+
+    def discriminator_optimizer(self) -> torch.optim.Adam:
+        r"""The discriminator's Adam, created on first use."""
+        if self._disc_optimizer is None:
+            cfg = self.config
+            self._disc_optimizer = torch.optim.Adam(
+                self.discriminator.parameters(), lr=cfg.disc_lr,
+                betas=(cfg.disc_beta1, cfg.disc_beta2))
+        return self._disc_optimizer
+
+    def discriminator_step(self, real: Tensor, fake: Tensor
+                           ) -> Dict[str, float]:
+        r"""One Adam step of the discriminator on
+        :meth:`discriminator_loss`; returns its parts (``'d_loss'`` is the
+        total)."""
+        optimizer = self.discriminator_optimizer()
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts = self.discriminator_loss(real, fake)
+        loss.backward()
+        optimizer.step()
+        return {'d_loss': loss.item(), **parts}
+
+    def train_step(self, data: HeteroData, batch: Batch,
+                   optimizer: torch.optim.Optimizer) -> Dict[str, float]:
+        r"""One discriminator step, then one generator step, both on the
+        same forward pass (the discriminator sees its detached rows).
+        Returns the loss parts: :obj:`'loss'` is the generator's total,
+        :obj:`'d_loss'` the discriminator's."""
+        users, pos_items, neg_items = batch
+        emb = self.embeddings(data)
+        batch_users = torch.unique(users)
+        real, fake = self.adversarial_rows(emb, batch_users)
+        d_parts = self.discriminator_step(real, fake)
+
+        optimizer.zero_grad(set_to_none=True)
+        loss, parts = self.generator_loss(emb, users, pos_items, neg_items,
+                                          batch_users, fake)
+        loss.backward()
+        optimizer.step()
+        return {'loss': loss.item(), **parts, **d_parts}
+
+    @torch.no_grad()
+    def regenerate_graphs(self, data: HeteroData) -> None:
+        r"""Rebuilds every :math:`\mathbf{R}_m` (and :math:`\mathbf{P}_m,
+        \mathbf{Q}_m`) from the current feature representations, without
+        dropout, through :class:`~pyg_mmrec.transforms.AdversarialGraph`."""
+        self._check_prepared()
+        was_training = self.training
+        self.eval()
+        try:
+            emb = self.embeddings(data)
+        finally:
+            self.train(was_training)
+        transform = AdversarialGraph(emb.feature_user, emb.feature_item,
+                                     rate=self.config.graph_rate,
+                                     batch_size=self.config.graph_batch_size,
+                                     relation=RELATION)
+        self._attach_generated(data, transform)
+
+    def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
+        r"""Regenerates the modality graphs once per epoch, from the second
+        epoch on (the first trains on :math:`\mathbf{R}_m = \mathbf{R}`)."""
+        start = time.perf_counter()
+        if epoch > 0:
+            self.regenerate_graphs(data)
+        return {'graph': time.perf_counter() - start}
+
+    def get_extra_state(self) -> dict:
+        if self._disc_optimizer is None:
+            return {}
+        return {'discriminator_optimizer': self._disc_optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        if state and 'discriminator_optimizer' in state:
+            self.discriminator_optimizer().load_state_dict(
+                state['discriminator_optimizer'])
+
+    def __repr__(self) -> str:
+        return (f'{self.__class__.__name__}({self.num_users}, '
+                f'{self.num_items}, modalities={self.modalities}, '
+                f'dim={self.config.embedding_dim}, '
+                f'discriminator={self.config.discriminator})')
+
+
+def build_mmssl(data: HeteroData, config: MMSSLConfig = MMSSLConfig(),
+                seed: int = 0) -> MMSSL:
+    r""":class:`MMSSL` sized for :obj:`data` (all its modalities). The
+    :obj:`seed` is unused (kept for the registry's builder signature): all
+    randomness (initialisation, dropout, Gumbel noise, gradient-penalty
+    mixing) comes from PyTorch's global generator, which the training
+    command seeds."""
+    num_users, num_items = num_users_items(data)
+    channels = {m: int(data['item'][m].size(1)) for m in item_modalities(data)}
+    return MMSSL(num_users, num_items, channels, config)
