@@ -5,7 +5,7 @@ one diffusion training pass over all users (same denoisers, same machine).
 Prints one JSON object.
 
     OMP_NUM_THREADS=2 python benchmarks/generated_graph.py \
-        --root /work/shared/datasets/tiktok-dev --denoisers 3
+        --root ../shared/datasets/tiktok-dev --denoisers 3
 """
 import argparse
 import json
@@ -58,7 +58,7 @@ def training_pass(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default='/work/shared/datasets/tiktok-dev')
+    parser.add_argument('--root', default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'datasets', 'tiktok-dev'))
     parser.add_argument('--denoisers', type=int, default=3, choices=[1, 2, 3],
                         help='number of denoisers (one per modality)')
     parser.add_argument('--train-batch-size', type=int, default=1024)

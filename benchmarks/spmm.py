@@ -389,7 +389,7 @@ def plot(results: List[Dict[str, Any]], path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default='/work/shared/datasets/tiktok-dev',
+    parser.add_argument('--root', default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'datasets', 'tiktok-dev'),
                         help='TikTok data set (skipped if missing)')
     parser.add_argument('--no-tiktok', action='store_true')
     parser.add_argument('--sizes', type=parse_size, nargs='*', default=None,

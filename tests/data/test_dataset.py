@@ -20,7 +20,9 @@ from pyg_mmrec.data.hetero import (
 )
 from pyg_mmrec.data.readers import read_dataset
 
-TIKTOK = '/work/shared/datasets/tiktok-dev'
+# The shared data set lives beside the checkout (../shared), in CI too.
+TIKTOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), '..', 'shared', 'datasets', 'tiktok-dev')
 NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
 LAYOUTS = ['diffmm', 'mmssl', 'tabular', 'parquet']
 MODALITY_SUBSETS = [

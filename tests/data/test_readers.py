@@ -13,7 +13,9 @@ from pyg_mmrec.data.dataset import MultiModalRecDataset
 from pyg_mmrec.data.readers import load_features, load_sparse_pickle
 from pyg_mmrec.errors import DatasetError
 
-TIKTOK = '/work/shared/datasets/tiktok-dev'
+# The shared data set lives beside the checkout (../shared), in CI too.
+TIKTOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), '..', 'shared', 'datasets', 'tiktok-dev')
 NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
 DIFFMM_NAMES = {'train': 'trnMat.pkl', 'val': 'valMat.pkl',
                 'test': 'tstMat.pkl'}
