@@ -27,18 +27,12 @@ import torch
 
 warnings.filterwarnings('ignore', category=DeprecationWarning)
 
-from pyg_mmrec.data.hetero import num_users_items  # noqa: E402
-from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
-from pyg_mmrec.evaluation import RankingEvaluator  # noqa: E402
 from pyg_mmrec.train.config import parse_overrides  # noqa: E402
 from pyg_mmrec.train.loop import run_epoch  # noqa: E402
 from pyg_mmrec.train.run import (  # noqa: E402
     RunOptions,
+    assemble,
     build_configs,
-    build_model,
-    build_optimizer,
-    load_data,
-    resolve_device,
 )
 
 HERE = osp.dirname(osp.abspath(__file__))
@@ -68,21 +62,14 @@ def main() -> None:
 
     options = RunOptions(model=args.model, dataset=args.dataset,
                          preset=args.preset,
-                         overrides=parse_overrides(args.overrides))
+                         overrides=parse_overrides(
+                             [*args.overrides, f'train.device={args.device}']))
     configs = build_configs(options)
-    train_config = configs['train']
-    device = resolve_device(args.device)
-    data = load_data(args.dataset, configs['data'])
-    num_users, num_items = num_users_items(data)
-    model = build_model(args.model, data, configs['model'],
-                        train_config.seed, device)
-    data = model.prepare(data.to(device))
-    optimizer = build_optimizer(model, train_config)
-    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
-                         num_users, num_items, train_config.batch_size,
-                         seed=train_config.seed)
-    evaluator = RankingEvaluator(data, ks=(train_config.k, ),
-                                 batch_size=train_config.eval_batch_size)
+    run = assemble(args.model, args.dataset, configs)
+    data, model, optimizer = run.data, run.model, run.optimizer
+    sampler, evaluator = run.sampler, run.evaluator
+    num_users, num_items = model.num_users, model.num_items
+    device = next(model.parameters()).device
     if device.type == 'cuda':
         torch.cuda.reset_peak_memory_stats()
 

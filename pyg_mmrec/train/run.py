@@ -148,6 +148,37 @@ def configs_of(ckpt: dict) -> Dict[str, Any]:
     }) for name, values in ckpt['configs'].items()}
 
 
+@dataclass
+class Run:
+    r"""The pieces of one training run, ready for
+    :func:`pyg_mmrec.train.loop.fit`."""
+    data: HeteroData
+    model: Recommender
+    optimizer: torch.optim.Optimizer
+    sampler: BPRSampler
+    evaluator: RankingEvaluator
+
+
+def assemble(model_name: str, dataset: str, configs: Dict[str, Any]) -> Run:
+    r"""Loads the data, builds and prepares the model on its device, and
+    creates its optimiser, BPR sampler and evaluator from :obj:`configs`
+    (as returned by :func:`build_configs`)."""
+    train_config: TrainConfig = configs['train']
+    device = resolve_device(train_config.device)
+    data = load_data(dataset, configs['data'])
+    num_users, num_items = num_users_items(data)
+    model = build_model(model_name, data, configs['model'],
+                        train_config.seed, device)
+    data = model.prepare(data.to(device))
+    sampler = BPRSampler(split_edge_index(data, 'train'), num_users,
+                         num_items, train_config.batch_size,
+                         seed=train_config.seed)
+    evaluator = RankingEvaluator(data, ks=(train_config.k, ),
+                                 batch_size=train_config.eval_batch_size)
+    return Run(data, model, build_optimizer(model, train_config), sampler,
+               evaluator)
+
+
 def train(options: RunOptions) -> dict:
     r"""Runs training as the ``train`` command does and returns the
     ``metrics.json`` document."""
@@ -165,13 +196,8 @@ def train(options: RunOptions) -> dict:
         ckpt = None
         configs = build_configs(options)
     train_config: TrainConfig = configs['train']
-    device = resolve_device(train_config.device)
-    data = load_data(options.dataset, configs['data'])
-    num_users, num_items = num_users_items(data)
-    model = build_model(options.model, data, configs['model'],
-                        train_config.seed, device)
-    data = model.prepare(data.to(device))
-    optimizer = build_optimizer(model, train_config)
+    run = assemble(options.model, options.dataset, configs)
+    data, model, optimizer = run.data, run.model, run.optimizer
     state = None
     if ckpt is not None:
         model.load_state_dict(ckpt['state_dict'])
@@ -180,11 +206,6 @@ def train(options: RunOptions) -> dict:
             group['lr'] = train_config.lr
         state = TrainState.from_dict(ckpt['train_state'])
         torch.set_rng_state(ckpt['rng'])
-    sampler = BPRSampler(split_edge_index(data, 'train'), num_users,
-                         num_items, train_config.batch_size,
-                         seed=train_config.seed)
-    evaluator = RankingEvaluator(data, ks=(train_config.k, ),
-                                 batch_size=train_config.eval_batch_size)
     os.makedirs(options.out, exist_ok=True)
     best_path = osp.join(options.out, 'checkpoint.pt')
     last_path = osp.join(options.out, 'last.pt')
@@ -205,7 +226,8 @@ def train(options: RunOptions) -> dict:
         save_json(metrics_report(options.model, options.dataset, state),
                   metrics_path)
 
-    state = fit(model, data, sampler, optimizer, evaluator, train_config,
+    state = fit(model, data, run.sampler, optimizer, run.evaluator,
+                train_config,
                 state=state, on_epoch_end=on_epoch_end,
                 progress=options.progress)
     report = metrics_report(options.model, options.dataset, state)
