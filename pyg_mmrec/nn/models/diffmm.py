@@ -174,6 +174,9 @@ class DiffMM(Recommender):
             for m in self.modalities
         })
         self.seed = seed
+        # The epoch whose seed drew the current graphs' edge drops, saved
+        # with the model so that a restored model rebuilds the same graphs.
+        self.register_buffer('graph_epoch', torch.tensor(-1))
         self._denoiser_optimizers: Optional[Dict[str, torch.optim.Adam]] = None
         self.reset_parameters()
 
@@ -197,6 +200,7 @@ class DiffMM(Recommender):
     def _attach_generated(self, data: HeteroData, epoch: int) -> None:
         transform = self._graph_transform(epoch)
         generated = transform(data)
+        self.graph_epoch.fill_(epoch)
         num_nodes = self.num_users + self.num_items
         for m in self.modalities:
             edge_type = transform.edge_type(m)
@@ -225,7 +229,7 @@ class DiffMM(Recommender):
                            backend=self.config.backend, symmetric=True)
         rowptr, col = csr_of(split_edge_index(data, 'train'), self.num_users)
         self._train_csr = (rowptr, col)
-        self._attach_generated(data, epoch=-1)
+        self._attach_generated(data, int(self.graph_epoch))
         return data
 
     # Forward #################################################################
