@@ -196,9 +196,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     warnings.filterwarnings('ignore', category=DeprecationWarning)
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv or ['train'])
-    if args.command is None:
-        args = parser.parse_args(['train', *argv])
+    args = parser.parse_args(argv or ['train'])  # bare command: train
     try:
         return args.func(args)
     except MMRecError as e:
