@@ -12,7 +12,7 @@ contract shared by every part of the library.
 
 Edge indices are ``int64``, sorted by user then item, without duplicates.
 """
-from typing import List, Tuple
+from typing import Iterable, List, Tuple
 
 from torch import Tensor
 from torch_geometric.data import HeteroData
@@ -36,6 +36,17 @@ def item_modalities(data: HeteroData) -> List[str]:
     r"""The modality names present on :obj:`data['item']`, in canonical
     order."""
     return [m for m in MODALITIES if m in data[ITEM]]
+
+
+def require_modalities(data: HeteroData, names: Iterable[str]) -> None:
+    r"""Raises :class:`ValueError` if :obj:`data['item']` lacks the features
+    of a modality in :obj:`names`."""
+    present = item_modalities(data)
+    for name in names:
+        if name not in present:
+            raise ValueError(
+                f"no item features for modality '{name}' (data has: "
+                f"{', '.join(present) if present else 'none'})")
 
 
 def split_edge_index(data: HeteroData, split: str) -> Tensor:

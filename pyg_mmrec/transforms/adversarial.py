@@ -13,8 +13,8 @@ from pyg_mmrec.data.hetero import (
     INTERACTS,
     ITEM,
     USER,
-    item_modalities,
     num_users_items,
+    require_modalities,
 )
 from pyg_mmrec.graph import csr_of, one_sided_norm
 from pyg_mmrec.transforms.diffusion_graph import gather_rows
@@ -208,12 +208,7 @@ class AdversarialGraph(BaseTransform):
         return (USER, f'{self.relation}_{modality}', ITEM)
 
     def forward(self, data: HeteroData) -> HeteroData:
-        present = item_modalities(data)
-        for name in self.user_emb:
-            if name not in present:
-                raise ValueError(
-                    f"no item features for modality '{name}' (data has: "
-                    f"{', '.join(present) if present else 'none'})")
+        require_modalities(data, self.user_emb)
         num_users, num_items = num_users_items(data)
         edge_index = data[INTERACTS].edge_index
         for name in self.user_emb:

@@ -12,8 +12,8 @@ from pyg_mmrec.data.hetero import (
     INTERACTS,
     ITEM,
     USER,
-    item_modalities,
     num_users_items,
+    require_modalities,
 )
 from pyg_mmrec.graph import csr_of, sym_norm_bipartite
 
@@ -237,12 +237,7 @@ class DiffusionGraph(BaseTransform):
         return (USER, f'{self.relation}_{modality}', ITEM)
 
     def forward(self, data: HeteroData) -> HeteroData:
-        present = item_modalities(data)
-        for name in self.denoisers:
-            if name not in present:
-                raise ValueError(
-                    f"no item features for modality '{name}' (data has: "
-                    f"{', '.join(present) if present else 'none'})")
+        require_modalities(data, self.denoisers)
         num_users, num_items = num_users_items(data)
         edge_index = data[INTERACTS].edge_index
         for name, denoiser in self.denoisers.items():
