@@ -254,3 +254,19 @@ def test_real_process_exit_status(tmp_path):
         f"pyg-mmrec: error: {tmp_path / 'nope'}: data set folder not found"]
     assert proc.stdout == ''
     assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('model, override, message', [
+    ('diffmm', 'cl_method=5', 'cl_method must be 0 or 1'),
+    ('mmssl', 'num_layers=0', 'num_layers must be >= 1'),
+])
+def test_invalid_hyper_parameter_is_one_line_exit_2(tmp_path, capsys, model,
+                                                    override, message):
+    status = main(['train', '--model', model, '--set', override, '--set',
+                   'data.num_users=60', '--set', 'data.num_items=40',
+                   '--quiet', '--out', str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith(f"pyg-mmrec: error: invalid '{model}' "
+                          f"configuration: {message}")
+    assert err.count('\n') == 1 and 'Traceback' not in err

@@ -84,8 +84,11 @@ def build_configs(options: RunOptions) -> Dict[str, Any]:
 def build_model(name: str, data: HeteroData, model_config: Any,
                 seed: int, device: torch.device) -> Recommender:
     torch.manual_seed(seed)
-    model = get_spec(name).build(data, model_config, seed).to(device)
-    return model
+    try:
+        model = get_spec(name).build(data, model_config, seed)
+    except ValueError as e:  # the model rejected a hyper-parameter
+        raise ConfigError(f"invalid '{name}' configuration: {e}") from None
+    return model.to(device)
 
 
 def build_optimizer(model: Recommender,
