@@ -2,14 +2,14 @@ from typing import Union
 
 import torch
 from torch import Tensor
-from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
-from pyg_mmrec.nn.conv._utils import check_adj, fused_sparse_adj
-from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
+from pyg_mmrec.nn.conv._utils import check_adj
+from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
+from pyg_mmrec.nn.sparse import SparseAdj
 
 
-class ModalityAwareConv(MessagePassing):
+class ModalityAwareConv(SymNormConv):
     r"""DiffMM's modality-aware propagation: the signal :math:`\mathbf{s}_m`
     of one modality :math:`m`, mixing ID embeddings, projected item features
     and the diffusion-generated modality graph,
@@ -45,16 +45,13 @@ class ModalityAwareConv(MessagePassing):
           :math:`(2, |\mathcal{E}|)` plus edge weights or as a sparse
           adjacency (see :class:`SymNormConv`)
         - **output:** :math:`(U + I, F)`
-    """
-    SUPPORTS_FUSED_EDGE_INDEX = True
 
+    Each of the three products is one step of the parent
+    :class:`SymNormConv` (scatter or fused path).
+    """
     def __init__(self, lambda_adj: float = 0.2, **kwargs) -> None:
-        kwargs.setdefault('aggr', 'add')
         super().__init__(**kwargs)
         self.lambda_adj = float(lambda_adj)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
 
     def forward(
         self,
@@ -91,17 +88,8 @@ class ModalityAwareConv(MessagePassing):
 
     def _step(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
               edge_weight: OptTensor) -> Tensor:
-        if isinstance(edge_index, SparseAdj):
-            return fused_sparse_adj(self, edge_index, x)
-        # propagate_type: (x: Tensor, edge_weight: OptTensor)
-        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
-
-    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
-        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
-
-    def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
-                              x: Tensor, edge_weight: OptTensor) -> Tensor:
-        return sparse_matmul(edge_index, x, edge_weight)
+        # One step of the parent's A x (scatter or fused path).
+        return super().forward(x, edge_index, edge_weight)
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(lambda_adj={self.lambda_adj})'
