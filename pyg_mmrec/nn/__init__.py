@@ -18,6 +18,7 @@ from pyg_mmrec.nn.adversarial import (
     Discriminator,
     ProjectedDiscriminator,
     gradient_penalty,
+    projected_gradient_penalty,
 )
 from pyg_mmrec.nn.losses import BPRLoss, bpr_loss, grace_info_nce, info_nce
 
@@ -27,5 +28,5 @@ __all__ = [
     'resolve_backend', 'BACKENDS', 'DEFAULT_BACKEND', 'ModalityProjection',
     'Denoiser', 'ReverseFold', 'timestep_embedding', 'GaussianDiffusion',
     'CrossModalAttention', 'Discriminator', 'ProjectedDiscriminator',
-    'gradient_penalty', 'BPRLoss', 'bpr_loss', 'grace_info_nce', 'info_nce'
+    'gradient_penalty', 'projected_gradient_penalty', 'BPRLoss', 'bpr_loss', 'grace_info_nce', 'info_nce'
 ]

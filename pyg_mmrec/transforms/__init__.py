@@ -15,11 +15,16 @@ from pyg_mmrec.transforms.adversarial import (
     num_generated_items,
     preference_rows,
     preference_topk_edges,
+    projected_preference_rows,
+    projected_real_rows,
+    sparse_sharpening_is_exact,
 )
 
 __all__ = [
     'SymmetricNorm', 'OneSidedNorm', 'DiffusionGraph', 'diffusion_topk_edges',
     'interaction_rows', 'gather_rows', 'default_screen_dtype',
     'AdversarialGraph', 'preference_rows', 'gumbel_sharpen',
-    'preference_topk_edges', 'num_generated_items'
+    'preference_topk_edges', 'num_generated_items',
+    'projected_preference_rows', 'projected_real_rows',
+    'sparse_sharpening_is_exact'
 ]

@@ -5,6 +5,7 @@ from pyg_mmrec.nn.adversarial import (
     Discriminator,
     ProjectedDiscriminator,
     gradient_penalty,
+    projected_gradient_penalty,
 )
 
 
@@ -82,3 +83,25 @@ def test_gradient_penalty_seeded_and_shared_interface():
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match=r'same shape, got \(4, 32\) and'):
         gradient_penalty(disc, real, fake[:3])
+
+
+def test_projected_gradient_penalty_equals_the_row_penalty():
+    torch.manual_seed(0)
+    num_items, d = 50, 6
+    disc = ProjectedDiscriminator(num_items, channels=d, hidden_channels=8,
+                                  dropout=(0.0, 0.0)).double()
+    real = torch.rand(7, num_items, dtype=torch.float64)
+    fake = torch.rand(7, num_items, dtype=torch.float64)
+    alpha = torch.rand(7, dtype=torch.float64)
+    ref = gradient_penalty(disc, real, fake, 0.3, alpha=alpha)
+    ref_grads = torch.autograd.grad(ref, list(disc.parameters()))
+    out = projected_gradient_penalty(disc, real @ disc.projection,
+                                     fake @ disc.projection, 0.3, alpha=alpha)
+    grads = torch.autograd.grad(out, list(disc.parameters()))
+    torch.testing.assert_close(out, ref)
+    for a, b in zip(grads, ref_grads):
+        torch.testing.assert_close(a, b)
+    assert disc.score(real @ disc.projection).equal(disc(real))
+    with pytest.raises(ValueError, match='same shape'):
+        projected_gradient_penalty(disc, torch.zeros(2, d),
+                                   torch.zeros(3, d))

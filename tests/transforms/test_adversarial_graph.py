@@ -12,6 +12,9 @@ from pyg_mmrec.transforms.adversarial import (
     num_generated_items,
     preference_rows,
     preference_topk_edges,
+    projected_preference_rows,
+    projected_real_rows,
+    sparse_sharpening_is_exact,
 )
 
 U, I, D = 6, 8, 3
@@ -122,3 +125,58 @@ def test_topk_edges_batches_agree_and_bad_input():
     with pytest.raises(ValueError, match="no item features for modality "
                        r"'acoustic' \(data has: visual, textual\)"):
         AdversarialGraph({'acoustic': x}, {'acoustic': z})(tiny_data())
+
+
+def test_projected_rows_equal_the_projected_dense_rows():
+    torch.manual_seed(0)
+    # float32: the sharpened rows are exactly sparse there (not in float64).
+    x = torch.randn(U, D, requires_grad=True)
+    z = torch.randn(I, D, requires_grad=True)
+    v = torch.randn(I, 5, requires_grad=True)
+    rowptr, col = csr_of(EDGES, U)
+    index = torch.tensor([3, 0, 5, 1])
+    dense = preference_rows(x[index], z, rowptr, col, index)
+    out, norm = projected_preference_rows(x[index], z, v, rowptr, col, index)
+    torch.testing.assert_close(out, dense @ v)
+    masked = (x[index] @ z.t()) * (1 - dense_r()[index])
+    torch.testing.assert_close(norm, masked.norm(dim=1))
+    # Same gradients in all three inputs.
+    grads = torch.autograd.grad((out * out.detach().sin()).sum(), (x, z, v))
+    ref = torch.autograd.grad(((dense @ v) * out.detach().sin()).sum(),
+                              (x, z, v))
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+    # The real rows, with and without Gumbel noise (eta = 0 makes the two
+    # draws, over different entries, irrelevant).
+    for eta, kappa in ((0.0, 0.0), (0.0, 0.5), (0.0, 100.0)):
+        dense_real = gumbel_sharpen(dense_r()[index],
+                                    dense.detach(), eta, 0.005, kappa)
+        real = projected_real_rows(x[index], z, v, rowptr, col, index, eta,
+                                   0.005, kappa)
+        torch.testing.assert_close(real, dense_real @ v)
+    gen = torch.Generator().manual_seed(3)
+    noisy = projected_real_rows(x[index], z, v, rowptr, col, index, 1e-5,
+                                0.005, 100.0, generator=gen)
+    torch.testing.assert_close(noisy, real, atol=1e-3, rtol=0)
+
+
+def test_sparse_sharpening_condition_and_errors():
+    assert sparse_sharpening_is_exact(1e-5, 0.005)  # MMSSL's setting
+    assert not sparse_sharpening_is_exact(1e-5, 0.05)  # margin 20 < 104
+    assert not sparse_sharpening_is_exact(1e-5, 0.005, torch.float64)
+    # Where it fails, the dense rows do have mass outside the training items.
+    row = torch.tensor([[1.0, 0.0, 0.0]])
+    soft = gumbel_sharpen(row, torch.zeros(1, 3), 1e-5, 0.05, 0.0)
+    assert soft[0, 1] > 0
+    x, z, v = torch.randn(U, D), torch.randn(I, D), torch.randn(I, 2)
+    rowptr, col = csr_of(EDGES, U)
+    with pytest.raises(ValueError, match='not sparse for eta=1e-05, '
+                       'temperature=0.05'):
+        projected_real_rows(x[:1], z, v, rowptr, col, torch.tensor([0]),
+                            1e-5, 0.05)
+    with pytest.raises(ValueError, match='needs a training item'):
+        projected_real_rows(x[:1], z, v, rowptr, col, torch.tensor([4]))
+    with pytest.raises(ValueError, match='one row per item'):
+        projected_preference_rows(x[:1], z, v[:3], rowptr, col,
+                                  torch.tensor([0]))

@@ -1,8 +1,9 @@
 r"""MMSSL (Wei et al., WWW 2023), assembled from the library's layers,
 building blocks and transforms."""
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,7 @@ from pyg_mmrec.nn.adversarial import (
     Discriminator,
     ProjectedDiscriminator,
     gradient_penalty,
+    projected_gradient_penalty,
 )
 from pyg_mmrec.nn.conv.one_sided_norm_conv import OneSidedNormConv
 from pyg_mmrec.nn.fusion import CrossModalAttention
@@ -35,6 +37,9 @@ from pyg_mmrec.transforms.adversarial import (
     AdversarialGraph,
     gumbel_sharpen,
     preference_rows,
+    projected_preference_rows,
+    projected_real_rows,
+    sparse_sharpening_is_exact,
 )
 from pyg_mmrec.transforms.diffusion_graph import interaction_rows
 from pyg_mmrec.transforms.normalize import OneSidedNorm
@@ -90,6 +95,15 @@ class MMSSLConfig:
             :class:`~pyg_mmrec.nn.adversarial.Discriminator`).
         disc_hidden (int): First hidden width of the projected
             discriminator (its projection size is :obj:`embedding_dim`).
+        dense_rows (bool): Form the ``[B, I]`` adversarial rows even for the
+            projected discriminator. By default they are only formed for the
+            paper's discriminator, which reads every entry: the projected
+            one sees a row only through its projection, which
+            :func:`~pyg_mmrec.transforms.projected_preference_rows` and
+            :func:`~pyg_mmrec.transforms.projected_real_rows` compute from
+            the low-rank-plus-sparse structure of the rows, with the same
+            result (tested) at :math:`O(|B| d^2 + I d^2)` instead of
+            :math:`O(|B| I d)` cost.
         disc_dropout1 (float): Dropout after the first hidden layer.
         disc_dropout2 (float): Dropout after the second hidden layer.
         disc_lr (float): Adam learning rate of the discriminator.
@@ -124,6 +138,7 @@ class MMSSLConfig:
     kappa: float = 100.0
     discriminator: str = 'projected'
     disc_hidden: int = 64
+    dense_rows: bool = False
     disc_dropout1: float = 0.31
     disc_dropout2: float = 0.5
     disc_lr: float = 3e-4
@@ -379,6 +394,19 @@ class MMSSL(Recommender):
 
     # Adversarial pieces ######################################################
 
+    @contextmanager
+    def frozen_discriminator(self) -> Iterator[None]:
+        r"""Within this context the discriminator's parameters take no
+        gradients (the generator's adversarial loss must not train it)."""
+        params = list(self.discriminator.parameters())
+        flags = [p.requires_grad for p in params]
+        self.discriminator.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, flag in zip(params, flags):
+                p.requires_grad_(flag)
+
     def _preference(self, user_emb: Tensor, item_emb: Tensor,
                     users: Tensor) -> Tensor:
         rowptr, col = self._check_prepared()
@@ -408,7 +436,48 @@ class MMSSL(Recommender):
                                   cfg.gumbel_temperature, cfg.kappa)
         return real, fake
 
-    def discriminator_loss(self, real: Tensor, fake: Tensor
+    @property
+    def projected_rows(self) -> bool:
+        r"""Whether training feeds the discriminator projected rows
+        (:meth:`adversarial_projections`) instead of ``[B, I]`` rows: with
+        the projected discriminator, unless :obj:`dense_rows` is set or the
+        Gumbel sharpening is not sparse
+        (:func:`~pyg_mmrec.transforms.sparse_sharpening_is_exact`)."""
+        cfg = self.config
+        return (isinstance(self.discriminator, ProjectedDiscriminator)
+                and not cfg.dense_rows and sparse_sharpening_is_exact(
+                    cfg.gumbel_eta, cfg.gumbel_temperature,
+                    self.item_emb.dtype))
+
+    def adversarial_projections(self, emb: MMSSLEmbeddings, users: Tensor,
+                                real: bool = True
+                                ) -> Tuple[Optional[Tensor], Tensor]:
+        r""":meth:`adversarial_rows` projected onto the projected
+        discriminator's item embeddings, ``([|B|, c], [M |B|, c])``,
+        computed without forming the rows; differentiable in the generator
+        and the projection. With :obj:`real=False` only the fakes."""
+        disc = self.discriminator
+        if not isinstance(disc, ProjectedDiscriminator):
+            raise RuntimeError('projected rows need the projected '
+                               'discriminator')
+        cfg = self.config
+        rowptr, col = self._check_prepared()
+        fake = torch.cat([
+            projected_preference_rows(emb.feature_user[m][users],
+                                      emb.feature_item[m], disc.projection,
+                                      rowptr, col, users)[0]
+            for m in self.modalities
+        ])
+        if not real:
+            return None, fake
+        real_rows = projected_real_rows(
+            emb.user.detach()[users], emb.item.detach(), disc.projection,
+            rowptr, col, users, cfg.gumbel_eta, cfg.gumbel_temperature,
+            cfg.kappa)
+        return real_rows, fake
+
+    def discriminator_loss(self, real: Tensor, fake: Tensor,
+                           projected: bool = False
                            ) -> Tuple[Tensor, Dict[str, float]]:
         r""":math:`-\mathrm{mean}\,D(\text{real}) + \mathrm{mean}\,
         D(\text{fake}) + \mathrm{GP}` on detached rows, with the real rows
@@ -417,30 +486,44 @@ class MMSSL(Recommender):
         :math:`\mathrm{mean}\,D(\text{real})` is taken over the
         un-repeated rows: repeating a batch changes neither its mean nor the
         BatchNorm statistics, so only the (random) dropout masks differ,
-        and the discriminator's largest product is not computed twice."""
-        real, fake = real.detach(), fake.detach()
+        and the discriminator's largest product is not computed twice.
+
+        With :obj:`projected`, :obj:`real` and :obj:`fake` are the rows'
+        projections (:meth:`adversarial_projections`); they stay
+        differentiable in the discriminator's projection."""
+        if not projected:
+            real, fake = real.detach(), fake.detach()
         repeats = fake.size(0) // max(real.size(0), 1)
         if repeats * real.size(0) != fake.size(0):
             raise ValueError(f'fake has {fake.size(0)} rows, not a multiple '
                              f'of the {real.size(0)} real rows')
-        d_real = self.discriminator(real).mean()
-        d_fake = self.discriminator(fake).mean()
-        gp = gradient_penalty(self.discriminator, real.repeat(repeats, 1),
-                              fake, self.config.gp_weight)
+        disc = self.discriminator
+        if projected:
+            d_real = disc.score(real).mean()
+            d_fake = disc.score(fake).mean()
+            gp = projected_gradient_penalty(disc, real.repeat(repeats, 1),
+                                            fake, self.config.gp_weight)
+        else:
+            d_real = disc(real).mean()
+            d_fake = disc(fake).mean()
+            gp = gradient_penalty(disc, real.repeat(repeats, 1), fake,
+                                  self.config.gp_weight)
         loss = d_fake - d_real + gp
         return loss, {'d_real': d_real.item(), 'd_fake': d_fake.item(),
                       'gp': gp.item()}
 
     def generator_loss(self, emb: MMSSLEmbeddings, users: Tensor,
                        pos_items: Tensor, neg_items: Tensor,
-                       batch_users: Tensor, fake: Optional[Tensor]
+                       batch_users: Tensor, fake: Optional[Tensor],
+                       projected: bool = False
                        ) -> Tuple[Tensor, Dict[str, float]]:
         r"""BPR with the embedding regulariser, the feature regulariser, the
         contrastive loss of each modality's ID view against the fused user
         representation on :obj:`batch_users`, and (with :obj:`fake`, the
         differentiable :math:`[\mathbf{S}_m]_m`) the adversarial loss
         :math:`-\mathrm{mean}\,D([\mathbf{S}_m]_m)`; the discriminator is
-        not trained by it."""
+        not trained by it. With :obj:`projected`, :obj:`fake` holds the
+        rows' projections (:meth:`adversarial_projections`)."""
         cfg = self.config
         u = emb.user[users]
         pos, neg = emb.item[pos_items], emb.item[neg_items]
@@ -459,13 +542,9 @@ class MMSSL(Recommender):
                  'feat_reg': feat_reg.item(), 'cl': cl.item()}
         if fake is not None and cfg.adv_weight > 0:
             disc = self.discriminator
-            flags = [p.requires_grad for p in disc.parameters()]
-            disc.requires_grad_(False)  # gradients for the generator only
-            try:
-                adv = -cfg.adv_weight * disc(fake).mean()
-            finally:
-                for p, flag in zip(disc.parameters(), flags):
-                    p.requires_grad_(flag)
+            with self.frozen_discriminator():
+                score = disc.score(fake) if projected else disc(fake)
+                adv = -cfg.adv_weight * score.mean()
             loss = loss + adv
             parts['adv'] = adv.item()
         return loss, parts
@@ -476,9 +555,15 @@ class MMSSL(Recommender):
         discriminator (see :meth:`generator_loss`)."""
         emb = self.embeddings(data)
         batch_users = torch.unique(users)
-        _, fake = self.adversarial_rows(emb, batch_users)
+        projected = self.projected_rows
+        if projected:
+            with self.frozen_discriminator():
+                _, fake = self.adversarial_projections(emb, batch_users,
+                                                       real=False)
+        else:
+            _, fake = self.adversarial_rows(emb, batch_users)
         return self.generator_loss(emb, users, pos_items, neg_items,
-                                   batch_users, fake)
+                                   batch_users, fake, projected)
 
     # Training recipe #########################################################
 
@@ -499,14 +584,14 @@ class MMSSL(Recommender):
                 betas=(cfg.disc_beta1, cfg.disc_beta2))
         return self._disc_optimizer
 
-    def discriminator_step(self, real: Tensor, fake: Tensor
-                           ) -> Dict[str, float]:
+    def discriminator_step(self, real: Tensor, fake: Tensor,
+                           projected: bool = False) -> Dict[str, float]:
         r"""One Adam step of the discriminator on
         :meth:`discriminator_loss`; returns its parts (``'d_loss'`` is the
         total)."""
         optimizer = self.discriminator_optimizer()
         optimizer.zero_grad(set_to_none=True)
-        loss, parts = self.discriminator_loss(real, fake)
+        loss, parts = self.discriminator_loss(real, fake, projected)
         loss.backward()
         optimizer.step()
         return {'d_loss': loss.item(), **parts}
@@ -520,12 +605,30 @@ class MMSSL(Recommender):
         users, pos_items, neg_items = batch
         emb = self.embeddings(data)
         batch_users = torch.unique(users)
-        real, fake = self.adversarial_rows(emb, batch_users)
-        d_parts = self.discriminator_step(real, fake)
+        projected = self.projected_rows
+        if projected:
+            # The projections depend on the discriminator's parameters, so
+            # its step projects detached representations (it must not reach
+            # the generator) and the generator's fakes are projected again,
+            # with the discriminator frozen.
+            detached = emb._replace(
+                user=emb.user.detach(), item=emb.item.detach(),
+                feature_user={m: y.detach()
+                              for m, y in emb.feature_user.items()},
+                feature_item={m: y.detach()
+                              for m, y in emb.feature_item.items()})
+            real, fake = self.adversarial_projections(detached, batch_users)
+            d_parts = self.discriminator_step(real, fake, projected=True)
+            with self.frozen_discriminator():
+                _, fake = self.adversarial_projections(emb, batch_users,
+                                                       real=False)
+        else:
+            real, fake = self.adversarial_rows(emb, batch_users)
+            d_parts = self.discriminator_step(real, fake)
 
         optimizer.zero_grad(set_to_none=True)
         loss, parts = self.generator_loss(emb, users, pos_items, neg_items,
-                                          batch_users, fake)
+                                          batch_users, fake, projected)
         loss.backward()
         optimizer.step()
         return {'loss': loss.item(), **parts, **d_parts}

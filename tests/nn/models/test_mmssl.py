@@ -402,3 +402,72 @@ def test_runs_where_a_users_by_items_matrix_cannot_exist():
     batch = (train[0, :8], train[1, :8], torch.arange(8))
     parts = model.train_step(data, batch, model.configure_optimizer(1e-3))
     assert math.isfinite(parts['loss']) and math.isfinite(parts['d_loss'])
+
+
+# Projected rows (the default path of the projected discriminator) ##########
+
+
+def test_projected_rows_give_the_dense_losses_and_gradients():
+    # eta = 0: the Gumbel noise (drawn for different entries by the two
+    # paths) does not enter; no dropout: the two discriminators see the
+    # same rows.
+    model, data = small_model(feature_dropout=0.0, gumbel_eta=0.0,
+                              disc_dropout1=0.0, disc_dropout2=0.0)
+    assert model.projected_rows
+    model.train()
+    users = torch.tensor([0, 3, 7, 11, 19])
+    emb = model.embeddings(data)
+    disc = model.discriminator
+    real, fake = model.adversarial_rows(emb, users)
+    z_real, z_fake = model.adversarial_projections(emb, users)
+    torch.testing.assert_close(z_real, real @ disc.projection)
+    torch.testing.assert_close(z_fake, fake @ disc.projection)
+
+    def disc_step(projected):
+        disc.zero_grad()
+        e = model.embeddings(data)
+        if projected:
+            r, f = model.adversarial_projections(e, users)
+        else:
+            r, f = model.adversarial_rows(e, users)
+        torch.manual_seed(4)  # the same gradient-penalty mixing
+        loss, parts = model.discriminator_loss(r, f, projected=projected)
+        loss.backward()
+        return parts, [p.grad.clone() for p in disc.parameters()]
+
+    dense_parts, dense_grads = disc_step(False)
+    proj_parts, proj_grads = disc_step(True)
+    for key in ('d_real', 'd_fake', 'gp'):
+        assert proj_parts[key] == pytest.approx(dense_parts[key], rel=1e-4)
+    for a, b in zip(proj_grads, dense_grads):
+        # fp32 rounding, amplified by the BatchNorm of near-constant inputs
+        torch.testing.assert_close(a, b, rtol=5e-3, atol=1e-4)
+
+    batch = fixed_batch(data)
+
+    def gen_grads(dense_rows):
+        model.config = dataclasses.replace(model.config,
+                                           dense_rows=dense_rows)
+        model.zero_grad()
+        loss, parts = model.loss(data, *batch)
+        loss.backward()
+        return parts, {n: p.grad.clone() for n, p in model.named_parameters()
+                       if p.grad is not None}
+
+    dense_parts, dense_grads = gen_grads(True)
+    proj_parts, proj_grads = gen_grads(False)
+    assert proj_parts['adv'] == pytest.approx(dense_parts['adv'], rel=1e-5)
+    assert set(proj_grads) == set(dense_grads)
+    assert not any(n.startswith('discriminator.') for n in proj_grads)
+    for name in dense_grads:
+        torch.testing.assert_close(proj_grads[name], dense_grads[name],
+                                   rtol=1e-3, atol=1e-6)
+
+
+def test_projected_rows_need_sparse_sharpening():
+    model, _ = small_model(gumbel_temperature=0.5)
+    assert not model.projected_rows  # falls back to the dense rows
+    model, _ = small_model(discriminator='paper')
+    assert not model.projected_rows
+    with pytest.raises(RuntimeError, match='projected discriminator'):
+        model.adversarial_projections(None, torch.tensor([0]))
