@@ -61,8 +61,15 @@ def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
             sums[key] = sums.get(key, 0.0) + value
         num_batches += 1
         bar.set_postfix(loss=f"{parts['loss']:.4f}")
+    # Parts named 'seconds_<phase>' are time a step spent in a sub-phase
+    # (e.g. MMSSL's discriminator): summed over the epoch and taken out of
+    # the recommender phase, so that the phases still add up to the epoch.
+    sub_phases = {key: sums.pop(key) for key in list(sums)
+                  if key.startswith('seconds_')}
     means = {key: value / max(num_batches, 1) for key, value in sums.items()}
-    phases = {**phases, 'recommender': time.perf_counter() - step_start}
+    recommender = time.perf_counter() - step_start - sum(sub_phases.values())
+    phases = {**phases, 'recommender': recommender,
+              **{key[len('seconds_'):]: v for key, v in sub_phases.items()}}
     return {**means, 'seconds_train': time.perf_counter() - start,
             **{f'seconds_{k}': v for k, v in phases.items()}}
 

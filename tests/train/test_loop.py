@@ -20,7 +20,7 @@ from pyg_mmrec.nn.models.lightgcn import (
     MostPopular,
 )
 from pyg_mmrec.train.config import TrainConfig
-from pyg_mmrec.train.loop import TrainState, fit
+from pyg_mmrec.train.loop import TrainState, fit, run_epoch
 from pyg_mmrec.train.run import (
     RunOptions,
     evaluate_checkpoint,
@@ -274,3 +274,25 @@ def test_most_popular_ranks_by_training_count():
                             minlength=20)
     scores = model.score_fn(data)(torch.tensor([0, 7]))
     assert torch.equal(scores, counts.float().expand(2, -1))
+
+
+def test_sub_phase_seconds_are_summed_and_taken_out_of_the_step(tiny):
+    class Timed(LightGCNRecommender):
+        def train_step(self, data, batch, optimizer):
+            parts = super().train_step(data, batch, optimizer)
+            return {**parts, 'seconds_inner': 0.25}
+
+    torch.manual_seed(0)
+    model = Timed(60, 30, LightGCNConfig(embedding_dim=4, num_layers=1))
+    data = model.prepare(tiny.clone())
+    sampler = BPRSampler(split_edge_index(data, 'train'), 60, 30, 16)
+    record = run_epoch(model, data, sampler,
+                       torch.optim.Adam(model.parameters(), lr=1e-2), 0,
+                       progress=False)
+    assert record['seconds_inner'] == pytest.approx(0.25 * len(sampler))
+    assert 'inner' not in record  # not averaged as a loss part
+    # The phases partition the epoch: the scripted 'inner' time (never
+    # actually spent) was subtracted from the step's time.
+    total = record['seconds_recommender'] + record['seconds_inner']
+    assert total <= record['seconds_train'] + 1e-6
+    assert record['seconds_recommender'] < 0

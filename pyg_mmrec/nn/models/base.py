@@ -59,7 +59,9 @@ class Recommender(torch.nn.Module):
     def train_step(self, data: HeteroData, batch: Batch,
                    optimizer: torch.optim.Optimizer) -> Dict[str, float]:
         r"""One optimisation step on :obj:`batch`; returns the loss parts
-        (``'loss'`` is the total)."""
+        (``'loss'`` is the total). A part named ``'seconds_<phase>'`` is time
+        the step spent in a sub-phase; the training loop reports its sum
+        over the epoch as phase ``<phase>``."""
         optimizer.zero_grad(set_to_none=True)
         loss, parts = self.loss(data, *batch)
         loss.backward()

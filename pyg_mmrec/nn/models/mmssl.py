@@ -601,11 +601,13 @@ class MMSSL(Recommender):
         r"""One discriminator step, then one generator step, both on the
         same forward pass (the discriminator sees its detached rows).
         Returns the loss parts: :obj:`'loss'` is the generator's total,
-        :obj:`'d_loss'` the discriminator's."""
+        :obj:`'d_loss'` the discriminator's; :obj:`'seconds_discriminator'`
+        the time spent on the discriminator's rows and step."""
         users, pos_items, neg_items = batch
         emb = self.embeddings(data)
         batch_users = torch.unique(users)
         projected = self.projected_rows
+        start = time.perf_counter()
         if projected:
             # The projections depend on the discriminator's parameters, so
             # its step projects detached representations (it must not reach
@@ -625,6 +627,7 @@ class MMSSL(Recommender):
         else:
             real, fake = self.adversarial_rows(emb, batch_users)
             d_parts = self.discriminator_step(real, fake)
+        d_parts['seconds_discriminator'] = time.perf_counter() - start
 
         optimizer.zero_grad(set_to_none=True)
         loss, parts = self.generator_loss(emb, users, pos_items, neg_items,
