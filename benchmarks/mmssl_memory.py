@@ -15,7 +15,8 @@ Example::
 With :obj:`--max-batches N` only the first N batches of the epoch are timed
 and the epoch time is extrapolated (stated in the output as
 ``"extrapolated": true``); the graph regeneration of the epoch always runs in
-full. Prints JSON and writes ``benchmarks/results/mmssl_memory.json``.
+full. Prints JSON and writes ``benchmarks/results/mmssl_memory.json`` and a
+plot of the per-batch time and peak memory (``mmssl_memory.png``).
 """
 import argparse
 import dataclasses
@@ -118,17 +119,20 @@ def main() -> None:
     start = time.perf_counter()
     phases = model.before_epoch(data, epoch=1)
     step_start = time.perf_counter()
-    step_seconds = []
+    step_seconds, disc_seconds, rss_trace = [], [], []
     last = step_start
     for b, (users, pos, neg) in enumerate(sampler.epoch(1)):
         if b >= timed:
             break
-        model.train_step(data, (users, pos, neg), optimizer)
+        parts = model.train_step(data, (users, pos, neg), optimizer)
         now = time.perf_counter()
         step_seconds.append(now - last)
+        disc_seconds.append(parts['seconds_discriminator'])
+        rss_trace.append(peak_rss_gib())
         last = now
-        print(f'batch {b + 1}/{timed}: {step_seconds[-1]:.2f} s, peak RSS '
-              f'{peak_rss_gib():.2f} GiB', file=sys.stderr)
+        if b % 50 == 0 or b + 1 == timed:
+            print(f'batch {b + 1}/{timed}: {step_seconds[-1]:.2f} s, peak '
+                  f'RSS {rss_trace[-1]:.2f} GiB', file=sys.stderr)
     seconds_steps = time.perf_counter() - step_start
     # The first step pays for lazy set-up (optimiser state, caches).
     steady = step_seconds[1:] or step_seconds
@@ -151,6 +155,9 @@ def main() -> None:
         'seconds_prepare': seconds_prepare,
         'seconds_graph_regeneration': phases['graph'],
         'seconds_per_batch': per_batch,
+        'seconds_discriminator_per_batch': sum(disc_seconds) /
+        len(disc_seconds),
+        'projected_rows': model.projected_rows,
         'seconds_epoch': epoch_seconds,
         'peak_rss_gib_after_data': rss_data,
         'peak_rss_gib': peak_rss_gib(),
@@ -170,6 +177,29 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, 'mmssl_memory.json'), 'w') as f:
         f.write(text + '\n')
+    plot(step_seconds, disc_seconds, rss_trace,
+         osp.join(args.out, 'mmssl_memory.png'))
+
+
+def plot(step_seconds, disc_seconds, rss_trace, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    batches = range(1, len(step_seconds) + 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+    left.plot(batches, step_seconds, label='batch')
+    left.plot(batches, disc_seconds, label='discriminator part')
+    left.set_xlabel('batch')
+    left.set_ylabel('seconds')
+    left.legend()
+    right.plot(batches, rss_trace)
+    right.axhline(8.0, color='red', linestyle='--', label='8 GiB target')
+    right.set_xlabel('batch')
+    right.set_ylabel('peak RSS (GiB)')
+    right.legend()
+    fig.suptitle('MMSSL, one epoch at Amazon-Book size (CPU)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 if __name__ == '__main__':
