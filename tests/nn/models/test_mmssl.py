@@ -471,3 +471,32 @@ def test_projected_rows_need_sparse_sharpening():
     assert not model.projected_rows
     with pytest.raises(RuntimeError, match='projected discriminator'):
         model.adversarial_projections(None, torch.tensor([0]))
+
+
+def test_generator_gradient_is_clipped_to_max_grad_norm():
+    def step_with(max_grad_norm):
+        model, data = small_model(feature_dropout=0.0,
+                                  max_grad_norm=max_grad_norm)
+        optimizer = model.configure_optimizer(lr=1e-3)
+        seen = []
+        step = optimizer.step
+
+        def spy(*args, **kwargs):
+            seen.append(torch.linalg.vector_norm(torch.stack([
+                p.grad.norm() for g in optimizer.param_groups
+                for p in g['params'] if p.grad is not None])))
+            return step(*args, **kwargs)
+
+        optimizer.step = spy
+        torch.manual_seed(7)
+        parts = model.train_step(data, fixed_batch(data), optimizer)
+        return float(seen[0]), parts
+
+    free, parts = step_with(0.0)
+    assert 'grad_norm' not in parts and free > 1e-3
+    clipped, parts = step_with(free / 4)
+    assert parts['grad_norm'] == pytest.approx(free, rel=1e-4)
+    assert clipped == pytest.approx(free / 4, rel=1e-4)
+    with pytest.raises(ValueError, match='max_grad_norm must be >= 0'):
+        small_model(max_grad_norm=-1.0)
+    assert all(p['max_grad_norm'] == 1.0 for p in MMSSL_PRESETS.values())
