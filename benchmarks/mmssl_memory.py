@@ -158,6 +158,8 @@ def main() -> None:
         'seconds_discriminator_per_batch': sum(disc_seconds) /
         len(disc_seconds),
         'projected_rows': model.projected_rows,
+        'batch_seconds': step_seconds,
+        'batch_peak_rss_gib': rss_trace,
         'seconds_epoch': epoch_seconds,
         'peak_rss_gib_after_data': rss_data,
         'peak_rss_gib': peak_rss_gib(),
@@ -177,11 +179,12 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, 'mmssl_memory.json'), 'w') as f:
         f.write(text + '\n')
-    plot(step_seconds, disc_seconds, rss_trace,
+    plot(step_seconds, disc_seconds, rss_trace, num_batches,
          osp.join(args.out, 'mmssl_memory.png'))
 
 
-def plot(step_seconds, disc_seconds, rss_trace, path: str) -> None:
+def plot(step_seconds, disc_seconds, rss_trace, num_batches: int,
+         path: str) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -197,7 +200,8 @@ def plot(step_seconds, disc_seconds, rss_trace, path: str) -> None:
     right.set_xlabel('batch')
     right.set_ylabel('peak RSS (GiB)')
     right.legend()
-    fig.suptitle('MMSSL, one epoch at Amazon-Book size (CPU)')
+    fig.suptitle(f'MMSSL at Amazon-Book size (CPU): the first '
+                 f'{len(step_seconds)} of {num_batches} batches of an epoch')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
