@@ -28,5 +28,6 @@ __all__ = [
     'resolve_backend', 'BACKENDS', 'DEFAULT_BACKEND', 'ModalityProjection',
     'Denoiser', 'ReverseFold', 'timestep_embedding', 'GaussianDiffusion',
     'CrossModalAttention', 'Discriminator', 'ProjectedDiscriminator',
-    'gradient_penalty', 'projected_gradient_penalty', 'BPRLoss', 'bpr_loss', 'grace_info_nce', 'info_nce'
+    'gradient_penalty', 'projected_gradient_penalty', 'BPRLoss', 'bpr_loss',
+    'grace_info_nce', 'info_nce'
 ]

@@ -227,7 +227,6 @@ def gradient_penalty(discriminator: Module, real: Tensor, fake: Tensor,
     return weight * (grad.norm(p=2, dim=1) - 1).pow(2).mean()
 
 
-
 def projected_gradient_penalty(discriminator: ProjectedDiscriminator,
                                real: Tensor, fake: Tensor,
                                weight: float = 0.3,

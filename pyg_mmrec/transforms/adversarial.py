@@ -21,6 +21,30 @@ from pyg_mmrec.graph import csr_of, one_sided_norm
 from pyg_mmrec.transforms.diffusion_graph import gather_rows
 
 
+def _batch_training_pairs(rowptr: Tensor, col: Tensor, index: Tensor
+                          ) -> Tuple[Tensor, Tensor, Tensor]:
+    # (row in the batch, item) of every training edge of the batch users,
+    # and each batch user's number of training items.
+    ptr, items = gather_rows(rowptr, col, index)
+    counts = ptr.diff()
+    rows = torch.repeat_interleave(
+        torch.arange(index.numel(), device=index.device), counts,
+        output_size=items.numel())
+    return rows, items, counts
+
+
+def _gumbel(num: int, dtype: torch.dtype, device: torch.device,
+            generator: Optional[torch.Generator]) -> Tensor:
+    # Standard Gumbel noise -log(-log(xi)), xi ~ U(0, 1), drawn on the
+    # generator's device.
+    gen_device = generator.device if generator is not None else device
+    xi = torch.rand(num, generator=generator, device=gen_device,
+                    dtype=dtype).to(device)
+    # rand() may return exactly 0, whose double log is infinite.
+    xi = xi.clamp_(min=torch.finfo(dtype).tiny)
+    return -torch.log(-torch.log(xi))
+
+
 def preference_rows(user_emb: Tensor, item_emb: Tensor, rowptr: Tensor,
                     col: Tensor, index: Tensor,
                     chunk_size: Optional[int] = None) -> Tensor:
@@ -61,10 +85,7 @@ def preference_rows(user_emb: Tensor, item_emb: Tensor, rowptr: Tensor,
             user_emb.matmul(item_emb[start:start + chunk_size].t())
             for start in range(0, item_emb.size(0), chunk_size)
         ], dim=1)
-    ptr, items = gather_rows(rowptr, col, index)
-    rows = torch.repeat_interleave(
-        torch.arange(index.numel(), device=score.device), ptr.diff(),
-        output_size=items.numel())
+    rows, items, _ = _batch_training_pairs(rowptr, col, index)
     score = score.index_put((rows, items), score.new_zeros(()))
     return F.normalize(score, dim=1)
 
@@ -96,24 +117,10 @@ def gumbel_sharpen(rows: Tensor, preference: Tensor, eta: float = 1e-5,
                          f'{tuple(rows.shape)} and {tuple(preference.shape)}')
     if temperature <= 0:
         raise ValueError(f'temperature must be > 0, got {temperature}')
-    gen_device = generator.device if generator is not None else rows.device
-    xi = torch.rand(rows.shape, generator=generator, device=gen_device,
-                    dtype=rows.dtype).to(rows.device)
-    # rand() may return exactly 0, whose double log is infinite.
-    xi = xi.clamp_(min=torch.finfo(rows.dtype).tiny)
-    gumbel = -torch.log(-torch.log(xi))
+    gumbel = _gumbel(rows.numel(), rows.dtype, rows.device,
+                     generator).view(rows.shape)
     sharp = torch.softmax((rows + eta * gumbel) / temperature, dim=1)
     return F.normalize(sharp + kappa * preference, dim=1)
-
-
-def _batch_training_pairs(rowptr: Tensor, col: Tensor,
-                          index: Tensor) -> Tuple[Tensor, Tensor]:
-    # (row in the batch, item) of every training edge of the batch users.
-    ptr, items = gather_rows(rowptr, col, index)
-    rows = torch.repeat_interleave(
-        torch.arange(index.numel(), device=index.device), ptr.diff(),
-        output_size=items.numel())
-    return rows, items
 
 
 def projected_preference_rows(user_emb: Tensor, item_emb: Tensor,
@@ -150,17 +157,19 @@ def projected_preference_rows(user_emb: Tensor, item_emb: Tensor,
     if projection.size(0) != item_emb.size(0):
         raise ValueError(f'projection must have one row per item '
                          f'({item_emb.size(0)}), got {projection.size(0)}')
-    rows, items = _batch_training_pairs(rowptr, col, index)
+    rows, items, _ = _batch_training_pairs(rowptr, col, index)
     train_score = (user_emb[rows] * item_emb[items]).sum(-1)
     out = user_emb.matmul(item_emb.t().matmul(projection))
-    out = out.index_add(0, rows, -train_score.unsqueeze(-1) * projection[items])
+    out = out.index_add(0, rows,
+                        -train_score.unsqueeze(-1) * projection[items])
     # A difference of two sums of squares: it only loses precision when a
     # user's training items carry almost all of the row's mass, which a row
     # over every item of a sparse interaction matrix does not do.
     sq = (user_emb.matmul(item_emb.t().matmul(item_emb)) * user_emb).sum(-1)
     sq = sq.index_add(0, rows, -train_score.pow(2))
-    norm = sq.clamp_min(1e-24).sqrt()  # finite gradient at empty rows
-    return out / norm.clamp_min(1e-12).unsqueeze(-1), norm
+    # At least 1e-12 (F.normalize's eps), with a finite gradient at 0.
+    norm = sq.clamp_min(1e-24).sqrt()
+    return out / norm.unsqueeze(-1), norm
 
 
 def sparse_sharpening_is_exact(eta: float, temperature: float,
@@ -208,15 +217,11 @@ def projected_real_rows(user_emb: Tensor, item_emb: Tensor,
         raise ValueError(f'the sharpened rows are not sparse for eta={eta}, '
                          f'temperature={temperature}; use gumbel_sharpen '
                          f'on dense rows')
-    rows, items = _batch_training_pairs(rowptr, col, index)
-    if torch.unique(rows).numel() != index.numel():
+    rows, items, counts = _batch_training_pairs(rowptr, col, index)
+    if bool((counts == 0).any()):
         raise ValueError('every user of the batch needs a training item')
-    gen_device = generator.device if generator is not None else \
-        user_emb.device
-    xi = torch.rand(items.numel(), generator=generator, device=gen_device,
-                    dtype=user_emb.dtype).to(user_emb.device)
-    xi = xi.clamp_(min=torch.finfo(user_emb.dtype).tiny)
-    gumbel = -torch.log(-torch.log(xi))
+    gumbel = _gumbel(items.numel(), user_emb.dtype, user_emb.device,
+                     generator)
     sharp = pyg_softmax((1.0 + eta * gumbel) / temperature, rows,
                         num_nodes=index.numel())
     fused, fused_norm = projected_preference_rows(user_emb, item_emb,

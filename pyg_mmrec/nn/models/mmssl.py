@@ -522,16 +522,13 @@ class MMSSL(Recommender):
             raise ValueError(f'fake has {fake.size(0)} rows, not a multiple '
                              f'of the {real.size(0)} real rows')
         disc = self.discriminator
-        if projected:
-            d_real = disc.score(real).mean()
-            d_fake = disc.score(fake).mean()
-            gp = projected_gradient_penalty(disc, real.repeat(repeats, 1),
-                                            fake, self.config.gp_weight)
-        else:
-            d_real = disc(real).mean()
-            d_fake = disc(fake).mean()
-            gp = gradient_penalty(disc, real.repeat(repeats, 1), fake,
-                                  self.config.gp_weight)
+        score = disc.score if projected else disc
+        penalty = projected_gradient_penalty if projected else \
+            gradient_penalty
+        d_real = score(real).mean()
+        d_fake = score(fake).mean()
+        gp = penalty(disc, real.repeat(repeats, 1), fake,
+                     self.config.gp_weight)
         loss = d_fake - d_real + gp
         return loss, {'d_real': d_real.item(), 'd_fake': d_fake.item(),
                       'gp': gp.item()}
