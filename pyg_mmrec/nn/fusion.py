@@ -61,21 +61,38 @@ class CrossModalAttention(Module):
         Returns:
             ``[N, d]`` fused embeddings (and the attention weights).
         """
-        x = views if isinstance(views, Tensor) else torch.stack(list(views))
-        if x.dim() != 3 or x.size(-1) != self.channels:
-            raise ValueError(f'views must be [M, N, {self.channels}], got '
-                             f'{tuple(x.shape)}')
-        num_views, num_nodes, _ = x.shape
+        # Per-view tensors, not one stacked [M, N, d]: selecting views out
+        # of a stack costs a full-size zero gradient per selection.
+        if isinstance(views, Tensor):
+            if views.dim() != 3 or views.size(-1) != self.channels:
+                raise ValueError(f'views must be [M, N, {self.channels}], '
+                                 f'got {tuple(views.shape)}')
+            views = views.unbind(0)
+        views = list(views)
+        shapes = sorted({tuple(view.shape) for view in views})
+        if not views or len(shapes) != 1 or shapes[0][1:] != (
+                self.channels, ):
+            raise ValueError(f'views must be M tensors of shape [N, '
+                             f'{self.channels}], got shapes {shapes}')
+        num_views, num_nodes = len(views), views[0].size(0)
         dim = self.channels // self.heads
-        shape = (num_views, num_nodes, self.heads, dim)
-        query = x.matmul(self.weight_query).view(shape)
-        key = x.matmul(self.weight_key).view(shape)
-        value = x.view(shape)
-        score = torch.einsum('mnhc,knhc->nhmk', query, key) / math.sqrt(dim)
+        shape = (num_nodes, self.heads, dim)
+        query = [view.matmul(self.weight_query).view(shape) for view in views]
+        key = [view.matmul(self.weight_key).view(shape) for view in views]
+        value = [view.view(shape) for view in views]
+        # M is a handful of modalities: one elementwise product per pair of
+        # views beats a batched matmul over N * H tiny M x M problems.
+        score = torch.stack([
+            torch.stack([(q * k).sum(-1) for k in key], dim=-1)
+            for q in query
+        ], dim=-2) / math.sqrt(dim)  # [N, H, M, M]
         attn = score.softmax(dim=-1)
-        out = torch.einsum('nhmk,knhc->mnhc', attn, value)
-        out = out.reshape(num_views, num_nodes, self.channels)
-        out = out.matmul(self.weight_cat).mean(dim=0)
+        # W_cat is linear, so the mean over query views can be taken before
+        # it: the mean output is a sum of the values weighted by the
+        # attention averaged over the query views.
+        weight = attn.mean(dim=-2)  # [N, H, M]
+        out = sum(weight[..., k, None] * value[k] for k in range(num_views))
+        out = out.reshape(num_nodes, self.channels).matmul(self.weight_cat)
         return (out, attn) if return_attention else out
 
     def __repr__(self) -> str:

@@ -63,3 +63,15 @@ def test_fusion_bad_input_and_repr():
         conv(torch.randn(2, 3, 5))
     assert repr(conv) == 'CrossModalAttention(8, heads=4)'
     conv.reset_parameters()
+
+
+def test_fusion_sequence_of_views_matches_stacked_and_checks_shapes():
+    torch.manual_seed(0)
+    conv = CrossModalAttention(8)
+    views = [torch.randn(5, 8) for _ in range(3)]
+    assert torch.allclose(conv(views), conv(torch.stack(views)), atol=1e-6)
+    with pytest.raises(ValueError, match=r'views must be M tensors of shape '
+                       r'\[N, 8\], got shapes \[\(4, 8\), \(5, 8\)\]'):
+        conv([torch.randn(5, 8), torch.randn(4, 8)])
+    with pytest.raises(ValueError, match=r'got shapes \[\]'):
+        conv([])

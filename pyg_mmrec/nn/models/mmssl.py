@@ -435,7 +435,7 @@ class MMSSL(Recommender):
                     users: Tensor) -> Tensor:
         rowptr, col = self._check_prepared()
         chunk = self.config.preference_chunk_size or None
-        return preference_rows(user_emb[users], item_emb, rowptr, col, users,
+        return preference_rows(user_emb.index_select(0, users), item_emb, rowptr, col, users,
                                chunk)
 
     def adversarial_rows(self, emb: MMSSLEmbeddings,
@@ -487,17 +487,17 @@ class MMSSL(Recommender):
         cfg = self.config
         rowptr, col = self._check_prepared()
         fake = torch.cat([
-            projected_preference_rows(emb.feature_user[m][users],
-                                      emb.feature_item[m], disc.projection,
-                                      rowptr, col, users)[0]
+            projected_preference_rows(
+                emb.feature_user[m].index_select(0, users),
+                emb.feature_item[m], disc.projection, rowptr, col, users)[0]
             for m in self.modalities
         ])
         if not real:
             return None, fake
         real_rows = projected_real_rows(
-            emb.user.detach()[users], emb.item.detach(), disc.projection,
-            rowptr, col, users, cfg.gumbel_eta, cfg.gumbel_temperature,
-            cfg.kappa)
+            emb.user.detach().index_select(0, users), emb.item.detach(),
+            disc.projection, rowptr, col, users, cfg.gumbel_eta,
+            cfg.gumbel_temperature, cfg.kappa)
         return real_rows, fake
 
     def discriminator_loss(self, real: Tensor, fake: Tensor,
@@ -546,17 +546,18 @@ class MMSSL(Recommender):
         not trained by it. With :obj:`projected`, :obj:`fake` holds the
         rows' projections (:meth:`adversarial_projections`)."""
         cfg = self.config
-        u = emb.user[users]
-        pos, neg = emb.item[pos_items], emb.item[neg_items]
+        u = emb.user.index_select(0, users)
+        pos = emb.item.index_select(0, pos_items)
+        neg = emb.item.index_select(0, neg_items)
         bpr = bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))
         reg = cfg.reg_weight * (u.pow(2).sum() + pos.pow(2).sum() +
                                 neg.pow(2).sum()) / (2 * users.numel())
         feat_reg = cfg.feature_reg_weight * sum(
             emb.feature_user[m].pow(2).sum() + emb.feature_item[m].pow(2).sum()
             for m in self.modalities) / (2 * self.num_items)
-        fused = emb.user[batch_users]
+        fused = emb.user.index_select(0, batch_users)
         cl = cfg.cl_weight * sum(
-            grace_info_nce(emb.id_user[m][batch_users], fused,
+            grace_info_nce(emb.id_user[m].index_select(0, batch_users), fused,
                            cfg.cl_temperature) for m in self.modalities)
         loss = bpr + reg + feat_reg + cl
         parts = {'bpr': bpr.item(), 'reg': reg.item(),
