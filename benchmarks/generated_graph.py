@@ -32,6 +32,11 @@ from pyg_mmrec.transforms.diffusion_graph import (
 )
 
 
+TIKTOK_ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
+    'shared', 'datasets', 'tiktok-dev')
+
+
 def training_pass(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
                   optimizers: Dict[str, torch.optim.Optimizer],
                   rowptr: torch.Tensor, col: torch.Tensor, num_users: int,
@@ -58,7 +63,7 @@ def training_pass(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'datasets', 'tiktok-dev'))
+    parser.add_argument('--root', default=TIKTOK_ROOT)
     parser.add_argument('--denoisers', type=int, default=3, choices=[1, 2, 3],
                         help='number of denoisers (one per modality)')
     parser.add_argument('--train-batch-size', type=int, default=1024)

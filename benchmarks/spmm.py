@@ -68,6 +68,11 @@ PEAK_BANDWIDTH_GBS: List[Tuple[str, float]] = [
 SCATTER_COPIES = 4
 
 
+TIKTOK_ROOT = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
+    'shared', 'datasets', 'tiktok-dev')
+
+
 def parse_size(text: str) -> Tuple[int, int, int]:
     parts = text.lower().split('x')
     if len(parts) != 3:
@@ -389,7 +394,7 @@ def plot(results: List[Dict[str, Any]], path: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..', 'shared', 'datasets', 'tiktok-dev'),
+    parser.add_argument('--root', default=TIKTOK_ROOT,
                         help='TikTok data set (skipped if missing)')
     parser.add_argument('--no-tiktok', action='store_true')
     parser.add_argument('--sizes', type=parse_size, nargs='*', default=None,

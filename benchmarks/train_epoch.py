@@ -89,7 +89,8 @@ def main() -> None:
             record['seconds_eval']
         record['val'] = val
         epochs.append(record)
-        print(f'epoch {epoch}: {record["seconds_total"]:.2f} s', file=sys.stderr)
+        print(f'epoch {epoch}: {record["seconds_total"]:.2f} s',
+              file=sys.stderr)
 
     phases = sorted(k for k in epochs[-1] if k.startswith('seconds_')
                     and k not in ('seconds_train', 'seconds_total'))

@@ -234,8 +234,6 @@ def test_pickle_of_a_dict_is_not_a_matrix(make_dataset, assert_rejected):
                     'expected a SciPy sparse matrix, got ndarray')
 
 
-
-
 @pytest.mark.parametrize('cls', [
     sp.coo_matrix, sp.csr_matrix, sp.csc_matrix, sp.lil_matrix,
     sp.csr_array, sp.coo_array,
@@ -363,7 +361,7 @@ def test_feature_row_count(make_dataset, assert_rejected, tiny_features,
 
 @pytest.mark.parametrize('value', [np.nan, np.inf, -np.inf])
 def test_non_finite_features(make_dataset, assert_rejected, tiny_features,
-                              value):
+                             value):
     features = tiny_features()
     features['acoustic'][3, 1] = value
     root = make_dataset('mmssl', features=features)

@@ -23,8 +23,6 @@ def _tensors(data):
     return out
 
 
-
-
 def test_same_seed_same_data():
     a = make_synthetic(SyntheticConfig(seed=3, **SMALL))
     b = make_synthetic(SyntheticConfig(seed=3, **SMALL))

@@ -116,8 +116,8 @@ def test_denoiser_layers_and_time_embedding():
     t = torch.tensor([0, 3])
     emb = timestep_embedding(t, 10)
     freqs = [10000**(-k / 5) for k in range(5)]
-    ref = [[math.cos(3 * f) for f in freqs] + [math.sin(3 * f)
-                                                for f in freqs]]
+    ref = [[math.cos(3 * f) for f in freqs] +
+           [math.sin(3 * f) for f in freqs]]
     assert torch.allclose(emb[1], torch.tensor(ref[0]), atol=1e-6)
     # Output = lin2(tanh(lin1([x || time_lin(emb)]))) with dropout off.
     den.eval()

@@ -96,8 +96,8 @@ def test_grace_info_nce_matches_formula():
 
 @pytest.mark.parametrize('chunk_size', [3, 7, 1000])
 @pytest.mark.parametrize('temperature', [0.1, 0.5])
-def test_bounded_info_nce_matches_formula_with_repeated_ids(chunk_size,
-                                                           temperature):
+def test_bounded_info_nce_matches_formula_with_repeated_ids(
+        chunk_size, temperature):
     # normalize=True takes the bounded kernel (no max-subtraction, repeated
     # ids computed once); it must equal the formula, gradients included.
     torch.manual_seed(0)

@@ -8,8 +8,8 @@ import pytest
 
 
 def _make_tables(folder: str, num_users: int = 40, num_items: int = 30,
-                seed: int = 0, min_per_user: int = 4,
-                max_per_user: int = 12) -> Dict[str, str]:
+                 seed: int = 0, min_per_user: int = 4,
+                 max_per_user: int = 12) -> Dict[str, str]:
     r"""Writes ``inter.csv`` (uid, iid, stars, ts with raw ids offset so that
     remapping is visible), ``items.csv`` (iid, title, image) and ``vis.npy``
     (one row per item table row) into :obj:`folder`."""

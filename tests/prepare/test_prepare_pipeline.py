@@ -309,7 +309,7 @@ def test_unknown_items_and_duplicates_are_counted(tmp_path):
                           'ts': [5, 1, 2, 3, 4, 5, 6, 7, 8, 9, 1]})
     inter.to_csv(tmp_path / 'inter.csv', index=False)
     pd.DataFrame({'item': [2, 1, 0]}).to_csv(tmp_path / 'items.csv',
-                                            index=False)
+                                             index=False)
     np.save(tmp_path / 'f.npy', np.eye(3, dtype=np.float32))
     result = prepare(str(tmp_path / 'inter.csv'), str(tmp_path / 'items.csv'),
                      str(tmp_path / 'out'), user_k=1, item_k=1,

@@ -435,8 +435,8 @@ class MMSSL(Recommender):
                     users: Tensor) -> Tensor:
         rowptr, col = self._check_prepared()
         chunk = self.config.preference_chunk_size or None
-        return preference_rows(user_emb.index_select(0, users), item_emb, rowptr, col, users,
-                               chunk)
+        return preference_rows(user_emb.index_select(0, users), item_emb,
+                               rowptr, col, users, chunk)
 
     def adversarial_rows(self, emb: MMSSLEmbeddings,
                          users: Tensor) -> Tuple[Tensor, Tensor]:

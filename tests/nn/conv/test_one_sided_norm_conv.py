@@ -50,7 +50,6 @@ def test_one_sided_norm_conv_matches_dense(backend):
     loss = (u * torch.linspace(-1, 1, 5, dtype=DT)).sum() + i.pow(2).sum()
     loss.backward()
 
-
     x_item_ref = x_item.detach().clone().requires_grad_()
     u_ref = P @ x_item_ref
     i_ref = Q @ u_ref
