@@ -37,6 +37,7 @@ from torch_geometric.data import HeteroData  # noqa: E402
 
 from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
 from pyg_mmrec.nn.models.mmssl import MMSSLConfig, build_mmssl  # noqa: E402
+from pyg_mmrec.train.run import resolve_device  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 AMAZON_BOOK = dict(num_users=52_643, num_items=91_599, num_edges=2_984_108)
@@ -86,11 +87,20 @@ def main() -> None:
     parser.add_argument('--discriminator', default='projected',
                         choices=['projected', 'paper'])
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--device', default='cpu',
+                        help="'cpu' (default), 'cuda' or 'auto'")
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--out', default=osp.join(HERE, 'results'))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    cuda = device.type == 'cuda'
+
+    def sync() -> None:
+        # CUDA kernels run asynchronously: wait before reading the clock.
+        if cuda:
+            torch.cuda.synchronize(device)
 
     start = time.perf_counter()
     data = synthetic_interactions(args.users, args.items, args.edges,
@@ -101,12 +111,13 @@ def main() -> None:
     torch.manual_seed(args.seed)
     config = dataclasses.replace(MMSSLConfig(),
                                  discriminator=args.discriminator)
-    model = build_mmssl(data, config, seed=args.seed)
+    model = build_mmssl(data, config, seed=args.seed).to(device)
     start = time.perf_counter()
-    data = model.prepare(data)
+    data = model.prepare(data.to(device))
+    sync()
     seconds_prepare = time.perf_counter() - start
     optimizer = model.configure_optimizer(5.5e-4)
-    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
+    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index.cpu(),
                          args.users, args.items, args.batch_size,
                          seed=args.seed)
 
@@ -118,13 +129,16 @@ def main() -> None:
     # on the initial graphs R_m = R).
     start = time.perf_counter()
     phases = model.before_epoch(data, epoch=1)
+    sync()
     step_start = time.perf_counter()
     step_seconds, disc_seconds, rss_trace = [], [], []
     last = step_start
     for b, (users, pos, neg) in enumerate(sampler.epoch(1)):
         if b >= timed:
             break
-        parts = model.train_step(data, (users, pos, neg), optimizer)
+        batch = (users.to(device), pos.to(device), neg.to(device))
+        parts = model.train_step(data, batch, optimizer)
+        sync()
         now = time.perf_counter()
         step_seconds.append(now - last)
         disc_seconds.append(parts['seconds_discriminator'])
@@ -165,6 +179,9 @@ def main() -> None:
         'peak_rss_gib': peak_rss_gib(),
         'target_rss_gib': 8.0,
         'threads': torch.get_num_threads(),
+        'device': str(device),
+        'peak_cuda_gib': (torch.cuda.max_memory_allocated(device) / 2**30
+                          if cuda else None),
         'cpu': platform.processor() or platform.machine(),
         'torch': torch.__version__,
         'command': ' '.join(sys.argv),
