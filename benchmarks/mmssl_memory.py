@@ -173,6 +173,7 @@ def main() -> None:
         len(disc_seconds),
         'projected_rows': model.projected_rows,
         'batch_seconds': step_seconds,
+        'batch_discriminator_seconds': disc_seconds,
         'batch_peak_rss_gib': rss_trace,
         'seconds_epoch': epoch_seconds,
         'peak_rss_gib_after_data': rss_data,
@@ -217,8 +218,10 @@ def plot(step_seconds, disc_seconds, rss_trace, num_batches: int,
     right.set_xlabel('batch')
     right.set_ylabel('peak RSS (GiB)')
     right.legend()
-    fig.suptitle(f'MMSSL at Amazon-Book size (CPU): the first '
-                 f'{len(step_seconds)} of {num_batches} batches of an epoch')
+    timed = ('all' if len(step_seconds) == num_batches else
+             f'the first {len(step_seconds)} of')
+    fig.suptitle(f'MMSSL at Amazon-Book size: {timed} {num_batches} '
+                 f'batches of an epoch')
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
