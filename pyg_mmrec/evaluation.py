@@ -7,7 +7,7 @@ number of held-out items, NDCG@K uses the ideal DCG over
 :math:`\min(|\text{held-out}|, K)` positions, Precision@K divides by
 :math:`K`; each is averaged over users with at least one held-out item.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -20,21 +20,10 @@ from torch_geometric.metrics import (
 )
 
 from pyg_mmrec.data.hetero import num_users_items, split_edge_index
-from pyg_mmrec.graph import csr_of
+from pyg_mmrec.graph import csr_of, csr_row_entries
 
 #: ``scores(user_ids) -> [len(user_ids), num_items]``
 ScoreFn = Callable[[Tensor], Tensor]
-
-
-def _gather_rows(rowptr: Tensor, col: Tensor,
-                 rows: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""The entries of CSR rows :obj:`rows` as ``(local_row, col)``."""
-    start, end = rowptr[rows], rowptr[rows + 1]
-    counts = end - start
-    local = torch.repeat_interleave(torch.arange(rows.numel()), counts)
-    offsets = torch.arange(int(counts.sum())) - torch.repeat_interleave(
-        torch.cumsum(counts, 0) - counts, counts)
-    return local, col[start[local] + offsets]
 
 
 class RankingEvaluator:
@@ -91,7 +80,7 @@ class RankingEvaluator:
                     f'scores must have shape {(batch.numel(), self.num_items)}'
                     f', got {tuple(score.shape)}')
             for split in exclude:
-                row, col = _gather_rows(*self._csr[split], batch)
+                _, row, col = csr_row_entries(*self._csr[split], batch)
                 score[row, col] = float('-inf')
             out.append(score.topk(k, dim=1).indices)
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
@@ -118,7 +107,7 @@ class RankingEvaluator:
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
             top = self.top_k(scores, batch, max_k, exclude)
-            label_row, label_col = _gather_rows(rowptr, col, batch)
+            _, label_row, label_col = csr_row_entries(rowptr, col, batch)
             metrics.update(top, torch.stack([label_row, label_col]))
         computed = metrics.compute()
         return {name: float(value) for name, value in computed.items()}

@@ -106,3 +106,27 @@ def csr_of(edge_index: Tensor, num_rows: int) -> Tuple[Tensor, Tensor]:
                          device=edge_index.device)
     torch.cumsum(counts, 0, out=rowptr[1:])
     return rowptr, col
+
+
+def csr_row_entries(rowptr: Tensor, col: Tensor,
+                    index: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The entries of the rows :obj:`index` of the CSR matrix
+    ``(rowptr, col)``, vectorised (no loop over rows).
+
+    Returns:
+        ``(ptr, row, col)``: the ``[B + 1]`` CSR row pointer of the gathered
+        rows, and for each of their entries its position in :obj:`index`
+        and its column.
+    """
+    start = rowptr[index]
+    count = rowptr[index + 1] - start
+    ptr = torch.zeros(index.numel() + 1, dtype=torch.long,
+                      device=rowptr.device)
+    torch.cumsum(count, 0, out=ptr[1:])
+    total = int(ptr[-1])
+    row = torch.repeat_interleave(
+        torch.arange(index.numel(), device=rowptr.device), count,
+        output_size=total)
+    pos = start[row] + torch.arange(total, device=rowptr.device) - \
+        ptr[:-1][row]
+    return ptr, row, col[pos]

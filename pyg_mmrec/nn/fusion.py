@@ -70,8 +70,8 @@ class CrossModalAttention(Module):
             views = views.unbind(0)
         views = list(views)
         shapes = sorted({tuple(view.shape) for view in views})
-        if not views or len(shapes) != 1 or shapes[0][1:] != (
-                self.channels, ):
+        if len(shapes) != 1 or len(shapes[0]) != 2 or \
+                shapes[0][1] != self.channels:
             raise ValueError(f'views must be M tensors of shape [N, '
                              f'{self.channels}], got shapes {shapes}')
         num_views, num_nodes = len(views), views[0].size(0)

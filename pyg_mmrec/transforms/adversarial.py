@@ -17,20 +17,15 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     require_modalities,
 )
-from pyg_mmrec.graph import csr_of, one_sided_norm
-from pyg_mmrec.transforms.diffusion_graph import gather_rows
+from pyg_mmrec.graph import csr_of, csr_row_entries, one_sided_norm
 
 
 def _batch_training_pairs(rowptr: Tensor, col: Tensor, index: Tensor
                           ) -> Tuple[Tensor, Tensor, Tensor]:
     # (row in the batch, item) of every training edge of the batch users,
     # and each batch user's number of training items.
-    ptr, items = gather_rows(rowptr, col, index)
-    counts = ptr.diff()
-    rows = torch.repeat_interleave(
-        torch.arange(index.numel(), device=index.device), counts,
-        output_size=items.numel())
-    return rows, items, counts
+    ptr, rows, items = csr_row_entries(rowptr, col, index)
+    return rows, items, ptr.diff()
 
 
 def _gumbel(num: int, dtype: torch.dtype, device: torch.device,

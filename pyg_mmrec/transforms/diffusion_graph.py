@@ -15,7 +15,7 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     require_modalities,
 )
-from pyg_mmrec.graph import csr_of, sym_norm_bipartite
+from pyg_mmrec.graph import csr_of, csr_row_entries, sym_norm_bipartite
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyg_mmrec.nn.diffusion import GaussianDiffusion
@@ -25,18 +25,8 @@ def gather_rows(rowptr: Tensor, col: Tensor,
                 index: Tensor) -> Tuple[Tensor, Tensor]:
     r"""The CSR ``(rowptr, col)`` of the rows :obj:`index` of the CSR matrix
     ``(rowptr, col)``, vectorised (no loop over rows)."""
-    start = rowptr[index]
-    count = rowptr[index + 1] - start
-    out_ptr = torch.zeros(index.numel() + 1, dtype=torch.long,
-                          device=rowptr.device)
-    torch.cumsum(count, 0, out=out_ptr[1:])
-    total = int(out_ptr[-1])
-    row = torch.repeat_interleave(
-        torch.arange(index.numel(), device=rowptr.device), count,
-        output_size=total)
-    pos = start[row] + torch.arange(total, device=rowptr.device) - \
-        out_ptr[:-1][row]
-    return out_ptr, col[pos]
+    ptr, _, cols = csr_row_entries(rowptr, col, index)
+    return ptr, cols
 
 
 def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
