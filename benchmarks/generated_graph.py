@@ -28,6 +28,7 @@ from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.transforms.diffusion_graph import (
     DiffusionGraph,
+    default_screen_dtype,
     interaction_rows,
 )
 
@@ -42,7 +43,8 @@ def training_pass(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
                   rowptr: torch.Tensor, col: torch.Tensor, num_users: int,
                   num_items: int, item_emb: torch.Tensor,
                   modality_emb: Dict[str, torch.Tensor], batch_size: int,
-                  lambda_e: float, generator: torch.Generator) -> float:
+                  lambda_e: float, generator: torch.Generator,
+                  bf16: bool = False) -> float:
     r"""One pass of diffusion training over all users (every denoiser)."""
     perm = torch.randperm(num_users, generator=generator)
     total = 0.0
@@ -50,10 +52,12 @@ def training_pass(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
         users = perm[start:start + batch_size]
         x0 = interaction_rows(rowptr, col, users, num_items)
         for name, den in denoisers.items():
-            loss = diffusion.training_loss(den, x0, item_emb=item_emb,
-                                           modality_emb=modality_emb[name],
-                                           lambda_e=lambda_e,
-                                           generator=generator)
+            with torch.autocast(x0.device.type, dtype=torch.bfloat16,
+                                enabled=bf16):
+                loss = diffusion.training_loss(
+                    den, x0, item_emb=item_emb,
+                    modality_emb=modality_emb[name], lambda_e=lambda_e,
+                    generator=generator)
             optimizers[name].zero_grad(set_to_none=True)
             loss.backward()
             optimizers[name].step()
@@ -76,6 +80,12 @@ def main() -> None:
                         default='float32',
                         help='dtype of the hidden-space reverse steps '
                         '(bfloat16 is faster but approximate)')
+    parser.add_argument('--screen-dtype', default='auto',
+                        choices=['auto', 'none', 'bfloat16'],
+                        help='screening dtype of the exact top-k decode')
+    parser.add_argument('--train-bf16', action='store_true',
+                        help='time the training pass under bfloat16 '
+                        'autocast (DiffMMConfig.diffusion_bf16)')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
 
@@ -107,12 +117,17 @@ def main() -> None:
     t0 = time.perf_counter()
     training_pass(diffusion, denoisers, optimizers, rowptr, col, num_users,
                   num_items, item_emb, modality_emb, args.train_batch_size,
-                  0.1, gen)
+                  0.1, gen, bf16=args.train_bf16)
     train_s = time.perf_counter() - t0
 
+    screen_dtype = {'auto': 'auto', 'none': None,
+                    'bfloat16': torch.bfloat16}[args.screen_dtype]
+    if screen_dtype == 'auto':
+        screen_dtype = default_screen_dtype(torch.device('cpu'))
     transform = DiffusionGraph(diffusion, denoisers, k=args.k,
                                keep_rate=args.keep_rate,
                                batch_size=args.build_batch_size,
+                               screen_dtype=screen_dtype,
                                hidden_dtype=getattr(torch, args.hidden_dtype),
                                generator=torch.Generator().manual_seed(1))
     builds = []
@@ -145,6 +160,8 @@ def main() -> None:
         'graph_build_runs': [round(b, 3) for b in builds],
         'build_batch_size': args.build_batch_size,
         'hidden_dtype': args.hidden_dtype,
+        'screen_dtype': str(screen_dtype).replace('torch.', ''),
+        'train_bf16_autocast': args.train_bf16,
         'ratio': round(build_s / train_s, 4),
         'fast_path_top_k_agreement_with_literal': min(agree),
         'load_average_1min_at_end': round(os.getloadavg()[0], 2),

@@ -1,6 +1,7 @@
 r"""DiffMM's denoiser network :math:`g_m(\mathbf{x}_t, t)`."""
 import math
-from typing import NamedTuple, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -53,34 +54,74 @@ class ReverseFold(NamedTuple):
 
 
 class ScreenBound(NamedTuple):
-    r"""Per-item constants of the rigorous error bound of a low-precision
-    score, :math:`|\tilde{s}_{bi} - s_{bi}| \leq \rho
-    \min(\lVert\mathbf{h}_b\rVert_2 \lVert\mathbf{w}_i\rVert_2,
-    \lVert\mathbf{h}_b\rVert_\infty \lVert\mathbf{w}_i\rVert_1) +
-    \beta_i`."""
-    rel: float  # rho
-    norm2: Tensor  # [I]
-    norm1: Tensor  # [I]
-    bias: Tensor  # [I]: beta_i
+    r"""Per-item constants of the rigorous error bound of a screened score
+    (see :meth:`Denoiser.decode_topk`)."""
+    unit: float  # u, unit roundoff of the screening dtype
+    w_norm: Tensor  # [I]: |w_i|
+    dw_norm: Tensor  # [I]: |w~_i - w_i| + gamma |w~_i|
+    db: Tensor  # [I]: |b~_i - b_i| + gamma |b~_i|
+    w_norm_max: float
+    dw_norm_max: float
+    db_max: float
 
 
-def _screen_bound(weight: Tensor, bias: Tensor,
-                  dtype: torch.dtype) -> ScreenBound:
-    # The exact products of the rounded factors (|dh| <= u|h|, |dw| <= u|w|)
-    # are accumulated in float32 (gamma_H) and rounded once more, then the
-    # rounded bias is added and the sum rounded: to first order
-    # (4u + 2 gamma_H) sum_j |h_j w_ij| + 2u |b_i|, and
-    # sum_j |h_j w_ij| <= min(|h|_2 |w_i|_2, |h|_inf |w_i|_1). The factor 2
-    # covers the second-order terms and the float32 evaluation of the bound.
-    u = torch.finfo(dtype).eps / 2
-    hidden = weight.size(1)
-    gamma = hidden * 2.0**-24 / (1 - hidden * 2.0**-24)
-    return ScreenBound(
-        rel=2.0 * (4 * u + 2 * gamma),
-        norm2=weight.norm(dim=1),
-        norm1=weight.abs().sum(dim=1),
-        bias=2.0 * 2 * u * bias.abs() + 1e-6,
-    )
+# Relative slack on the bound for its own float32 evaluation, and an
+# absolute one for bf16 products flushed to zero (< 2^-126 each).
+_BOUND_SLACK = 1e-3
+_BOUND_ABS = 1e-30
+
+
+def _screen_weights(weight: Tensor, bias: Tensor, dtype: torch.dtype
+                    ) -> Tuple[Tensor, ScreenBound]:
+    # The bias rides along as one more input column (h gets a constant 1),
+    # so the low-precision product rounds only once, at its output.
+    low = torch.cat([weight, bias.view(-1, 1)], dim=1).to(dtype)
+    low_w, low_b = low[:, :-1].to(weight.dtype), low[:, -1].to(bias.dtype)
+    depth = low.size(1)
+    gamma = depth * 2.0**-24 / (1 - depth * 2.0**-24)
+    w_norm = weight.norm(dim=1)
+    dw_norm = (low_w - weight).norm(dim=1) + gamma * low_w.norm(dim=1)
+    db = (low_b - bias).abs() + gamma * low_b.abs()
+    bound = ScreenBound(unit=torch.finfo(dtype).eps / 2, w_norm=w_norm,
+                        dw_norm=dw_norm, db=db,
+                        w_norm_max=float(w_norm.max()),
+                        dw_norm_max=float(dw_norm.max()),
+                        db_max=float(db.max()))
+    return low, bound
+
+
+def _screen_scores(h: Tensor, screen: Tensor
+                   ) -> Tuple[Tensor, Tensor, Tensor]:
+    # The screened scores and, per row, |h~ - h| and |h~|.
+    low = h.to(screen.dtype)
+    low_f = low.to(h.dtype)
+    diff = (low_f - h).norm(dim=1)  # exact differences (Sterbenz)
+    ones = torch.ones(h.size(0), 1, dtype=low.dtype, device=h.device)
+    approx = F.linear(torch.cat([low, ones], dim=1), screen)
+    return approx, diff, low_f.norm(dim=1)
+
+
+def _unround(score: Tensor, unit: float) -> Tensor:
+    # The largest value that rounds to `score` (relative rounding <= u),
+    # i.e. the monotone upper bound o / (1 -/+ u) of the accumulated sum.
+    score = score.to(torch.float32)
+    return torch.where(score >= 0, score / (1 - unit), score / (1 + unit))
+
+
+@contextmanager
+def _float32_accumulation(device: torch.device) -> Iterator[None]:
+    # The screening bound assumes float32 accumulation; cuBLAS may otherwise
+    # reduce split-K partial sums in bfloat16.
+    if device.type != 'cuda':
+        yield
+        return
+    flags = torch.backends.cuda.matmul
+    before = flags.allow_bf16_reduced_precision_reduction
+    flags.allow_bf16_reduced_precision_reduction = False
+    try:
+        yield
+    finally:
+        flags.allow_bf16_reduced_precision_reduction = before
 
 
 def _rescore(h: Tensor, cand: Tensor, weight: Tensor, bias: Tensor,
@@ -89,9 +130,9 @@ def _rescore(h: Tensor, cand: Tensor, weight: Tensor, bias: Tensor,
     # gathered weights small enough for the allocator to recycle.
     out = torch.empty(cand.shape, dtype=h.dtype, device=h.device)
     for i in range(0, h.size(0), chunk):
-        c = cand[i:i + chunk]
-        prod = F.embedding(c, weight).mul_(h[i:i + chunk].unsqueeze(1))
-        out[i:i + chunk] = prod.sum(dim=-1)
+        rows = F.embedding(cand[i:i + chunk], weight)  # [chunk, m, H]
+        out[i:i + chunk] = torch.bmm(
+            rows, h[i:i + chunk].unsqueeze(-1)).squeeze(-1)
     return out.add_(F.embedding(cand, bias.view(-1, 1)).squeeze(-1))
 
 
@@ -200,8 +241,8 @@ class Denoiser(Module):
             shift[t] = coef1[t] * b2_w1 + emb[t - 1] - coef2[t] * emb[t]
         screen, bound = None, None
         if screen_dtype is not None:
-            screen = w2.to(screen_dtype)
-            bound = _screen_bound(w2, self.lin2.bias, screen_dtype)
+            screen, bound = _screen_weights(w2, self.lin2.bias,
+                                            screen_dtype)
         return ReverseFold(
             w1_x_t=w1_x.t().contiguous(),
             w2_w1=w2.t().matmul(w1_x.t()).to(hidden_dtype or w2.dtype),
@@ -278,53 +319,63 @@ class Denoiser(Module):
         r"""The top-:obj:`k` item indices of :meth:`decode`, ``[B, k]``.
 
         With a screening fold (:meth:`fold_reverse` with
-        :obj:`screen_dtype`), the scores :math:`\tilde{s}` are first computed
-        in the low precision, with the rigorous error bound
+        :obj:`screen_dtype`), the scores are first computed from the rounded
+        :math:`\tilde{\mathbf{h}}_b` and :math:`[\tilde{\mathbf{w}}_i,
+        \tilde{b}_i]` (the bias as one more column) in the low precision,
+        accumulated in float32 and rounded once to
+        :math:`\tilde{s}_{bi}`. Since :math:`\tilde{\mathbf{h}}\cdot
+        \tilde{\mathbf{w}} - \mathbf{h}\cdot\mathbf{w} =
+        \tilde{\mathbf{h}}\cdot\delta\mathbf{w} + \delta\mathbf{h}
+        \cdot\mathbf{w}`, Cauchy-Schwarz gives the rigorous bound
 
         .. math::
-            |\tilde{s}_{bi} - s_{bi}| \leq \epsilon_{bi} = 2\big((4u +
-            2\gamma_H) \min(\lVert\mathbf{h}_b\rVert_2
-            \lVert\mathbf{w}_i\rVert_2, \lVert\mathbf{h}_b\rVert_\infty
-            \lVert\mathbf{w}_i\rVert_1) + 2u |b_i|\big)
+            s_{bi} \leq \bar{s}_{bi} + \lVert\delta\mathbf{h}_b\rVert
+            \lVert\mathbf{w}_i\rVert +
+            \lVert\tilde{\mathbf{h}}_b\rVert \big(\lVert\delta
+            \mathbf{w}_i\rVert + \gamma \lVert\tilde{\mathbf{w}}_i
+            \rVert\big) + |\delta b_i| + \gamma |\tilde{b}_i|
 
-        (:math:`u` the unit roundoff of the screening dtype,
-        :math:`\gamma_H` the float32 accumulation bound over :math:`H`
-        terms, 2 a safety factor). The best :obj:`k` + :obj:`margin` screened
-        items of a row are rescored exactly; the row is done if its
-        :obj:`k`-th exact score :math:`v_b` beats
-        :math:`\tilde{s}_{bi} + \max_i \epsilon_{bi}` of the other items.
-        Otherwise every item with :math:`\tilde{s}_{bi} + \epsilon_{bi} \geq
-        v_b` is rescored exactly (or, beyond :obj:`max_candidates` of them,
-        the whole row). Items left out provably score below :math:`v_b`, so
-        the result is the full-precision top-:obj:`k` (up to float32 rounding
-        and ties).
+        with :math:`\bar{s}_{bi} = \tilde{s}_{bi} / (1 \mp u)` the
+        largest sum that rounds to :math:`\tilde{s}_{bi}` (:math:`u` the
+        unit roundoff of the screening dtype, :math:`\gamma = \gamma_{H+1}`
+        the float32 accumulation bound). It uses the actual rounding errors
+        :math:`\delta`, not their worst case, so it is tight.
+
+        The best :obj:`k` + :obj:`margin` screened items of a row are
+        rescored exactly; the row is done if its :obj:`k`-th exact score
+        :math:`v_b` beats the bound of every other item (with the largest
+        item norms). Otherwise every item whose own bound reaches
+        :math:`v_b` is rescored exactly (or, beyond :obj:`max_candidates` of
+        them, the whole row). Items left out provably score below
+        :math:`v_b`, so the result is the full-precision top-:obj:`k` (up to
+        float32 rounding and ties).
         """
         if fold is None or fold.screen is None or fold.bound is None or \
                 k + margin >= self.num_items:
             return self.decode(h).topk(k, dim=1).indices
         w2, b2 = self.lin2.weight, self.lin2.bias
         bound = fold.bound
-        approx = F.linear(h.to(fold.screen.dtype), fold.screen)
-        approx = approx.add_(b2.to(approx.dtype))
+        with _float32_accumulation(h.device):
+            approx, dh_norm, h_norm = _screen_scores(h, fold.screen)
         approx_val, cand = approx.topk(k + margin, dim=1)
         exact = _rescore(h, cand, w2, b2)
         val, pos = exact.topk(k, dim=1)
         out = cand.gather(1, pos)
 
-        h_norm2, h_norm_inf = h.norm(dim=1), h.abs().amax(dim=1)
-        row_eps = torch.minimum(h_norm2 * bound.norm2.max(),
-                                h_norm_inf * bound.norm1.max())
-        row_eps = row_eps * bound.rel + bound.bias.max()
-        ok = val[:, -1] > approx_val[:, -1].to(val.dtype) + row_eps
+        slack = 1.0 + _BOUND_SLACK
+        row_eps = (dh_norm * bound.w_norm_max + h_norm * bound.dw_norm_max +
+                   bound.db_max)
+        upper = _unround(approx_val[:, -1], bound.unit) + row_eps * slack
+        ok = val[:, -1] > upper + _BOUND_ABS
         if bool(ok.all()):
             return out
 
         # Second level: the per-item bound on the rows not yet certified.
         bad = (~ok).nonzero().view(-1)
-        eps = torch.minimum(torch.outer(h_norm2[bad], bound.norm2),
-                            torch.outer(h_norm_inf[bad], bound.norm1))
-        eps = eps.mul_(bound.rel).add_(bound.bias)
-        upper = eps.add_(approx[bad].to(eps.dtype))
+        eps = torch.outer(dh_norm[bad], bound.w_norm)
+        eps = eps.add_(torch.outer(h_norm[bad], bound.dw_norm))
+        eps = eps.add_(bound.db).mul_(slack)
+        upper = eps.add_(_unround(approx[bad], bound.unit)).add_(_BOUND_ABS)
         mask = upper >= val[bad, -1:]
         count = mask.sum(dim=1)
         small = count <= max_candidates

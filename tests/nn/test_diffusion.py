@@ -194,3 +194,29 @@ def test_low_precision_hidden_is_close():
     exact = den.reverse_hidden(x0, diff.fold(den))
     low = den.reverse_hidden(x0, diff.fold(den, hidden_dtype=torch.bfloat16))
     assert (exact - low).abs().max() < 5e-2
+
+
+@pytest.mark.parametrize('scale', [1e-3, 1.0, 30.0])
+def test_screen_bound_is_rigorous_and_tight(scale):
+    from pyg_mmrec.nn.denoiser import _screen_scores, _unround
+    torch.manual_seed(4)
+    den = Denoiser(300, hidden_channels=64).eval()
+    with torch.no_grad():
+        den.lin2.bias.normal_(0.0, 0.05)
+    fold = GaussianDiffusion().fold(den, torch.bfloat16)
+    bound = fold.bound
+    h = torch.tanh(torch.randn(128, 64) * 2) * scale
+    approx, dh_norm, h_norm = _screen_scores(h, fold.screen)
+    assert approx.dtype == torch.bfloat16
+    exact = (h.double() @ den.lin2.weight.double().t() +
+             den.lin2.bias.double())
+    eps = (torch.outer(dh_norm, bound.w_norm) +
+           torch.outer(h_norm, bound.dw_norm) + bound.db).double()
+    upper = _unround(approx, bound.unit).double() + eps
+    assert bool((exact <= upper).all())
+    lower = _unround(approx, -bound.unit).double() - eps
+    assert bool((exact >= lower).all())
+    # Far tighter than the worst case 4u (|h| |w| + |b|) of bf16 inputs.
+    worst = 4 * bound.unit * (torch.outer(h.norm(dim=1), bound.w_norm) +
+                              den.lin2.bias.abs())
+    assert bool((eps < 0.5 * worst.double()).all())

@@ -143,3 +143,16 @@ def test_bad_input():
                        r"'textual' \(data has: visual, acoustic\)"):
         DiffusionGraph(diff, {'textual': dens['visual']})(tiny_data())
     assert 'keep_rate=1.0' in repr(DiffusionGraph(diff, dens))
+
+
+@pytest.mark.parametrize('avx512_bf16,amx,expected', [
+    (True, False, torch.bfloat16), (False, True, torch.bfloat16),
+    (False, False, None)])
+def test_default_screen_dtype_follows_native_bf16(monkeypatch, avx512_bf16,
+                                                  amx, expected):
+    from pyg_mmrec.transforms.diffusion_graph import default_screen_dtype
+    monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported',
+                        lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+    assert default_screen_dtype(torch.device('cpu')) is expected
+    assert default_screen_dtype(torch.device('cuda')) is torch.bfloat16
