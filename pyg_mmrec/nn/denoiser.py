@@ -49,7 +49,7 @@ class ReverseFold(NamedTuple):
     shift: Tensor  # [T, H]: constant part of p_{t-1} (row 0 unused)
     coef1: Tuple[float, ...]
     coef2: Tuple[float, ...]
-    screen: Optional[Tensor]  # [I, H] low-precision output weights
+    screen: Optional[Tensor]  # [I, H + 1] low-precision [W_2, b_2]
     bound: Optional['ScreenBound']
 
 
