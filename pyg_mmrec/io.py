@@ -2,6 +2,7 @@ r"""Crash-safe file writing: write to a temporary file, then rename."""
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from typing import Any, Iterator
 
@@ -40,3 +41,16 @@ def save_json(obj: Any, path: str) -> None:
         with open(tmp, 'w') as f:
             json.dump(obj, f, indent=2)
             f.write('\n')
+
+
+def copy_file(src: str, dst: str) -> None:
+    r"""Atomically makes :obj:`dst` a copy of :obj:`src`: a hard link where
+    the file system allows one (the writers here replace files by renaming,
+    never in place, so the two names cannot diverge by mutation), else a
+    byte copy."""
+    with atomic_path(dst) as tmp:
+        os.remove(tmp)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)

@@ -16,7 +16,7 @@ from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
 from pyg_mmrec.errors import CheckpointError, ConfigError, describe
 from pyg_mmrec.evaluation import RankingEvaluator
-from pyg_mmrec.io import save_json, save_torch
+from pyg_mmrec.io import copy_file, save_json, save_torch
 from pyg_mmrec.nn.models.base import Recommender
 from pyg_mmrec.train.config import TrainConfig, apply_overrides
 from pyg_mmrec.train.loop import TrainState, fit
@@ -218,14 +218,17 @@ def train(options: RunOptions) -> dict:
         previous_best = osp.join(osp.dirname(options.resume), 'checkpoint.pt')
         if (osp.isfile(previous_best) and
                 osp.abspath(previous_best) != osp.abspath(best_path)):
-            save_torch(torch.load(previous_best, weights_only=True),
-                       best_path)
+            copy_file(previous_best, best_path)
 
     def on_epoch_end(state: TrainState, improved: bool) -> None:
         ckpt = _checkpoint(options, configs, model, optimizer, state)
+        # One serialisation per epoch: DiffMM's denoisers and their Adam
+        # states make a TikTok checkpoint about 335 MB.
         if improved:
             save_torch(ckpt, best_path)
-        save_torch(ckpt, last_path)
+            copy_file(best_path, last_path)
+        else:
+            save_torch(ckpt, last_path)
         save_json(metrics_report(options.model, options.dataset, state),
                   metrics_path)
 
