@@ -4,6 +4,7 @@ import os.path as osp
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -46,3 +47,30 @@ def test_mmssl_memory_epoch_is_measured_or_marked_extrapolated(
     assert result['device'] == 'cpu' and result['peak_cuda_gib'] is None
     assert 0 < result['peak_rss_gib_after_data'] <= result['peak_rss_gib']
     assert osp.getsize(tmp_path / 'mmssl_memory.png') > 0
+
+
+def test_generated_graph_benchmark_reports_ratio_and_phases(
+        make_dataset, tiny_features):
+    rng = np.random.default_rng(0)
+    num_users, num_items = 30, 40
+    train = sorted({(int(u), int(rng.integers(num_items)))
+                    for u in range(num_users) for _ in range(4)})
+    splits = {'train': train, 'val': [(0, 5)], 'test': [(1, 6)]}
+    root = make_dataset('diffmm', splits=splits,
+                        features=tiny_features(num_items=num_items),
+                        shapes={s: (num_users, num_items) for s in splits})
+    out = subprocess.run(
+        [sys.executable, osp.join(ROOT, 'benchmarks', 'generated_graph.py'),
+         '--root', str(root), '--denoisers', '2', '--repeats', '1',
+         '--screen-dtype', 'bfloat16', '--train-batch-size', '8'],
+        check=True, capture_output=True, text=True).stdout
+    result = json.loads(out)
+    assert (result['num_users'], result['num_items']) == (30, 40)
+    assert result['ratio'] == pytest.approx(
+        result['graph_build_seconds'] / result['train_pass_seconds'],
+        abs=1e-3)
+    assert result['screen_dtype'] == 'bfloat16'
+    phases = {'fold', 'hidden_steps', 'decode_topk'}
+    assert set(result['build_phase_seconds']) == phases
+    # The screened, hidden-space build is the literal process.
+    assert result['fast_path_top_k_agreement_with_literal'] == 1.0
