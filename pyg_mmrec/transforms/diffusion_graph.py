@@ -45,7 +45,7 @@ def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
         layout (torch.layout): :obj:`torch.strided` (dense) or
             :obj:`torch.sparse_csr`.
     """
-    ptr, cols = gather_rows(rowptr, col, index)
+    ptr, row, cols = csr_row_entries(rowptr, col, index)
     if layout == torch.sparse_csr:
         values = torch.ones(cols.numel(), dtype=dtype, device=col.device)
         with warnings.catch_warnings():
@@ -59,9 +59,6 @@ def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
                          f'got {layout}')
     out = torch.zeros(index.numel(), num_items, dtype=dtype,
                       device=col.device)
-    row = torch.repeat_interleave(
-        torch.arange(index.numel(), device=col.device), ptr.diff(),
-        output_size=cols.numel())
     out[row, cols] = 1.0
     return out
 
