@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 import torch
 
+from common import TIKTOK_ROOT
 from pyg_mmrec.data import (
     INTERACTS,
     MODALITIES,
@@ -31,11 +32,6 @@ from pyg_mmrec.transforms.diffusion_graph import (
     default_screen_dtype,
     interaction_rows,
 )
-
-
-TIKTOK_ROOT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
-    'shared', 'datasets', 'tiktok-dev')
 
 
 def training_pass(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],

@@ -24,7 +24,6 @@ import json
 import os
 import os.path as osp
 import platform
-import resource
 import sys
 import time
 import warnings
@@ -35,17 +34,13 @@ warnings.filterwarnings('ignore', category=UserWarning)
 
 from torch_geometric.data import HeteroData  # noqa: E402
 
+from common import peak_rss_gib  # noqa: E402
 from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
 from pyg_mmrec.nn.models.mmssl import MMSSLConfig, build_mmssl  # noqa: E402
 from pyg_mmrec.train.run import resolve_device  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 AMAZON_BOOK = dict(num_users=52_643, num_items=91_599, num_edges=2_984_108)
-
-
-def peak_rss_gib() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def synthetic_interactions(num_users: int, num_items: int, num_edges: int,

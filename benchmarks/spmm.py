@@ -35,6 +35,7 @@ import torch_geometric
 import torch_geometric.typing
 from torch_geometric.nn import LGConv
 
+from common import TIKTOK_ROOT
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.sparse import DEFAULT_BACKEND, to_adj
@@ -66,11 +67,6 @@ PEAK_BANDWIDTH_GBS: List[Tuple[str, float]] = [
 # Bytes per element of the scatter path's [nnz, d] message tensors; several
 # live at once in forward + backward.
 SCATTER_COPIES = 4
-
-
-TIKTOK_ROOT = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), '..',
-    'shared', 'datasets', 'tiktok-dev')
 
 
 def parse_size(text: str) -> Tuple[int, int, int]:

@@ -18,7 +18,6 @@ import json
 import os
 import os.path as osp
 import platform
-import resource
 import sys
 import time
 import warnings
@@ -27,6 +26,7 @@ import torch
 
 warnings.filterwarnings('ignore', category=DeprecationWarning)
 
+from common import peak_rss_gib  # noqa: E402
 from pyg_mmrec.train.config import parse_overrides  # noqa: E402
 from pyg_mmrec.train.loop import run_epoch  # noqa: E402
 from pyg_mmrec.train.run import (  # noqa: E402
@@ -36,11 +36,6 @@ from pyg_mmrec.train.run import (  # noqa: E402
 )
 
 HERE = osp.dirname(osp.abspath(__file__))
-
-
-def peak_rss_gib() -> float:
-    # ru_maxrss is in KiB on Linux.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def main() -> None:
