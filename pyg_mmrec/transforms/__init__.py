@@ -6,7 +6,6 @@ from pyg_mmrec.transforms.diffusion_graph import (
     DiffusionGraph,
     default_screen_dtype,
     diffusion_topk_edges,
-    gather_rows,
     interaction_rows,
 )
 from pyg_mmrec.transforms.adversarial import (
@@ -22,7 +21,7 @@ from pyg_mmrec.transforms.adversarial import (
 
 __all__ = [
     'SymmetricNorm', 'OneSidedNorm', 'DiffusionGraph', 'diffusion_topk_edges',
-    'interaction_rows', 'gather_rows', 'default_screen_dtype',
+    'interaction_rows', 'default_screen_dtype',
     'AdversarialGraph', 'preference_rows', 'gumbel_sharpen',
     'preference_topk_edges', 'num_generated_items',
     'projected_preference_rows', 'projected_real_rows',

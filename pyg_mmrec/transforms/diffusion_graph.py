@@ -21,14 +21,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pyg_mmrec.nn.diffusion import GaussianDiffusion
 
 
-def gather_rows(rowptr: Tensor, col: Tensor,
-                index: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""The CSR ``(rowptr, col)`` of the rows :obj:`index` of the CSR matrix
-    ``(rowptr, col)``, vectorised (no loop over rows)."""
-    ptr, _, cols = csr_row_entries(rowptr, col, index)
-    return ptr, cols
-
-
 def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
                      num_items: int, dtype: torch.dtype = torch.float32,
                      layout: torch.layout = torch.strided) -> Tensor:
