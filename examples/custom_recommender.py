@@ -21,8 +21,7 @@ from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn import (CrossModalAttention, ModalityProjection,
                           SymNormConv, bpr_loss, to_adj)
 from pyg_mmrec.nn.models import Recommender
-from pyg_mmrec.train.config import TrainConfig
-from pyg_mmrec.train.loop import fit
+from pyg_mmrec.train import TrainConfig, fit
 from pyg_mmrec.transforms import SymmetricNorm
 
 

@@ -18,8 +18,7 @@ from pyg_mmrec.data.synthetic import make_synthetic
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
 from pyg_mmrec.nn.models.diffmm import build_diffmm
-from pyg_mmrec.train.config import TrainConfig
-from pyg_mmrec.train.loop import fit
+from pyg_mmrec.train import TrainConfig, fit
 
 
 def main() -> None:

@@ -22,8 +22,7 @@ from pyg_mmrec.data.synthetic import make_synthetic
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.mmssl import MMSSL_PRESETS, MMSSLConfig
 from pyg_mmrec.nn.models.mmssl import build_mmssl
-from pyg_mmrec.train.config import TrainConfig
-from pyg_mmrec.train.loop import fit
+from pyg_mmrec.train import TrainConfig, fit
 
 
 def main() -> None:
