@@ -200,8 +200,18 @@ class Denoiser(Module):
             ``[B, I]`` predicted clean rows :math:`\hat{\mathbf{x}}_0`.
         """
         emb = self.time_embedding(t).to(x.dtype)
-        h = torch.tanh(self.lin1(torch.cat([self.dropout(x), emb], dim=-1)))
+        h = torch.tanh(self.lin1(torch.cat([self._dropout(x), emb], dim=-1)))
         return self.lin2(h)
+
+    def _dropout(self, x: Tensor) -> Tensor:
+        p = self.dropout.p
+        if not self.training or p == 0.0 or p == 1.0 or x.is_cuda:
+            return self.dropout(x)
+        # The same distribution as Dropout, whose CPU Bernoulli sampler is
+        # about 3x slower than a uniform draw: on [B, I] rows it took a fifth
+        # of a diffusion training step.
+        keep = torch.rand_like(x) >= p
+        return (x * keep).mul_(1.0 / (1.0 - p))
 
     @torch.no_grad()
     def fold_reverse(self, coef1: Sequence[float], coef2: Sequence[float],

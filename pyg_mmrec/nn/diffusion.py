@@ -135,7 +135,7 @@ class GaussianDiffusion(Module):
                                 dtype=x0.dtype, device=x0.device)
         a = self._take(self.alphas_cumprod.sqrt(), t, x0)
         b = self._take((1.0 - self.alphas_cumprod).sqrt(), t, x0)
-        return a * x0 + b * noise
+        return torch.addcmul(b * noise, a, x0)
 
     def posterior_mean(self, x0_hat: Tensor, x_t: Tensor, t: Tensor) -> Tensor:
         r"""The posterior mean :math:`c^1_t \hat{\mathbf{x}}_0 + c^2_t

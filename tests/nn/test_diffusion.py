@@ -131,6 +131,30 @@ def test_denoiser_layers_and_time_embedding():
     assert 'Denoiser(7, hidden_channels=5' in repr(den)
 
 
+@pytest.mark.parametrize('p', [0.5, 0.2])
+def test_denoiser_input_dropout(p):
+    den = Denoiser(7, hidden_channels=5, dropout=p)
+    x = torch.rand(400, 1000) + 0.5
+    torch.manual_seed(0)
+    out = den._dropout(x)
+    dropped = out == 0
+    # Each entry is dropped with probability p; survivors are x / (1 - p).
+    assert abs(dropped.float().mean().item() - p) < 0.01
+    assert torch.allclose(out[~dropped], x[~dropped] / (1 - p))
+    # It is the dropout of the forward pass: fixing the seed fixes both.
+    t = torch.zeros(3, dtype=torch.long)
+    rows = x[:3, :7]
+    torch.manual_seed(1)
+    mask = den._dropout(rows) != 0
+    emb = den.time_embedding(t)
+    ref = den.lin2(torch.tanh(den.lin1(torch.cat(
+        [rows * mask / (1 - p), emb], dim=1))))
+    torch.manual_seed(1)
+    assert torch.allclose(den(rows, t), ref, atol=1e-6)
+    den.eval()
+    assert den._dropout(x) is x
+
+
 def test_denoiser_init_scale():
     torch.manual_seed(0)
     den = Denoiser(400, hidden_channels=300)
