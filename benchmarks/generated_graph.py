@@ -71,11 +71,10 @@ def build_phases(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
     the weights, the hidden-space reverse steps and the top-k decode (the
     rest of a build is the normalisation and the edge drop)."""
     times = {'fold': 0.0, 'hidden_steps': 0.0, 'decode_topk': 0.0}
-    low = None if hidden_dtype == torch.float32 else hidden_dtype
     for den in denoisers.values():
         den.eval()
         t0 = time.perf_counter()
-        fold = diffusion.fold(den, screen_dtype, low)
+        fold = diffusion.fold(den, screen_dtype, hidden_dtype)
         times['fold'] += time.perf_counter() - t0
         for start in range(0, num_users, batch_size):
             users = torch.arange(start, min(start + batch_size, num_users))
@@ -146,15 +145,15 @@ def main() -> None:
                   0.1, gen, bf16=args.train_bf16)
     train_s = time.perf_counter() - t0
 
-    screen_dtype = {'auto': 'auto', 'none': None,
+    hidden_dtype = getattr(torch, args.hidden_dtype)
+    screen_dtype = {'auto': default_screen_dtype(torch.device('cpu')),
+                    'none': None,
                     'bfloat16': torch.bfloat16}[args.screen_dtype]
-    if screen_dtype == 'auto':
-        screen_dtype = default_screen_dtype(torch.device('cpu'))
     transform = DiffusionGraph(diffusion, denoisers, k=args.k,
                                keep_rate=args.keep_rate,
                                batch_size=args.build_batch_size,
                                screen_dtype=screen_dtype,
-                               hidden_dtype=getattr(torch, args.hidden_dtype),
+                               hidden_dtype=hidden_dtype,
                                generator=torch.Generator().manual_seed(1))
     builds = []
     for _ in range(args.repeats):
@@ -164,7 +163,7 @@ def main() -> None:
     build_s = min(builds)
     phases = build_phases(diffusion, denoisers, rowptr, col, num_users,
                           num_items, args.build_batch_size, args.k,
-                          screen_dtype, getattr(torch, args.hidden_dtype))
+                          screen_dtype, hidden_dtype)
 
     # Exactness of the fast path: the literal T-step process on a sample.
     sample = torch.arange(0, num_users, max(1, num_users // 512))

@@ -67,11 +67,9 @@ def default_screen_dtype(device: torch.device) -> Optional[torch.dtype]:
     by the screen, and the decode takes 0.41 s instead of 1.01 s per
     denoiser on 2 AVX512-BF16 cores; without native bf16 the screen's
     products are slower than float32."""
-    if device.type == 'cuda':
-        return torch.bfloat16
-    if device.type == 'cpu' and _cpu_has_native_bf16():
-        return torch.bfloat16
-    return None
+    native = device.type == 'cuda' or (device.type == 'cpu' and
+                                       _cpu_has_native_bf16())
+    return torch.bfloat16 if native else None
 
 
 @torch.no_grad()
