@@ -64,12 +64,12 @@ class FusedLightGCN(Recommender):
 
     def loss(self, data, users, pos_items, neg_items):
         user, item = self(data)
-        u = user[users]
-        bpr = bpr_loss((u * item[pos_items]).sum(-1),
-                       (u * item[neg_items]).sum(-1))
-        ego = self.embedding.weight
-        reg = self.reg_weight * (ego[users].pow(2).sum() + ego[
-            self.num_users + pos_items].pow(2).sum()) / users.numel()
+        # index_select, not user[users]: a deterministic backward on CPU
+        u = user.index_select(0, users)
+        bpr = bpr_loss((u * item.index_select(0, pos_items)).sum(-1),
+                       (u * item.index_select(0, neg_items)).sum(-1))
+        ego = self.embedding(torch.cat([users, self.num_users + pos_items]))
+        reg = self.reg_weight * ego.pow(2).sum() / users.numel()
         return bpr + reg, {'bpr': bpr.item()}
 
 

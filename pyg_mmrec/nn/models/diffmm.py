@@ -296,9 +296,12 @@ class DiffMM(Recommender):
         \|\mathbf{E}_i\|^2) + \lambda_{ssl} \mathcal{L}_{views}`."""
         cfg = self.config
         e, views = self.embeddings(data, with_views=cfg.ssl_weight > 0)
-        u = e[users]
-        pos = (u * e[self.num_users + pos_items]).sum(-1)
-        neg = (u * e[self.num_users + neg_items]).sum(-1)
+        # index_select, not e[users]: the backward of advanced indexing
+        # accumulates repeated rows with atomic adds on CPU, so the same
+        # seed would not give the same model.
+        u = e.index_select(0, users)
+        pos = (u * e.index_select(0, self.num_users + pos_items)).sum(-1)
+        neg = (u * e.index_select(0, self.num_users + neg_items)).sum(-1)
         bpr = bpr_loss(pos, neg)
         reg = cfg.reg_weight * (self.user_emb.pow(2).sum() +
                                 self.item_emb.pow(2).sum())

@@ -63,9 +63,11 @@ class LightGCNRecommender(Recommender):
     def loss(self, data: HeteroData, users: Tensor, pos_items: Tensor,
              neg_items: Tensor) -> Tuple[Tensor, Dict[str, float]]:
         user_emb, item_emb = self(data)
-        u = user_emb[users]
-        pos = (u * item_emb[pos_items]).sum(-1)
-        neg = (u * item_emb[neg_items]).sum(-1)
+        # index_select: its backward is deterministic on CPU, unlike that
+        # of user_emb[users] with repeated users.
+        u = user_emb.index_select(0, users)
+        pos = (u * item_emb.index_select(0, pos_items)).sum(-1)
+        neg = (u * item_emb.index_select(0, neg_items)).sum(-1)
         node_id = torch.cat([users, pos_items + self.num_users,
                              neg_items + self.num_users])
         loss = self.lightgcn.recommendation_loss(
