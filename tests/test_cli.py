@@ -65,6 +65,8 @@ def test_train_writes_metrics_and_checkpoint(trained):
         set(metrics)
     assert metrics['model'] == 'lightgcn'
     assert metrics['dataset'] == 'synthetic'
+    assert metrics['seed'] == 0
+    assert metrics['threads'] == torch.get_num_threads()
     assert isinstance(metrics['best_epoch'], int)
     assert set(metrics['val']) == METRIC_KEYS
     assert set(metrics['test']) == METRIC_KEYS
@@ -83,11 +85,12 @@ def test_train_writes_metrics_and_checkpoint(trained):
 
 def test_train_prints_summary(tmp_path, capsys):
     status, out, err = run(['train', *TINY, '--epochs', '1', '--quiet',
-                            '--out', str(tmp_path)], capsys)
+                            '--seed', '3', '--out', str(tmp_path)], capsys)
     assert status == 0
     summary = json.loads(out)
     with open(tmp_path / 'metrics.json') as f:
         metrics = json.load(f)
+    assert metrics['seed'] == 3
     assert summary == {k: metrics[k]
                        for k in ('model', 'best_epoch', 'val', 'test')}
     assert str(tmp_path / 'metrics.json') in err

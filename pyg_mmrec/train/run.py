@@ -96,8 +96,11 @@ def build_optimizer(model: Recommender,
     return model.configure_optimizer(config.lr)
 
 
-def metrics_report(model: str, dataset: str, state: TrainState) -> dict:
-    r"""The ``metrics.json`` document (see DESIGN.md)."""
+def metrics_report(model: str, dataset: str, state: TrainState,
+                   seed: Optional[int] = None) -> dict:
+    r"""The ``metrics.json`` document (see DESIGN.md). It also records the
+    seed and the number of CPU threads: together they fix the result on
+    CPU (the thread count decides how float sums are split)."""
     return {
         'model': model,
         'dataset': dataset,
@@ -105,6 +108,8 @@ def metrics_report(model: str, dataset: str, state: TrainState) -> dict:
         'val': state.best_val,
         'test': state.best_test,
         'stopped_early': state.stopped_early,
+        'seed': seed,
+        'threads': torch.get_num_threads(),
         'epochs': state.history,
     }
 
@@ -229,14 +234,15 @@ def train(options: RunOptions) -> dict:
             copy_file(best_path, last_path)
         else:
             save_torch(ckpt, last_path)
-        save_json(metrics_report(options.model, options.dataset, state),
-                  metrics_path)
+        save_json(metrics_report(options.model, options.dataset, state,
+                                 train_config.seed), metrics_path)
 
     state = fit(model, data, run.sampler, optimizer, run.evaluator,
                 train_config,
                 state=state, on_epoch_end=on_epoch_end,
                 progress=options.progress)
-    report = metrics_report(options.model, options.dataset, state)
+    report = metrics_report(options.model, options.dataset, state,
+                            train_config.seed)
     save_json(report, metrics_path)
     return report
 
