@@ -60,9 +60,6 @@ class ScreenBound(NamedTuple):
     w_norm: Tensor  # [I]: |w_i|
     dw_norm: Tensor  # [I]: |w~_i - w_i| + gamma |w~_i|
     db: Tensor  # [I]: |b~_i - b_i| + gamma |b~_i|
-    w_norm_max: float
-    dw_norm_max: float
-    db_max: float
 
 
 # Relative slack on the bound for its own float32 evaluation, and an
@@ -83,10 +80,7 @@ def _screen_weights(weight: Tensor, bias: Tensor, dtype: torch.dtype
     dw_norm = (low_w - weight).norm(dim=1) + gamma * low_w.norm(dim=1)
     db = (low_b - bias).abs() + gamma * low_b.abs()
     bound = ScreenBound(unit=torch.finfo(dtype).eps / 2, w_norm=w_norm,
-                        dw_norm=dw_norm, db=db,
-                        w_norm_max=float(w_norm.max()),
-                        dw_norm_max=float(dw_norm.max()),
-                        db_max=float(db.max()))
+                        dw_norm=dw_norm, db=db)
     return low, bound
 
 
@@ -373,8 +367,8 @@ class Denoiser(Module):
         out = cand.gather(1, pos)
 
         slack = 1.0 + _BOUND_SLACK
-        row_eps = (dh_norm * bound.w_norm_max + h_norm * bound.dw_norm_max +
-                   bound.db_max)
+        row_eps = (dh_norm * bound.w_norm.max() +
+                   h_norm * bound.dw_norm.max() + bound.db.max())
         upper = _unround(approx_val[:, -1], bound.unit) + row_eps * slack
         ok = val[:, -1] > upper + _BOUND_ABS
         if bool(ok.all()):
