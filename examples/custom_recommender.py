@@ -20,7 +20,7 @@ from pyg_mmrec.data.synthetic import make_synthetic
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn import (CrossModalAttention, ModalityProjection,
                           SymNormConv, bpr_loss, to_adj)
-from pyg_mmrec.nn.models import Recommender
+from pyg_mmrec.nn.models import Recommender, batch_embeddings
 from pyg_mmrec.train import TrainConfig, fit
 from pyg_mmrec.transforms import SymmetricNorm
 
@@ -64,10 +64,9 @@ class FusedLightGCN(Recommender):
 
     def loss(self, data, users, pos_items, neg_items):
         user, item = self(data)
-        # index_select, not user[users]: a deterministic backward on CPU
-        u = user.index_select(0, users)
-        bpr = bpr_loss((u * item.index_select(0, pos_items)).sum(-1),
-                       (u * item.index_select(0, neg_items)).sum(-1))
+        u, pos, neg = batch_embeddings(user, item, users, pos_items,
+                                       neg_items)
+        bpr = bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))
         ego = self.embedding(torch.cat([users, self.num_users + pos_items]))
         reg = self.reg_weight * ego.pow(2).sum() / users.numel()
         return bpr + reg, {'bpr': bpr.item()}

@@ -11,6 +11,22 @@ from pyg_mmrec.data.hetero import num_users_items
 Batch = Tuple[Tensor, Tensor, Tensor]
 
 
+def batch_embeddings(user_emb: Tensor, item_emb: Tensor, users: Tensor,
+                     pos_items: Tensor, neg_items: Tensor
+                     ) -> Tuple[Tensor, Tensor, Tensor]:
+    r"""The embedding rows :math:`(\mathbf{e}_u, \mathbf{e}_{i^+},
+    \mathbf{e}_{i^-})` of a BPR batch.
+
+    Gathers with :meth:`~torch.Tensor.index_select`, whose backward
+    (:meth:`~torch.Tensor.index_add_`) is deterministic on CPU: the backward
+    of ``user_emb[users]`` adds repeated rows with atomic adds, so the same
+    seed would not reproduce a training run.
+    """
+    return (user_emb.index_select(0, users),
+            item_emb.index_select(0, pos_items),
+            item_emb.index_select(0, neg_items))
+
+
 class Recommender(torch.nn.Module):
     r"""Base class of the library's recommenders, in the style of PyG's
     :class:`~torch_geometric.nn.models.LightGCN`: :meth:`forward` returns

@@ -22,7 +22,7 @@ from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.nn.losses import bpr_loss, info_nce
-from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
 from pyg_mmrec.nn.projection import ModalityProjection
 from pyg_mmrec.nn.sparse import to_adj
 from pyg_mmrec.transforms.diffusion_graph import (
@@ -296,13 +296,10 @@ class DiffMM(Recommender):
         \|\mathbf{E}_i\|^2) + \lambda_{ssl} \mathcal{L}_{views}`."""
         cfg = self.config
         e, views = self.embeddings(data, with_views=cfg.ssl_weight > 0)
-        # index_select, not e[users]: the backward of advanced indexing
-        # accumulates repeated rows with atomic adds on CPU, so the same
-        # seed would not give the same model.
-        u = e.index_select(0, users)
-        pos = (u * e.index_select(0, self.num_users + pos_items)).sum(-1)
-        neg = (u * e.index_select(0, self.num_users + neg_items)).sum(-1)
-        bpr = bpr_loss(pos, neg)
+        # Items follow the users in e.
+        u, pos, neg = batch_embeddings(e, e, users, self.num_users + pos_items,
+                                       self.num_users + neg_items)
+        bpr = bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))
         reg = cfg.reg_weight * (self.user_emb.pow(2).sum() +
                                 self.item_emb.pow(2).sum())
         loss = bpr + reg

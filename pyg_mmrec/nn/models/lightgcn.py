@@ -11,7 +11,7 @@ from torch.nn import ModuleList
 from pyg_mmrec.data.hetero import INTERACTS, split_edge_index
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv import SymNormConv
-from pyg_mmrec.nn.models.base import Recommender
+from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
 from pyg_mmrec.nn.sparse import to_adj
 
 
@@ -63,11 +63,9 @@ class LightGCNRecommender(Recommender):
     def loss(self, data: HeteroData, users: Tensor, pos_items: Tensor,
              neg_items: Tensor) -> Tuple[Tensor, Dict[str, float]]:
         user_emb, item_emb = self(data)
-        # index_select: its backward is deterministic on CPU, unlike that
-        # of user_emb[users] with repeated users.
-        u = user_emb.index_select(0, users)
-        pos = (u * item_emb.index_select(0, pos_items)).sum(-1)
-        neg = (u * item_emb.index_select(0, neg_items)).sum(-1)
+        u, pos, neg = batch_embeddings(user_emb, item_emb, users, pos_items,
+                                       neg_items)
+        pos, neg = (u * pos).sum(-1), (u * neg).sum(-1)
         node_id = torch.cat([users, pos_items + self.num_users,
                              neg_items + self.num_users])
         loss = self.lightgcn.recommendation_loss(

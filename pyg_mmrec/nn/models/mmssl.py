@@ -30,7 +30,7 @@ from pyg_mmrec.nn.adversarial import (
 from pyg_mmrec.nn.conv.one_sided_norm_conv import OneSidedNormConv
 from pyg_mmrec.nn.fusion import CrossModalAttention
 from pyg_mmrec.nn.losses import bpr_loss, grace_info_nce
-from pyg_mmrec.nn.models.base import Batch, Recommender
+from pyg_mmrec.nn.models.base import Batch, Recommender, batch_embeddings
 from pyg_mmrec.nn.projection import ModalityProjection
 from pyg_mmrec.nn.sparse import to_adj
 from pyg_mmrec.transforms.adversarial import (
@@ -546,9 +546,8 @@ class MMSSL(Recommender):
         not trained by it. With :obj:`projected`, :obj:`fake` holds the
         rows' projections (:meth:`adversarial_projections`)."""
         cfg = self.config
-        u = emb.user.index_select(0, users)
-        pos = emb.item.index_select(0, pos_items)
-        neg = emb.item.index_select(0, neg_items)
+        u, pos, neg = batch_embeddings(emb.user, emb.item, users, pos_items,
+                                       neg_items)
         bpr = bpr_loss((u * pos).sum(-1), (u * neg).sum(-1))
         reg = cfg.reg_weight * (u.pow(2).sum() + pos.pow(2).sum() +
                                 neg.pow(2).sum()) / (2 * users.numel())
