@@ -3,7 +3,8 @@ r"""Errors raised for bad user input.
 Each error names the file (or option) at fault and the problem, in one line,
 so that the command line can print it without a traceback.
 """
-from typing import Optional
+import math
+from typing import Any, Dict, Optional, Sequence
 
 
 class MMRecError(Exception):
@@ -40,3 +41,58 @@ def describe(err: BaseException, path: Optional[str] = None) -> str:
     msg = str(err).strip().splitlines()[0] if str(err).strip() else ''
     msg = msg or err.__class__.__name__
     return f'{path}: {msg}' if path else msg
+
+
+def check_config(config: Any, *, at_least_one: Sequence[str] = (),
+                 positive: Sequence[str] = (),
+                 non_negative: Sequence[str] = (),
+                 probability: Sequence[str] = (),
+                 fraction: Sequence[str] = (),
+                 choices: Optional[Dict[str, Sequence[Any]]] = None) -> None:
+    r"""Raises a :class:`ConfigError` naming the first field of the dataclass
+    :obj:`config` that lies outside its range, so that a bad hyper-parameter
+    fails where it is set instead of deep inside training (or, worse, not at
+    all: a negative layer count silently propagates zero times).
+
+    Args:
+        config: The dataclass instance to check.
+        at_least_one: Fields that must be integers :math:`\geq 1` (sizes,
+            counts).
+        positive: Fields that must be finite and :math:`> 0` (learning
+            rates, temperatures).
+        non_negative: Fields that must be finite and :math:`\geq 0` (loss
+            weights, layer counts that may be zero).
+        probability: Fields in :math:`[0, 1)` (dropout rates).
+        fraction: Fields in :math:`(0, 1]` (keep rates).
+        choices: Fields that must take one of the listed values.
+    """
+    def fail(name: str, requirement: str) -> None:
+        raise ConfigError(f'{name} must be {requirement}, got '
+                          f'{getattr(config, name)!r}')
+
+    # Written as ``not (in range)`` so that NaN, which compares false with
+    # everything, is rejected too.
+    for name in at_least_one:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int):
+            fail(name, 'an integer')
+        if not value >= 1:
+            fail(name, '>= 1')
+    for name in positive:
+        if not getattr(config, name) > 0:
+            fail(name, '> 0')
+    for name in non_negative:
+        if not getattr(config, name) >= 0:
+            fail(name, '>= 0')
+    for name in (*positive, *non_negative):
+        if not math.isfinite(getattr(config, name)):
+            fail(name, 'finite')
+    for name in probability:
+        if not 0 <= getattr(config, name) < 1:
+            fail(name, 'in [0, 1)')
+    for name in fraction:
+        if not 0 < getattr(config, name) <= 1:
+            fail(name, 'in (0, 1]')
+    for name, allowed in (choices or {}).items():
+        if getattr(config, name) not in allowed:
+            fail(name, 'one of ' + ', '.join(repr(a) for a in allowed))

@@ -193,7 +193,12 @@ def test_dataset_with_nan_features(make_dataset, tiny_features, listing,
     (['--set', 'bogus=1'], "unknown option 'bogus'"),
     (['--set', 'train.epochs=many'], "cannot set 'train.epochs' to 'many'"),
     (['--set', 'novalue'], "override 'novalue' is not of the form"),
-    (['--epochs', '0'], 'epochs must be at least 1'),
+    (['--epochs', '0'], 'epochs must be >= 1, got 0'),
+    (['--lr', 'nan'], 'lr must be > 0, got nan'),
+    (['--model', 'diffmm', '--set', 'num_layers=-1'],
+     'num_layers must be >= 0, got -1'),
+    (['--model', 'mmssl', '--set', 'graph_rate=2'],
+     'graph_rate must be in (0, 1], got 2.0'),
     (['--set', 'data.num_users=1'], 'at least 2 users'),
 ])
 def test_bad_options(tmp_path, capsys, argv, match):
@@ -260,8 +265,8 @@ def test_real_process_exit_status(tmp_path):
 
 
 @pytest.mark.parametrize('model, override, message', [
-    ('diffmm', 'cl_method=5', 'cl_method must be 0 or 1'),
-    ('mmssl', 'num_layers=0', 'num_layers must be >= 1'),
+    ('diffmm', 'noise_min=0.5', 'need 0 < noise_min <= noise_max'),
+    ('mmssl', 'heads=3', 'heads must be >= 1 and divide channels'),
 ])
 def test_invalid_hyper_parameter_is_one_line_exit_2(tmp_path, capsys, model,
                                                     override, message):

@@ -7,7 +7,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from pyg_mmrec.data.hetero import INTERACTS, ITEM, MODALITIES, USER
-from pyg_mmrec.errors import ConfigError
+from pyg_mmrec.errors import ConfigError, check_config
 
 
 @dataclass
@@ -42,6 +42,9 @@ class SyntheticConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_config(self, at_least_one=('num_factors', 'feature_dim'),
+                     positive=('temperature', ),
+                     non_negative=('feature_noise', ))
         if self.num_users < 2 or self.num_items < 2:
             raise ConfigError('synthetic data needs at least 2 users and 2 '
                               'items')

@@ -139,6 +139,10 @@ def add_prepare_parser(subparsers: Any) -> None:
 def _config_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
     kwargs: Dict[str, Any] = {}
     if args.k_core is not None:
+        # Checked here: the config would name --user-k, which was not given.
+        if args.k_core < 0:
+            raise ConfigError(f'--k-core must be a non-negative integer, '
+                              f'got {args.k_core}')
         kwargs['user_k'] = kwargs['item_k'] = args.k_core
     simple = ('user_col', 'item_col', 'item_id_col', 'rating_col',
               'timestamp_col', 'ids', 'rating_threshold', 'user_k', 'item_k',

@@ -3,7 +3,7 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Iterable, List, Tuple
 
-from pyg_mmrec.errors import ConfigError
+from pyg_mmrec.errors import ConfigError, check_config
 
 
 @dataclass
@@ -32,14 +32,9 @@ class TrainConfig:
     device: str = 'auto'
 
     def __post_init__(self) -> None:
-        for name in ('epochs', 'batch_size', 'eval_batch_size', 'k'):
-            if getattr(self, name) < 1:
-                raise ConfigError(f'{name} must be at least 1, got '
-                                  f'{getattr(self, name)}')
-        if self.patience < 0:
-            raise ConfigError(f'patience must be >= 0, got {self.patience}')
-        if self.lr <= 0:
-            raise ConfigError(f'lr must be positive, got {self.lr}')
+        check_config(self, at_least_one=('epochs', 'batch_size',
+                                         'eval_batch_size', 'k'),
+                     non_negative=('patience', ), positive=('lr', ))
 
 
 def _convert(value: str, target: Any, key: str) -> Any:

@@ -157,6 +157,13 @@ def test_cli_prepare_and_recipe_rebuild(tables, tmp_path, tree, capsys):
     with pytest.raises(ConfigError, match='--recipe takes every option'):
         run_prepare(parse(['prepare', '--recipe', str(out / 'recipe.json'),
                            '--out', str(tmp_path / 'x'), '--seed', '1']))
+    # A bad --k-core is reported as --k-core, the option that was given.
+    with pytest.raises(ConfigError, match=r'^--k-core must be a non-negative '
+                       r'integer, got -1$'):
+        run_prepare(parse(['prepare', '--interactions', tables['inter.csv'],
+                           '--items', tables['items.csv'], '--out',
+                           str(tmp_path / 'y'), '--k-core', '-1']))
+    assert not (tmp_path / 'y').exists()
     # An existing data set is replaced only with --overwrite.
     with pytest.raises(ConfigError, match='pass --overwrite'):
         run_prepare(parse(['prepare', '--recipe', str(out / 'recipe.json'),

@@ -80,10 +80,14 @@ def test_bad_value_type(key, value, kind):
 
 
 @pytest.mark.parametrize('key,value,match', [
-    ('train.epochs', '0', 'epochs must be at least 1, got 0'),
+    ('train.epochs', '0', 'epochs must be >= 1, got 0'),
     ('train.patience', '-1', 'patience must be >= 0'),
-    ('train.lr', '0', 'lr must be positive'),
+    ('train.lr', '0', r'lr must be > 0, got 0\.0'),
+    ('train.lr', 'inf', 'lr must be finite, got inf'),
     ('data.num_users', '1', 'at least 2 users'),
+    ('data.feature_dim', '0', 'feature_dim must be >= 1, got 0'),
+    ('data.temperature', '0', 'temperature must be > 0, got 0.0'),
+    ('data.feature_noise', '-1', 'feature_noise must be >= 0, got -1.0'),
 ])
 def test_invalid_values_rejected_by_the_config(key, value, match):
     with pytest.raises(ConfigError, match=match):

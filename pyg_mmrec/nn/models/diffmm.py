@@ -16,6 +16,7 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     split_edge_index,
 )
+from pyg_mmrec.errors import check_config
 from pyg_mmrec.graph import csr_of
 from pyg_mmrec.nn.conv.modality_aware_conv import ModalityAwareConv
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
@@ -24,7 +25,7 @@ from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.nn.losses import bpr_loss, info_nce
 from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
 from pyg_mmrec.nn.projection import ModalityProjection
-from pyg_mmrec.nn.sparse import to_adj
+from pyg_mmrec.nn.sparse import BACKENDS, to_adj
 from pyg_mmrec.transforms.diffusion_graph import (
     DiffusionGraph,
     interaction_rows,
@@ -94,6 +95,20 @@ class DiffMMConfig:
     diffusion_bf16: bool = True
     backend: str = 'auto'
 
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            at_least_one=('embedding_dim', 'diffusion_steps',
+                          'denoiser_hidden', 'time_channels',
+                          'diffusion_batch_size', 'topk', 'cl_chunk_size'),
+            positive=('temperature', 'denoiser_lr', 'noise_scale',
+                      'noise_min', 'noise_max'),
+            non_negative=('num_layers', 'lambda_adj', 'lambda_ris',
+                          'reg_weight', 'ssl_weight', 'e_loss'),
+            fraction=('keep_rate', ),
+            choices=dict(cl_method=(0, 1), projection=('linear', 'leaky'),
+                         backend=BACKENDS))
+
 
 #: The reference README's per-data-set settings (everything else default).
 DIFFMM_PRESETS: Dict[str, Dict[str, object]] = {
@@ -148,9 +163,6 @@ class DiffMM(Recommender):
         super().__init__(num_users, num_items)
         if not feature_channels:
             raise ValueError('DiffMM needs at least one item modality')
-        if config.cl_method not in (0, 1):
-            raise ValueError(f'cl_method must be 0 or 1, got '
-                             f'{config.cl_method}')
         if config.cl_method == 0 and len(feature_channels) < 2:
             raise ValueError('cl_method=0 contrasts pairs of modality views '
                              'and needs at least two modalities')

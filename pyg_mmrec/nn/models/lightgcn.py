@@ -9,6 +9,7 @@ from torch_geometric.nn.models import LightGCN
 from torch.nn import ModuleList
 
 from pyg_mmrec.data.hetero import INTERACTS, split_edge_index
+from pyg_mmrec.errors import check_config
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv import SymNormConv
 from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
@@ -21,6 +22,10 @@ class LightGCNConfig:
     embedding_dim: int = 64
     num_layers: int = 3
     reg_weight: float = 1e-4
+
+    def __post_init__(self) -> None:
+        check_config(self, at_least_one=('embedding_dim', ),
+                     non_negative=('num_layers', 'reg_weight'))
 
 
 class LightGCNRecommender(Recommender):

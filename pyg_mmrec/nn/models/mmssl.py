@@ -20,6 +20,7 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     split_edge_index,
 )
+from pyg_mmrec.errors import check_config
 from pyg_mmrec.graph import csr_of
 from pyg_mmrec.nn.adversarial import (
     Discriminator,
@@ -32,7 +33,7 @@ from pyg_mmrec.nn.fusion import CrossModalAttention
 from pyg_mmrec.nn.losses import bpr_loss, grace_info_nce
 from pyg_mmrec.nn.models.base import Batch, Recommender, batch_embeddings
 from pyg_mmrec.nn.projection import ModalityProjection
-from pyg_mmrec.nn.sparse import to_adj
+from pyg_mmrec.nn.sparse import BACKENDS, to_adj
 from pyg_mmrec.transforms.adversarial import (
     AdversarialGraph,
     gumbel_sharpen,
@@ -164,6 +165,21 @@ class MMSSLConfig:
     preference_chunk_size: int = 0
     backend: str = 'auto'
 
+    def __post_init__(self) -> None:
+        check_config(
+            self,
+            at_least_one=('embedding_dim', 'num_layers', 'heads',
+                          'disc_hidden', 'graph_batch_size'),
+            positive=('cl_temperature', 'gumbel_temperature', 'disc_lr'),
+            non_negative=('id_weight', 'feature_weight', 'reg_weight',
+                          'feature_reg_weight', 'cl_weight', 'adv_weight',
+                          'gp_weight', 'gumbel_eta', 'kappa', 'weight_decay',
+                          'max_grad_norm', 'preference_chunk_size'),
+            probability=('feature_dropout', 'disc_dropout1', 'disc_dropout2',
+                         'disc_beta1', 'disc_beta2'),
+            fraction=('graph_rate', ),
+            choices=dict(discriminator=DISCRIMINATORS, backend=BACKENDS))
+
 
 # MODELS.md gives one set of MMSSL hyper-parameters and no per-data-set
 # differences; the presets start from it.
@@ -259,16 +275,6 @@ class MMSSL(Recommender):
         super().__init__(num_users, num_items)
         if not feature_channels:
             raise ValueError('MMSSL needs at least one item modality')
-        if config.discriminator not in DISCRIMINATORS:
-            raise ValueError(f"discriminator must be one of "
-                             f"{', '.join(DISCRIMINATORS)}, got "
-                             f"'{config.discriminator}'")
-        if config.num_layers < 1:
-            raise ValueError(f'num_layers must be >= 1, got '
-                             f'{config.num_layers}')
-        if config.max_grad_norm < 0:
-            raise ValueError(f'max_grad_norm must be >= 0, got '
-                             f'{config.max_grad_norm}')
         self.config = config
         self.modalities: List[str] = list(feature_channels)
         d = config.embedding_dim

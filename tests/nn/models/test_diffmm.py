@@ -124,7 +124,7 @@ def test_before_epoch_regenerates_graphs_from_denoisers():
 def test_invalid_configurations():
     with pytest.raises(ValueError, match='needs at least two modalities'):
         small_model(('visual', ), cl_method=0)
-    with pytest.raises(ValueError, match='cl_method must be 0 or 1'):
+    with pytest.raises(ValueError, match='cl_method must be one of 0, 1'):
         small_model(cl_method=2)
     with pytest.raises(ValueError, match='at least one item modality'):
         DiffMM(3, 3, {}, TINY_CONFIG)
