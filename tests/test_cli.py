@@ -229,12 +229,63 @@ def test_missing_checkpoint(tmp_path, capsys, command):
     _assert_usage_error(status, out, err, f'{path}: file not found')
 
 
-def test_corrupt_checkpoint(tmp_path, capsys):
-    path = tmp_path / 'bad.pt'
-    path.write_bytes(b'not a checkpoint')
-    status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
+def test_corrupt_checkpoint(tmp_path, capsys, trained):
+    garbage = tmp_path / 'bad.pt'
+    garbage.write_bytes(b'not a checkpoint')
+    truncated = tmp_path / 'truncated.pt'
+    truncated.write_bytes((trained / 'checkpoint.pt').read_bytes()[:4096])
+    for path in (garbage, truncated):
+        status, out, err = run(['evaluate', '--checkpoint', str(path)],
+                               capsys)
+        _assert_usage_error(status, out, err,
+                            f'{path}: cannot be read as a checkpoint: not an '
+                            f'archive written by torch.save')
+        assert 'weights_only' not in err  # torch's advice to unpickle all
+
+    pickled = tmp_path / 'object.pt'
+    torch.save({'module': torch.nn.Linear(2, 2)}, pickled)
+    status, out, err = run(['evaluate', '--checkpoint', str(pickled)], capsys)
     _assert_usage_error(status, out, err,
-                        f'{path}: cannot be read as a checkpoint')
+                        f'{pickled}: cannot be read as a checkpoint: it holds '
+                        f'objects other than tensors and plain data')
+
+
+def test_checkpoint_of_other_data_set(tmp_path, capsys, trained,
+                                      make_dataset):
+    ckpt = str(trained / 'checkpoint.pt')
+    status, out, err = run(['evaluate', '--checkpoint', ckpt, '--dataset',
+                            str(make_dataset('diffmm'))], capsys)
+    _assert_usage_error(
+        status, out, err,
+        f"{ckpt}: does not fit the model built for this data set (4 users, "
+        f"5 items): 'lightgcn.embedding.weight' has shape [230, 64] in the "
+        f"checkpoint but [9, 64] in the model")
+    # Resuming on a synthetic data set of another size fails the same way,
+    # before anything is written.
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', '--resume', str(trained / 'last.pt'),
+                            '--set', 'data.num_users=170', '--epochs', '3',
+                            '--quiet', '--out', str(out_dir)], capsys)
+    _assert_usage_error(
+        status, out, err,
+        f"{trained / 'last.pt'}: does not fit the model built for this data "
+        f"set (170 users, 80 items): 'lightgcn.embedding.weight' has shape "
+        f"[230, 64] in the checkpoint but [250, 64] in the model")
+    assert not out_dir.exists()
+
+    state = torch.load(ckpt, weights_only=True)
+    state['state_dict']['extra'] = torch.zeros(1)
+    extra = tmp_path / 'extra.pt'
+    torch.save(state, extra)
+    status, out, err = run(['evaluate', '--checkpoint', str(extra)], capsys)
+    _assert_usage_error(status, out, err, "it has 'extra', which the model "
+                        "does not")
+    del state['state_dict']['extra']
+    del state['state_dict']['lightgcn.embedding.weight']
+    torch.save(state, extra)
+    status, out, err = run(['evaluate', '--checkpoint', str(extra)], capsys)
+    _assert_usage_error(status, out, err,
+                        "it lacks 'lightgcn.embedding.weight'")
 
 
 @pytest.mark.parametrize('users,match', [

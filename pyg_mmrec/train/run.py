@@ -3,6 +3,8 @@ overrides; writes ``metrics.json`` and checkpoints (atomically)."""
 import dataclasses
 import os
 import os.path as osp
+import pickle
+import zipfile
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -136,8 +138,18 @@ def load_checkpoint(path: str) -> dict:
     only: ``weights_only=True``)."""
     if not osp.isfile(path):
         raise CheckpointError(path, 'file not found')
+    # torch's own message for a file that is not a checkpoint suggests
+    # weights_only=False, which would run whatever the file holds.
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(path, 'cannot be read as a checkpoint: not an '
+                              'archive written by torch.save (another format '
+                              'or a truncated file)')
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        raise CheckpointError(path, 'cannot be read as a checkpoint: it holds '
+                              'objects other than tensors and plain data, '
+                              'which are not unpickled') from None
     except Exception as e:  # torch raises many types for corrupt files
         raise CheckpointError(
             path, f'cannot be read as a checkpoint ({describe(e)})') from None
@@ -208,7 +220,7 @@ def train(options: RunOptions) -> dict:
     data, model, optimizer = run.data, run.model, run.optimizer
     state = None
     if ckpt is not None:
-        model.load_state_dict(ckpt['state_dict'])
+        load_model_state(model, ckpt, options.resume)
         optimizer.load_state_dict(ckpt['optimizer'])
         for group in optimizer.param_groups:  # honour a new --lr on resume
             group['lr'] = train_config.lr
@@ -247,6 +259,41 @@ def train(options: RunOptions) -> dict:
     return report
 
 
+def _state_dict_mismatch(saved: Dict[str, Any],
+                         expected: Dict[str, Any]) -> Optional[str]:
+    missing = [key for key in expected if key not in saved]
+    if missing:
+        return f"it lacks '{missing[0]}'"
+    unexpected = [key for key in saved if key not in expected]
+    if unexpected:
+        return f"it has '{unexpected[0]}', which the model does not"
+    for key, value in expected.items():
+        if not (isinstance(value, torch.Tensor) and
+                isinstance(saved[key], torch.Tensor)):
+            continue  # a module's extra state, checked by the module
+        if saved[key].shape != value.shape:
+            return (f"'{key}' has shape {list(saved[key].shape)} in the "
+                    f"checkpoint but {list(value.shape)} in the model")
+    return None
+
+
+def load_model_state(model: Recommender, ckpt: dict, path: str) -> None:
+    r"""Loads the weights of checkpoint :obj:`ckpt` (read from :obj:`path`)
+    into :obj:`model`, or raises a :class:`CheckpointError` naming the first
+    parameter that does not fit (typically: the data set has other user or
+    item counts than the one the checkpoint was trained on)."""
+    mismatch = _state_dict_mismatch(ckpt['state_dict'], model.state_dict())
+    if mismatch:
+        raise CheckpointError(path, f'does not fit the model built for this '
+                              f'data set ({model.num_users} users, '
+                              f'{model.num_items} items): {mismatch}')
+    try:
+        model.load_state_dict(ckpt['state_dict'])
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise CheckpointError(path, f'does not fit the model ({describe(e)})'
+                              ) from None
+
+
 def restore(checkpoint: str, dataset: Optional[str] = None,
             device: str = 'cpu') -> Tuple[Recommender, HeteroData, dict]:
     r"""The trained model of :obj:`checkpoint` and its (prepared) data."""
@@ -256,12 +303,7 @@ def restore(checkpoint: str, dataset: Optional[str] = None,
     torch_device = resolve_device(device)
     model = build_model(ckpt['model'], data, configs['model'], 0,
                         torch_device)
-    try:
-        model.load_state_dict(ckpt['state_dict'])
-    except RuntimeError as e:
-        raise CheckpointError(
-            checkpoint, f'does not fit the data set ({str(e).splitlines()[0]})'
-        ) from None
+    load_model_state(model, ckpt, checkpoint)
     data = model.prepare(data.to(torch_device))
     model.eval()
     return model, data, ckpt
