@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from pyg_mmrec.data import MultiModalRecDataset
+from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.prepare import (
     dataset_statistics,
     format_statistics,
@@ -167,4 +168,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('prepare_dataset.py'):
+        main()

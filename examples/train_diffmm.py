@@ -15,6 +15,7 @@ import torch
 from pyg_mmrec.data import MultiModalRecDataset
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import make_synthetic
+from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
 from pyg_mmrec.nn.models.diffmm import build_diffmm
@@ -52,4 +53,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('train_diffmm.py'):
+        main()

@@ -19,6 +19,7 @@ import torch
 from pyg_mmrec.data import MultiModalRecDataset
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import make_synthetic
+from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.mmssl import MMSSL_PRESETS, MMSSLConfig
 from pyg_mmrec.nn.models.mmssl import build_mmssl
@@ -62,4 +63,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('train_mmssl.py'):
+        main()

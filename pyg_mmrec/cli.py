@@ -15,9 +15,7 @@ from typing import List, Optional
 import torch
 
 import pyg_mmrec
-from pyg_mmrec.errors import ConfigError, MMRecError
-
-EXIT_USAGE = 2
+from pyg_mmrec.errors import EXIT_USAGE, ConfigError, MMRecError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

@@ -4,7 +4,13 @@ Each error names the file (or option) at fault and the problem, in one line,
 so that the command line can print it without a traceback.
 """
 import math
-from typing import Any, Dict, Optional, Sequence
+import sys
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, Optional, Sequence
+
+#: Exit status of a command given bad input (as argparse uses for bad
+#: arguments).
+EXIT_USAGE = 2
 
 
 class MMRecError(Exception):
@@ -34,6 +40,26 @@ class CheckpointError(MMRecError, ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f'{self.path}: {problem}')
+
+
+@contextmanager
+def exit_on_input_error(prog: str) -> Iterator[None]:
+    r"""For scripts: an :class:`MMRecError` raised inside the block (a
+    missing file, a bad option) ends the program with one line on stderr,
+    ``prog: error: ...``, and exit status 2, as ``pyg-mmrec`` does, instead
+    of a traceback. Other exceptions are bugs and keep their traceback.
+
+    .. code-block:: python
+
+        if __name__ == '__main__':
+            with exit_on_input_error('train.py'):
+                main()
+    """
+    try:
+        yield
+    except MMRecError as e:
+        print(f'{prog}: error: {e}', file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def describe(err: BaseException, path: Optional[str] = None) -> str:

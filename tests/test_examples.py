@@ -2,7 +2,10 @@ import os.path as osp
 import runpy
 import sys
 
+import pytest
 import torch
+
+from pyg_mmrec.errors import exit_on_input_error
 
 EXAMPLES = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))),
                     'examples')
@@ -26,3 +29,25 @@ def test_train_diffmm_example_one_epoch(monkeypatch, capsys):
     run_example('train_diffmm.py', ['--epochs', '1'], monkeypatch)
     out = capsys.readouterr().out
     assert '"best_epoch": 0' in out and '"recall@20"' in out
+
+
+@pytest.mark.parametrize('name, args, message', [
+    ('train_diffmm.py', ['--dataset', 'NOPE'],
+     'train_diffmm.py: error: NOPE: data set folder not found'),
+    ('train_mmssl.py', ['--epochs', '0'],
+     'train_mmssl.py: error: epochs must be >= 1, got 0'),
+])
+def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, name, args,
+                                          message):
+    with pytest.raises(SystemExit) as info:
+        run_example(name, args, monkeypatch)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [message]
+    assert 'Traceback' not in captured.out + captured.err
+
+
+def test_exit_on_input_error_keeps_tracebacks_of_bugs():
+    with pytest.raises(KeyError):
+        with exit_on_input_error('x.py'):
+            raise KeyError('a bug, not bad input')
