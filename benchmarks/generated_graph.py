@@ -24,6 +24,7 @@ from pyg_mmrec.data import (
     item_modalities,
     num_users_items,
 )
+from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.graph import csr_of
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
@@ -199,4 +200,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('generated_graph.py'):
+        main()

@@ -36,6 +36,7 @@ from torch_geometric.data import HeteroData  # noqa: E402
 
 from common import peak_rss_gib  # noqa: E402
 from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
+from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
 from pyg_mmrec.nn.models.mmssl import MMSSLConfig, build_mmssl  # noqa: E402
 from pyg_mmrec.train.run import resolve_device  # noqa: E402
 
@@ -222,4 +223,5 @@ def plot(step_seconds, disc_seconds, rss_trace, num_batches: int,
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('mmssl_memory.py'):
+        main()

@@ -36,6 +36,7 @@ import torch_geometric.typing
 from torch_geometric.nn import LGConv
 
 from common import TIKTOK_ROOT
+from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.sparse import DEFAULT_BACKEND, to_adj
@@ -512,4 +513,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('spmm.py'):
+        main()

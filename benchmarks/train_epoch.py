@@ -27,6 +27,7 @@ import torch
 warnings.filterwarnings('ignore', category=DeprecationWarning)
 
 from common import peak_rss_gib  # noqa: E402
+from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
 from pyg_mmrec.train.config import parse_overrides  # noqa: E402
 from pyg_mmrec.train.loop import run_epoch  # noqa: E402
 from pyg_mmrec.train.run import (  # noqa: E402
@@ -133,4 +134,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('train_epoch.py'):
+        main()
