@@ -301,8 +301,10 @@ def restore(checkpoint: str, dataset: Optional[str] = None,
     configs = configs_of(ckpt)
     data = load_data(dataset or ckpt['dataset'], configs['data'])
     torch_device = resolve_device(device)
-    model = build_model(ckpt['model'], data, configs['model'], 0,
-                        torch_device)
+    # The training seed, not 0: DiffMM draws its generated graphs' edge drops
+    # from it, and a restored model must rebuild the graphs it was scored on.
+    model = build_model(ckpt['model'], data, configs['model'],
+                        configs['train'].seed, torch_device)
     load_model_state(model, ckpt, checkpoint)
     data = model.prepare(data.to(torch_device))
     model.eval()

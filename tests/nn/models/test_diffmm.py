@@ -177,13 +177,16 @@ def test_backends_agree_with_default(backend):
     torch.testing.assert_close(other_item, item, atol=1e-5, rtol=1e-4)
 
 
-def test_restored_checkpoint_reproduces_the_reported_metrics(tmp_path):
-    # The generated graphs drop edges at random: a restored model must
-    # rebuild the very graphs its best epoch was evaluated with.
+@pytest.mark.parametrize('seed', [0, 3])
+def test_restored_checkpoint_reproduces_the_reported_metrics(tmp_path, seed):
+    # The generated graphs drop edges at random (drawn from the seed): a
+    # restored model must rebuild the very graphs its best epoch was
+    # evaluated with.
     from pyg_mmrec.train.run import RunOptions, evaluate_checkpoint, train
     overrides = [('data.num_users', '120'), ('data.num_items', '60'),
                  ('train.epochs', '2'), ('train.batch_size', '128'),
-                 ('denoiser_hidden', '32'), ('keep_rate', '0.5')]
+                 ('denoiser_hidden', '32'), ('keep_rate', '0.5'),
+                 ('train.seed', str(seed))]
     report = train(RunOptions(model='diffmm', overrides=overrides,
                               out=str(tmp_path), progress=False))
     again = evaluate_checkpoint(str(tmp_path / 'checkpoint.pt'))
