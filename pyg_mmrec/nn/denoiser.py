@@ -182,7 +182,8 @@ class Denoiser(Module):
 
     def time_embedding(self, t: Tensor) -> Tensor:
         r"""The projected time embedding :math:`\mathbf{e}_t`, ``[B, 10]``."""
-        return self.time_lin(timestep_embedding(t, self.time_channels))
+        emb = timestep_embedding(t, self.time_channels)
+        return self.time_lin(emb.to(self.time_lin.weight.dtype))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         r"""

@@ -131,8 +131,13 @@ class GaussianDiffusion(Module):
             generator (torch.Generator, optional): For drawing the noise.
         """
         if noise is None:
+            # Drawn where the generator lives (a CPU generator cannot draw
+            # on CUDA), then moved.
+            gen_device = generator.device if generator is not None else \
+                x0.device
             noise = torch.randn(x0.shape, generator=generator,
-                                dtype=x0.dtype, device=x0.device)
+                                dtype=x0.dtype, device=gen_device).to(
+                                    x0.device)
         a = self._take(self.alphas_cumprod.sqrt(), t, x0)
         b = self._take((1.0 - self.alphas_cumprod).sqrt(), t, x0)
         return torch.addcmul(b * noise, a, x0)

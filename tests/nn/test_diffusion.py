@@ -131,6 +131,22 @@ def test_denoiser_layers_and_time_embedding():
     assert 'Denoiser(7, hidden_channels=5' in repr(den)
 
 
+def test_denoiser_and_training_loss_in_float64():
+    # The time embedding is computed in float32; it must follow the
+    # denoiser's dtype rather than break its first layer.
+    diff = GaussianDiffusion()
+    den = Denoiser(7, hidden_channels=5).double().eval()
+    x, t = torch.rand(3, 7, dtype=torch.float64), torch.tensor([0, 2, 4])
+    out = den(x, t)
+    assert out.dtype == torch.float64
+    emb = den.time_lin(timestep_embedding(t, 10).double())
+    ref = den.lin2(torch.tanh(den.lin1(torch.cat([x, emb], dim=1))))
+    assert torch.allclose(out, ref)
+    loss = diff.training_loss(den, x, generator=torch.Generator()
+                              .manual_seed(0))
+    assert loss.dtype == torch.float64 and torch.isfinite(loss)
+
+
 @pytest.mark.parametrize('p', [0.5, 0.2])
 def test_denoiser_input_dropout(p):
     den = Denoiser(7, hidden_channels=5, dropout=p)
