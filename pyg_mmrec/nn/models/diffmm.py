@@ -1,6 +1,7 @@
 r"""DiffMM (Jiang et al., ACM MM 2024), assembled from the library's layers,
 building blocks and transforms."""
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
@@ -50,7 +51,8 @@ class DiffMMConfig:
         ssl_weight (float): :math:`\lambda_{ssl}` of the contrastive views.
         temperature (float): InfoNCE temperature :math:`\tau`.
         cl_method (int): 1: main view vs each modality view; 0: all pairs
-            of modality views.
+            of modality views (none with a single modality: no
+            contrastive term then).
         keep_rate (float): Edge keep rate :math:`\rho` of the generated
             graphs.
         e_loss (float): :math:`\lambda_e`, weight of the modality-aware
@@ -164,8 +166,11 @@ class DiffMM(Recommender):
         if not feature_channels:
             raise ValueError('DiffMM needs at least one item modality')
         if config.cl_method == 0 and len(feature_channels) < 2:
-            raise ValueError('cl_method=0 contrasts pairs of modality views '
-                             'and needs at least two modalities')
+            # MODELS.md sums over unordered pairs of modality views: with
+            # one modality the sum is empty and the term is 0.
+            warnings.warn('cl_method=0 contrasts pairs of modality views; '
+                          'with one modality there are none, so DiffMM '
+                          'trains without the contrastive term')
         self.config = config
         self.modalities: List[str] = list(feature_channels)
         d = config.embedding_dim
@@ -307,7 +312,9 @@ class DiffMM(Recommender):
         r""":math:`\mathcal{L}_{bpr} + \lambda_{reg}(\|\mathbf{E}_u\|^2 +
         \|\mathbf{E}_i\|^2) + \lambda_{ssl} \mathcal{L}_{views}`."""
         cfg = self.config
-        e, views = self.embeddings(data, with_views=cfg.ssl_weight > 0)
+        contrast = cfg.ssl_weight > 0 and (cfg.cl_method == 1 or
+                                           len(self.modalities) > 1)
+        e, views = self.embeddings(data, with_views=contrast)
         # Items follow the users in e.
         u, pos, neg = batch_embeddings(e, e, users, self.num_users + pos_items,
                                        self.num_users + neg_items)
@@ -316,7 +323,7 @@ class DiffMM(Recommender):
                                 self.item_emb.pow(2).sum())
         loss = bpr + reg
         parts = {'bpr': bpr.item(), 'reg': reg.item()}
-        if cfg.ssl_weight > 0:
+        if contrast:
             cl = cfg.ssl_weight * self._contrastive(e, views, users,
                                                     pos_items)
             loss = loss + cl

@@ -121,9 +121,20 @@ def test_before_epoch_regenerates_graphs_from_denoisers():
     assert torch.equal(gen[1], expected)
 
 
+def test_cl_method_0_with_one_modality_has_no_contrastive_term():
+    # The sum over pairs of modality views is empty: the loss is BPR + reg.
+    with pytest.warns(UserWarning, match='with one modality there are none'):
+        model, data = small_model(('visual', ), cl_method=0)
+    batch = (torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2]),
+             torch.tensor([3, 4, 5]))
+    loss, parts = model.loss(data, *batch)
+    assert set(parts) == {'bpr', 'reg'}
+    assert loss.item() == pytest.approx(parts['bpr'] + parts['reg'])
+    model.config = dataclasses.replace(model.config, ssl_weight=0.0)
+    assert torch.equal(model.loss(data, *batch)[0], loss)
+
+
 def test_invalid_configurations():
-    with pytest.raises(ValueError, match='needs at least two modalities'):
-        small_model(('visual', ), cl_method=0)
     with pytest.raises(ValueError, match='cl_method must be one of 0, 1'):
         small_model(cl_method=2)
     with pytest.raises(ValueError, match='at least one item modality'):
