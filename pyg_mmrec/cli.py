@@ -129,14 +129,17 @@ def _run_recommend(args: argparse.Namespace) -> int:
     users = _parse_users(args.users, model.num_users)
     k = min(args.k, model.num_items)
     top = model.recommend(data, users, k=k, exclude_seen=True)
+    # A user with fewer than k unseen items gets only those (the rest of
+    # the row is -1).
+    rows = [[item for item in row if item >= 0] for row in top.tolist()]
     if args.format == 'json':
-        text = json.dumps({str(int(u)): row.tolist()
-                           for u, row in zip(users, top)}) + '\n'
+        text = json.dumps({str(int(u)): row
+                           for u, row in zip(users, rows)}) + '\n'
     else:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator='\n')
         writer.writerow(['user', 'rank', 'item'])
-        for user, row in zip(users.tolist(), top.tolist()):
+        for user, row in zip(users.tolist(), rows):
             writer.writerows([user, rank + 1, item]
                              for rank, item in enumerate(row))
         text = buffer.getvalue()

@@ -70,7 +70,9 @@ class RankingEvaluator:
     def top_k(self, scores: ScoreFn, users: Tensor, k: int,
               exclude: Sequence[str]) -> Tensor:
         r"""Top-:obj:`k` items for :obj:`users`, excluding their items in the
-        splits :obj:`exclude`. Returns ``[len(users), k]`` item ids."""
+        splits :obj:`exclude`. Returns ``[len(users), k]`` item ids; a user
+        with fewer than :obj:`k` items left gets :obj:`-1` in the remaining
+        places (never an excluded item)."""
         out = []
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
@@ -82,7 +84,9 @@ class RankingEvaluator:
             for split in exclude:
                 _, row, col = csr_row_entries(*self._csr[split], batch)
                 score[row, col] = float('-inf')
-            out.append(score.topk(k, dim=1).indices)
+            top = score.topk(k, dim=1)
+            out.append(top.indices.masked_fill_(
+                top.values == float('-inf'), -1))
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
     @torch.no_grad()
@@ -107,6 +111,9 @@ class RankingEvaluator:
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
             top = self.top_k(scores, batch, max_k, exclude)
+            # An id no label has: PyG's metrics offset ids per row, so -1
+            # would alias the previous row's last item.
+            top[top < 0] = self.num_items
             _, label_row, label_col = csr_row_entries(rowptr, col, batch)
             metrics.update(top, torch.stack([label_row, label_col]))
         computed = metrics.compute()

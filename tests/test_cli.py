@@ -159,6 +159,16 @@ def test_recommend_never_returns_training_items(trained, capsys):
         assert len(items) == 20
         assert not set(items) & seen[int(user)]
 
+    # Asking for every item lists exactly the unseen ones (no padding with
+    # seen items, which used to fill the tail of the ranking).
+    status, out, _ = run(['recommend', '--checkpoint',
+                          str(trained / 'checkpoint.pt'), '--users',
+                          ','.join(map(str, users[:3])), '--k', '80',
+                          '--format', 'json'], capsys)
+    assert status == 0
+    for user, items in json.loads(out).items():
+        assert sorted(items) == sorted(set(range(80)) - seen[int(user)])
+
 
 # Bad input ##################################################################
 

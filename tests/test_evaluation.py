@@ -164,3 +164,26 @@ def test_cut_off_larger_than_the_number_of_items():
         'precision@20': (2 / 20 + 1 / 20) / 2,
         'ndcg@20': ((D(1) + D(4)) / IDCG(2) + D(2) / IDCG(1)) / 2,
     })
+
+
+def test_excluded_items_never_fill_a_short_ranking():
+    # Asking for more items than a user has left pads with -1, never with
+    # an excluded item.
+    evaluator = RankingEvaluator(_data())
+    top = evaluator.top_k(scores, torch.arange(3), 6, ['train', 'val'])
+    assert top.tolist() == [[3, 4, 5, 2, -1, -1], [5, 0, 4, 3, -1, -1],
+                            [5, 2, 1, -1, -1, -1]]
+    model = _Fixed(3, 6)
+    assert model.recommend(_data(), torch.tensor([1]), k=6).tolist() == [
+        [5, 0, 4, 3, -1, -1]]
+
+
+def test_held_out_item_that_is_excluded_is_never_a_hit():
+    # User 1's test item 2 is also a training item: it is excluded from the
+    # ranking, so even at K >= the number of items it cannot be hit (topk
+    # used to return excluded items at the tail of a short ranking).
+    data = _data()
+    data['user', 'interacts', 'item'].test_edge_index = _index([(1, 2)])
+    evaluator = RankingEvaluator(data, ks=(6, ))
+    assert evaluator.evaluate(scores, 'test') == pytest.approx(
+        {'recall@6': 0.0, 'ndcg@6': 0.0, 'precision@6': 0.0})

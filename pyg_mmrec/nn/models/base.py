@@ -100,7 +100,8 @@ class Recommender(torch.nn.Module):
                   exclude_seen: bool = True,
                   evaluator: Optional[object] = None) -> Tensor:
         r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
-        excluding their training items when :obj:`exclude_seen`."""
+        excluding their training items when :obj:`exclude_seen`; :obj:`-1`
+        fills the places of a user with fewer than :obj:`k` items left."""
         from pyg_mmrec.evaluation import RankingEvaluator
         evaluator = evaluator or RankingEvaluator(data)
         exclude = ['train'] if exclude_seen else []
