@@ -195,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     r"""Entry point of ``pyg-mmrec``; returns the exit status."""
     warnings.filterwarnings('ignore', category=DeprecationWarning)
+    # Printed once per process by PyTorch for every CSR tensor user; it says
+    # nothing about the run.
+    warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv or ['train'])  # bare command: train

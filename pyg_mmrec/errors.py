@@ -34,6 +34,12 @@ class ConfigError(MMRecError, ValueError):
     r"""An option or hyper-parameter override is invalid."""
 
 
+class DivergenceError(MMRecError, ArithmeticError):
+    r"""The training loss became NaN or infinite: the model diverged (most
+    often from too high a learning rate). Raised at the first such batch,
+    so that no NaN model is evaluated, selected or reported."""
+
+
 class CheckpointError(MMRecError, ValueError):
     r"""A checkpoint file is missing, unreadable or does not fit the run."""
     def __init__(self, path: str, problem: str) -> None:

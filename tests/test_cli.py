@@ -339,3 +339,16 @@ def test_invalid_hyper_parameter_is_one_line_exit_2(tmp_path, capsys, model,
     assert err.startswith(f"pyg-mmrec: error: invalid '{model}' "
                           f"configuration: {message}")
     assert err.count('\n') == 1 and 'Traceback' not in err
+
+
+def test_diverging_run_stops_with_one_line(tmp_path, capsys):
+    # A learning rate of 1e30 sends the embeddings to NaN in the second
+    # epoch; no NaN model may be selected or reported.
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', *TINY, '--epochs', '3', '--lr', '1e30',
+                            '--quiet', '--out', str(out_dir)], capsys)
+    _assert_usage_error(status, out, err, 'the training loss became nan at '
+                        'epoch 1, batch 0: the model diverged')
+    with open(out_dir / 'metrics.json') as f:  # epoch 0's record only
+        metrics = json.load(f, parse_constant=pytest.fail)
+    assert metrics['best_epoch'] == 0 and len(metrics['epochs']) == 1

@@ -5,6 +5,7 @@ The loop holds no global state: the model, data, sampler, optimiser and
 evaluator are passed in, so the same function runs one process of a
 data-parallel job (give each rank its own sampler share).
 """
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -14,6 +15,7 @@ from torch_geometric.data import HeteroData
 from tqdm.auto import tqdm
 
 from pyg_mmrec.data.sampling import BPRSampler
+from pyg_mmrec.errors import DivergenceError
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.base import Recommender
 from pyg_mmrec.train.config import TrainConfig
@@ -57,6 +59,11 @@ def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
     for users, pos, neg in bar:
         batch = (users.to(device), pos.to(device), neg.to(device))
         parts = model.train_step(data, batch, optimizer)
+        if not math.isfinite(parts['loss']):
+            raise DivergenceError(
+                f"the training loss became {parts['loss']} at epoch {epoch}, "
+                f'batch {num_batches}: the model diverged (try a lower '
+                f'learning rate)')
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         num_batches += 1
