@@ -21,7 +21,7 @@ from pyg_mmrec.data.hetero import (
     split_edge_index,
 )
 from pyg_mmrec.errors import check_config
-from pyg_mmrec.graph import csr_of
+from pyg_mmrec.graph import csr_of, one_sided_norm
 from pyg_mmrec.nn.adversarial import (
     Discriminator,
     ProjectedDiscriminator,
@@ -293,6 +293,10 @@ class MMSSL(Recommender):
                 dropout=dropout)
         self._disc_optimizer: Optional[torch.optim.Adam] = None
         self._train_csr: Optional[Tuple[Tensor, Tensor]] = None
+        # Per modality, the edges of the R_m last attached (None while
+        # R_m = R): evaluation scores the model on them, so they are part
+        # of the trained model and go into its extra state.
+        self._generated_edges: Optional[Dict[str, Tensor]] = None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -322,16 +326,26 @@ class MMSSL(Recommender):
         (the one :class:`~pyg_mmrec.transforms.AdversarialGraph` writes)."""
         return (USER, f'{RELATION}_{modality}', ITEM)
 
+    @property
+    def generated_edges(self) -> Optional[Dict[str, Tensor]]:
+        r"""Per modality, the ``[2, U k]`` edges of the generated
+        :math:`\mathbf{R}_m` the model last attached (or loaded from a
+        checkpoint), or :obj:`None` while :math:`\mathbf{R}_m =
+        \mathbf{R}`."""
+        return self._generated_edges
+
     def _attach_generated(self, data: HeteroData,
                           transform: Optional[AdversarialGraph]) -> None:
         r"""Stores :math:`\mathbf{R}_m` with :math:`\mathbf{P}_m,
         \mathbf{Q}_m` of every modality: from :obj:`transform`, or
-        :math:`\mathbf{R}_m = \mathbf{R}` when it is :obj:`None`."""
+        :math:`\mathbf{R}_m = \mathbf{R}` when it is :obj:`None`, and
+        remembers the generated edges (:attr:`generated_edges`)."""
         if transform is None:
             train = data[INTERACTS]
             # Same attribute meanings as AdversarialGraph's output.
             source = {m: (train.edge_index, data[RATED_BY].edge_weight,
                           train.edge_weight) for m in self.modalities}
+            self._generated_edges = None
         else:
             generated = transform(data)
             source = {}
@@ -339,6 +353,33 @@ class MMSSL(Recommender):
                 gen = generated[transform.edge_type(m)]
                 source[m] = (gen.edge_index, gen.edge_weight,
                              gen.rev_edge_weight)
+            self._generated_edges = {m: source[m][0]
+                                     for m in self.modalities}
+        self._store_graphs(data, source)
+
+    def _attach_saved(self, data: HeteroData,
+                      edges: Dict[str, Tensor]) -> None:
+        r"""Stores :obj:`edges` (generated edges as in
+        :attr:`generated_edges`) as :math:`\mathbf{R}_m`, with
+        :math:`\mathbf{P}_m, \mathbf{Q}_m` recomputed from them."""
+        num_users, num_items = self.num_users, self.num_items
+        device = data[INTERACTS].edge_index.device
+        source = {}
+        for m in self.modalities:
+            edge_index = edges[m].to(device)
+            # AdversarialGraph's weights are the one-sided normalisation of
+            # the edges alone (float32 degree counts), so this call, the
+            # one the transform makes, gives them back bit for bit: the
+            # checkpoint need not hold them.
+            user_weight, item_weight = one_sided_norm(edge_index, num_users,
+                                                      num_items)
+            source[m] = (edge_index, user_weight, item_weight)
+        self._generated_edges = {m: source[m][0] for m in self.modalities}
+        self._store_graphs(data, source)
+
+    def _store_graphs(self, data: HeteroData,
+                      source: Dict[str, Tuple[Tensor, Tensor, Tensor]]
+                      ) -> None:
         for m in self.modalities:
             edge_index, user_weight, item_weight = source[m]
             store = data[self.generated_edge_type(m)]
@@ -350,9 +391,11 @@ class MMSSL(Recommender):
 
     def prepare(self, data: HeteroData) -> HeteroData:
         r"""Adds :math:`\mathbf{P}, \mathbf{Q}` (on the training edge type,
-        attributes :obj:`user_adj` and :obj:`item_adj`) and the initial
-        modality graphs :math:`\mathbf{R}_m = \mathbf{R}` (edge types
-        ``('user', 'adversarial_<m>', 'item')``, same attributes)."""
+        attributes :obj:`user_adj` and :obj:`item_adj`) and the modality
+        graphs (edge types ``('user', 'adversarial_<m>', 'item')``, same
+        attributes): the generated :math:`\mathbf{R}_m` the model holds
+        (:attr:`generated_edges`, e.g. loaded from a checkpoint), else the
+        initial :math:`\mathbf{R}_m = \mathbf{R}`."""
         present = item_modalities(data)
         missing = [m for m in self.modalities if m not in present]
         if missing:
@@ -366,7 +409,10 @@ class MMSSL(Recommender):
         train[USER_ADJ], train[ITEM_ADJ] = p, q
         self._train_csr = csr_of(split_edge_index(data, 'train'),
                                  self.num_users)
-        self._attach_generated(data, None)
+        if self._generated_edges is None:
+            self._attach_generated(data, None)
+        else:
+            self._attach_saved(data, self._generated_edges)
         return data
 
     def _check_prepared(self) -> Tuple[Tensor, Tensor]:
@@ -697,14 +743,51 @@ class MMSSL(Recommender):
         return {'graph': time.perf_counter() - start}
 
     def get_extra_state(self) -> dict:
-        if self._disc_optimizer is None:
-            return {}
-        return {'discriminator_optimizer': self._disc_optimizer.state_dict()}
+        r"""The discriminator's optimiser state, once it exists, and the
+        :attr:`generated_edges` of the last regeneration (the graphs an
+        evaluation at that epoch used; their weights follow from them)."""
+        state: dict = {}
+        if self._disc_optimizer is not None:
+            state['discriminator_optimizer'] = \
+                self._disc_optimizer.state_dict()
+        if self._generated_edges is not None:
+            state['generated_edges'] = dict(self._generated_edges)
+        return state
 
     def set_extra_state(self, state: dict) -> None:
-        if state and 'discriminator_optimizer' in state:
+        r"""Loads :meth:`get_extra_state`'s state. The generated edges
+        are attached by the next :meth:`prepare` (a checkpoint without
+        them, as written before they were saved, leaves
+        :math:`\mathbf{R}_m = \mathbf{R}`)."""
+        state = state or {}
+        if 'discriminator_optimizer' in state:
             self.discriminator_optimizer().load_state_dict(
                 state['discriminator_optimizer'])
+        edges = state.get('generated_edges')
+        if edges is not None:
+            edges = self._check_generated_edges(edges)
+        self._generated_edges = edges
+
+    def _check_generated_edges(self, edges: dict) -> Dict[str, Tensor]:
+        if not isinstance(edges, dict) or set(edges) != set(self.modalities):
+            names = list(edges) if isinstance(edges, dict) else edges
+            raise ValueError(f'the saved generated graphs are for modalities '
+                             f'{names}, not {self.modalities}')
+        for m, edge_index in edges.items():
+            if not (isinstance(edge_index, Tensor) and edge_index.dim() == 2
+                    and edge_index.size(0) == 2
+                    and edge_index.dtype == torch.long):
+                raise ValueError(f"the saved generated graph of '{m}' is not "
+                                 f'a [2, E] tensor of user-item indices')
+            if edge_index.numel() > 0 and (
+                    int(edge_index.min()) < 0
+                    or int(edge_index[0].max()) >= self.num_users
+                    or int(edge_index[1].max()) >= self.num_items):
+                raise ValueError(f"the saved generated graph of '{m}' has "
+                                 f"nodes outside the model's "
+                                 f'{self.num_users} users and '
+                                 f'{self.num_items} items')
+        return {m: edges[m] for m in self.modalities}
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_users}, '

@@ -500,3 +500,107 @@ def test_generator_gradient_is_clipped_to_max_grad_norm():
     with pytest.raises(ValueError, match='max_grad_norm must be >= 0'):
         small_model(max_grad_norm=-1.0)
     assert all(p['max_grad_norm'] == 1.0 for p in MMSSL_PRESETS.values())
+
+
+# Checkpoints #################################################################
+
+
+def _generated_stores(model, data):
+    keys = ('edge_index', 'edge_weight', 'rev_edge_weight')
+    return {m: tuple(data[model.generated_edge_type(m)][k] for k in keys)
+            for m in model.modalities}
+
+
+def test_state_dict_carries_the_generated_graphs():
+    model, data = small_model()
+    model.train()
+    model.train_step(data, fixed_batch(data), model.configure_optimizer(0.1))
+    assert model.generated_edges is None  # R_m = R, nothing to save
+    assert 'generated_edges' not in model.state_dict()['_extra_state']
+    model.before_epoch(data, epoch=1)
+    state = model.state_dict()
+    saved = state['_extra_state']['generated_edges']
+    assert set(saved) == set(model.modalities)
+
+    def restored(state):
+        torch.manual_seed(1)  # other initial weights, all overwritten
+        fresh = make_synthetic(SyntheticConfig(
+            seed=1, modalities=('visual', 'acoustic'), **SMALL))
+        other = build_mmssl(fresh, TINY)
+        other.load_state_dict(state)
+        return other, other.prepare(fresh)
+
+    # The order of restore(): load, then prepare, which attaches the saved
+    # graphs with bit-identical weights.
+    other, other_data = restored(state)
+    expected = _generated_stores(model, data)
+    for m, tensors in _generated_stores(other, other_data).items():
+        assert not torch.equal(tensors[0], data[INTERACTS].edge_index)
+        for got, want in zip(tensors, expected[m]):
+            assert got.dtype == want.dtype and torch.equal(got, want)
+    model.eval()
+    other.eval()
+    for got, want in zip(other(other_data), model(data)):
+        assert torch.equal(got, want)
+
+    # A checkpoint written before the graphs were saved still loads, with
+    # R_m = R as then.
+    old = dict(state)
+    old['_extra_state'] = {
+        k: v for k, v in state['_extra_state'].items()
+        if k != 'generated_edges'
+    }
+    other, other_data = restored(old)
+    assert other.generated_edges is None
+    for m in other.modalities:
+        assert torch.equal(
+            other_data[other.generated_edge_type(m)].edge_index,
+            other_data[INTERACTS].edge_index)
+
+    bad = dict(state)
+    bad['_extra_state'] = dict(state['_extra_state'],
+                               generated_edges={'visual': saved['visual']})
+    with pytest.raises(ValueError, match='for modalities'):
+        restored(bad)
+    bad['_extra_state'] = dict(state['_extra_state'], generated_edges={
+        m: e + model.num_users for m, e in saved.items()})
+    with pytest.raises(ValueError, match='nodes outside'):
+        restored(bad)
+
+
+MMSSL_RUN = [('data.num_users', '150'), ('data.num_items', '80'),
+             ('train.patience', '0')]
+
+
+def _train_mmssl(out, epochs, resume=None):
+    from pyg_mmrec.train.run import RunOptions, train
+    # A resumed run keeps its checkpoint's data and settings.
+    overrides = [] if resume else list(MMSSL_RUN)
+    return train(RunOptions(model='mmssl', out=str(out), progress=False,
+                            resume=resume,
+                            overrides=[*overrides,
+                                       ('train.epochs', str(epochs))]))
+
+
+def test_restored_checkpoint_reproduces_the_reported_metrics(tmp_path):
+    # Each epoch from the second on regenerates R_m from the model, and the
+    # epoch is evaluated on them: a restored model must score on the very
+    # graphs of its best epoch, not on R_m = R.
+    from pyg_mmrec.train.run import evaluate_checkpoint
+    report = _train_mmssl(tmp_path, epochs=3)
+    assert report['best_epoch'] >= 1  # the graphs were regenerated
+    again = evaluate_checkpoint(str(tmp_path / 'checkpoint.pt'))
+    assert again['epoch'] == report['best_epoch']
+    assert again['val'] == report['val']
+    assert again['test'] == report['test']
+
+
+def test_resume_gives_the_uninterrupted_run(tmp_path):
+    straight = _train_mmssl(tmp_path / 'a', epochs=3)
+    _train_mmssl(tmp_path / 'b', epochs=2)
+    resumed = _train_mmssl(tmp_path / 'c', epochs=3,
+                           resume=str(tmp_path / 'b' / 'last.pt'))
+    for a, b in zip(resumed['epochs'], straight['epochs']):
+        assert a['loss'] == b['loss'] and a['val'] == b['val']
+    assert resumed['best_epoch'] == straight['best_epoch']
+    assert resumed['test'] == straight['test']
