@@ -24,9 +24,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         'train', help='train a model and write metrics.json + checkpoint',
         description='Train a recommender; validation every epoch, best epoch '
         'on validation Recall@20, test reported at that epoch.')
-    p.add_argument('--model', default='lightgcn', choices=sorted(MODELS))
-    p.add_argument('--dataset', default='synthetic',
-                   help="'synthetic' (built in) or a data set folder")
+    p.add_argument('--model', choices=sorted(MODELS),
+                   help='default: lightgcn (with --resume: the checkpoint\'s)')
+    p.add_argument('--dataset',
+                   help="'synthetic' (built in, the default) or a data set "
+                   "folder (with --resume: the checkpoint's)")
     p.add_argument('--preset', choices=PRESETS,
                    help="the papers' hyper-parameters for a data set")
     p.add_argument('--epochs', type=int, help='maximum number of epochs')

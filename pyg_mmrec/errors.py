@@ -40,6 +40,23 @@ class DivergenceError(MMRecError, ArithmeticError):
     so that no NaN model is evaluated, selected or reported."""
 
 
+class OutputError(MMRecError, OSError):
+    r"""An output file or folder cannot be written (read-only location,
+    a folder where a file is expected, ...).
+
+    Args:
+        path (str): The file (or folder) that cannot be written.
+        problem (str): Why.
+    """
+    def __init__(self, path: str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f'{self.path}: {problem}')
+
+    def __str__(self) -> str:  # OSError's own formatting would drop it
+        return f'{self.path}: {self.problem}'
+
+
 class CheckpointError(MMRecError, ValueError):
     r"""A checkpoint file is missing, unreadable or does not fit the run."""
     def __init__(self, path: str, problem: str) -> None:

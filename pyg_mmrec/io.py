@@ -1,12 +1,44 @@
 r"""Crash-safe file writing: write to a temporary file, then rename."""
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
+
+from pyg_mmrec.errors import OutputError
+
+
+def current_umask() -> int:
+    r"""The process's file-mode creation mask (reading it means setting
+    it, so it is set back at once)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def folder_problem(folder: str) -> Optional[str]:
+    r"""Why files cannot be written in :obj:`folder` (created if missing),
+    in words, or :obj:`None` if they can. Creates nothing."""
+    folder = os.path.abspath(folder)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        return f'{folder} is a file, not a folder'
+    existing = folder
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f'{existing} is a file, not a folder'
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f'{existing} is not writable'
+    return None
+
+
+# Failures of a write that come from where it writes, not from a bug.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                   errno.EPERM, errno.EFBIG, errno.EIO}
 
 
 @contextlib.contextmanager
@@ -15,17 +47,30 @@ def atomic_path(path: str) -> Iterator[str]:
     to :obj:`path` (atomic on POSIX), on failure it is removed, so readers
     never see a half-written file.
     """
+    if os.path.isdir(path):
+        raise OutputError(path, 'is a folder, not a file')
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
-                               suffix='.tmp', dir=directory)
+    problem = folder_problem(directory)
+    if problem:
+        raise OutputError(path, f'cannot be written: {problem}')
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.',
+                                   suffix='.tmp', dir=directory)
+    except OSError as e:
+        raise OutputError(path, f'cannot be written ({e.strerror})') from None
     os.close(fd)
+    # mkstemp makes the file private; give it the mode a plain open() would.
+    os.chmod(tmp, 0o666 & ~current_umask())
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in _STORAGE_ERRNOS:
+            raise OutputError(path, f'cannot be written ({e.strerror})'
+                              ) from None
         raise
 
 

@@ -2,7 +2,8 @@ import os
 
 import pytest
 
-from pyg_mmrec.io import copy_file, save_json
+from pyg_mmrec.errors import OutputError
+from pyg_mmrec.io import atomic_path, copy_file, save_json
 
 
 def test_copy_file_is_a_snapshot(tmp_path):
@@ -32,4 +33,37 @@ def test_copy_file_falls_back_to_a_byte_copy(tmp_path, monkeypatch):
 def test_copy_file_missing_source_leaves_nothing(tmp_path):
     with pytest.raises(FileNotFoundError):
         copy_file(str(tmp_path / 'missing.pt'), str(tmp_path / 'out.pt'))
+    assert os.listdir(tmp_path) == []
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    # mkstemp creates 0600 files; the renamed result must look like any file
+    # the user creates (mode 0666 minus the umask).
+    old = os.umask(0o027)
+    try:
+        save_json({'a': 1}, str(tmp_path / 'm.json'))
+    finally:
+        os.umask(old)
+    assert (tmp_path / 'm.json').stat().st_mode & 0o777 == 0o640
+
+
+def test_unwritable_targets_are_output_errors(tmp_path):
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(OutputError, match=r'folder: is a folder, not a file'):
+        save_json({}, str(tmp_path / 'folder'))
+    with pytest.raises(OutputError, match=r'm\.json: cannot be written: '
+                       r'.*/file is a file, not a folder'):
+        save_json({}, str(tmp_path / 'file' / 'm.json'))
+    assert sorted(os.listdir(tmp_path)) == ['file', 'folder']
+
+
+def test_write_failure_is_an_output_error_and_leaves_nothing(tmp_path):
+    def fail(path):
+        raise OSError(28, 'No space left on device')
+
+    with pytest.raises(OutputError, match=r'm\.json: cannot be written '
+                       r'\(No space left on device\)'):
+        with atomic_path(str(tmp_path / 'm.json')) as tmp:
+            fail(tmp)
     assert os.listdir(tmp_path) == []

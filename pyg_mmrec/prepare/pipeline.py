@@ -47,7 +47,8 @@ import pandas as pd
 
 import pyg_mmrec
 from pyg_mmrec.data.hetero import FEATURE_FILES, MODALITIES
-from pyg_mmrec.errors import ConfigError, DatasetError
+from pyg_mmrec.errors import ConfigError, DatasetError, OutputError
+from pyg_mmrec.io import current_umask
 from pyg_mmrec.prepare import features as feat
 from pyg_mmrec.prepare import recipe as rcp
 from pyg_mmrec.prepare.kcore import kcore_mask
@@ -504,18 +505,19 @@ def write_folder(out: str, files: Dict[str, bytes],
     out = osp.abspath(out)
     check_output(out, overwrite)
     parent = osp.dirname(out)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f'.{osp.basename(out)}.',
-                               suffix='.tmp', dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f'.{osp.basename(out)}.',
+                                   suffix='.tmp', dir=parent)
+    except OSError as e:
+        raise OutputError(out, f'cannot be written ({e.strerror})') from None
     old = None
     try:
         for name, data in files.items():
             with open(osp.join(staging, name), 'wb') as f:
                 f.write(data)
         # mkdtemp makes the folder private; give it the usual mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)
+        os.chmod(staging, 0o777 & ~current_umask())
         if osp.exists(out):
             old = staging + '.old'
             os.rename(out, old)

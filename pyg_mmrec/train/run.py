@@ -16,22 +16,31 @@ from pyg_mmrec.data.dataset import MultiModalRecDataset
 from pyg_mmrec.data.hetero import num_users_items, split_edge_index
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
-from pyg_mmrec.errors import CheckpointError, ConfigError, describe
+from pyg_mmrec.errors import (
+    CheckpointError,
+    ConfigError,
+    OutputError,
+    describe,
+)
 from pyg_mmrec.evaluation import RankingEvaluator
-from pyg_mmrec.io import copy_file, save_json, save_torch
+from pyg_mmrec.io import copy_file, folder_problem, save_json, save_torch
 from pyg_mmrec.nn.models.base import Recommender
 from pyg_mmrec.train.config import TrainConfig, apply_overrides
 from pyg_mmrec.train.loop import TrainState, fit
-from pyg_mmrec.train.registry import PRESETS, get_spec
+from pyg_mmrec.train.registry import MODELS, PRESETS, get_spec
 
 CHECKPOINT_FORMAT = 1
+CHECKPOINT_KEYS = ('model', 'dataset', 'preset', 'configs', 'state_dict',
+                   'optimizer', 'train_state', 'rng')
 
 
 @dataclass
 class RunOptions:
-    r"""What the ``train`` command was asked to do."""
-    model: str = 'lightgcn'
-    dataset: str = 'synthetic'
+    r"""What the ``train`` command was asked to do. With :obj:`resume`,
+    :obj:`model`, :obj:`dataset` and :obj:`preset` come from the checkpoint
+    (``None``: take them from there; anything else must agree)."""
+    model: Optional[str] = 'lightgcn'
+    dataset: Optional[str] = 'synthetic'
     preset: Optional[str] = None
     overrides: List[Tuple[str, str]] = field(default_factory=list)
     out: str = 'runs/latest'
@@ -123,7 +132,9 @@ def _checkpoint(options: RunOptions, configs: Dict[str, Any],
         'format': CHECKPOINT_FORMAT,
         'version': pyg_mmrec.__version__,
         'model': options.model,
-        'dataset': options.dataset,
+        # Absolute, so that evaluate and --resume find it from anywhere.
+        'dataset': (options.dataset if options.dataset == 'synthetic' else
+                    osp.abspath(options.dataset)),
         'preset': options.preset,
         'configs': {name: asdict(cfg) for name, cfg in configs.items()},
         'state_dict': model.state_dict(),
@@ -155,6 +166,21 @@ def load_checkpoint(path: str) -> dict:
             path, f'cannot be read as a checkpoint ({describe(e)})') from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != CHECKPOINT_FORMAT:
         raise CheckpointError(path, 'not a pyg_mmrec checkpoint')
+    missing = [key for key in CHECKPOINT_KEYS if key not in ckpt]
+    if missing:
+        raise CheckpointError(path, f"lacks '{missing[0]}': not a complete "
+                              f'pyg_mmrec checkpoint')
+    if ckpt['model'] not in MODELS:
+        raise CheckpointError(path, f"holds a '{ckpt['model']}' model, which "
+                              f"this version of pyg_mmrec does not know "
+                              f"(available: {', '.join(MODELS)})")
+    try:
+        configs_of(ckpt)
+        TrainState.from_dict(ckpt['train_state'])
+    except (TypeError, KeyError, ValueError) as e:
+        raise CheckpointError(path, f'holds settings this version of '
+                              f'pyg_mmrec cannot read ({describe(e)})'
+                              ) from None
     return ckpt
 
 
@@ -199,22 +225,61 @@ def assemble(model_name: str, dataset: str, configs: Dict[str, Any]) -> Run:
                evaluator)
 
 
+def check_resume_options(options: RunOptions, ckpt: dict) -> None:
+    r"""Raises unless :obj:`options` can continue the run of :obj:`ckpt`:
+    the model, data set and preset are the checkpoint's, and the synthetic
+    data and the cut-off :math:`K` (which decide the splits and the model
+    selection so far) are not overridden."""
+    if options.model is not None and options.model != ckpt['model']:
+        raise CheckpointError(options.resume, f"holds a '{ckpt['model']}' "
+                              f"model, not '{options.model}'")
+    if options.dataset is not None and options.dataset != ckpt['dataset'] \
+            and osp.abspath(options.dataset) != ckpt['dataset']:
+        raise ConfigError(f"--dataset {options.dataset}: the resumed run "
+                          f"trained on {ckpt['dataset']} (leave --dataset "
+                          f"out to continue on it)")
+    if options.preset is not None and options.preset != ckpt['preset']:
+        used = f"preset {ckpt['preset']}" if ckpt['preset'] else 'no preset'
+        raise ConfigError(f'--preset {options.preset}: the resumed run used '
+                          f'{used}')
+    saved = configs_of(ckpt)
+    new = apply_overrides(saved, options.overrides)
+    fixed = [f'data.{f.name}' for f in dataclasses.fields(saved['data'])
+             if getattr(new['data'], f.name) != getattr(saved['data'], f.name)]
+    if new['train'].k != saved['train'].k:
+        fixed.append('train.k')
+    if fixed:
+        raise ConfigError(f'{fixed[0]} cannot change when resuming: it '
+                          f'decides the data split or the model selection '
+                          f'so far (start a new run instead)')
+
+
+def check_output_folder(out: str) -> None:
+    r"""Raises an :class:`OutputError` before any training if the output
+    folder :obj:`out` cannot be created or written (creating nothing)."""
+    problem = folder_problem(out)
+    if problem:
+        raise OutputError(out, f'cannot be the output folder: {problem}')
+
+
 def train(options: RunOptions) -> dict:
     r"""Runs training as the ``train`` command does and returns the
     ``metrics.json`` document."""
     if options.resume is not None:
         ckpt = load_checkpoint(options.resume)
-        if ckpt['model'] != options.model:
-            raise CheckpointError(
-                options.resume, f"holds a '{ckpt['model']}' model, not "
-                f"'{options.model}'")
+        check_resume_options(options, ckpt)
         configs = configs_of(ckpt)
         configs = apply_overrides(configs, options.overrides)
-        options = dataclasses.replace(options, dataset=ckpt['dataset'],
+        options = dataclasses.replace(options, model=ckpt['model'],
+                                      dataset=ckpt['dataset'],
                                       preset=ckpt['preset'])
     else:
         ckpt = None
+        options = dataclasses.replace(
+            options, model=options.model or 'lightgcn',
+            dataset=options.dataset or 'synthetic')
         configs = build_configs(options)
+    check_output_folder(options.out)
     train_config: TrainConfig = configs['train']
     run = assemble(options.model, options.dataset, configs)
     data, model, optimizer = run.data, run.model, run.optimizer
@@ -226,7 +291,11 @@ def train(options: RunOptions) -> dict:
             group['lr'] = train_config.lr
         state = TrainState.from_dict(ckpt['train_state'])
         torch.set_rng_state(ckpt['rng'])
-    os.makedirs(options.out, exist_ok=True)
+    try:
+        os.makedirs(options.out, exist_ok=True)
+    except OSError as e:
+        raise OutputError(options.out, f'cannot be created ({e.strerror})'
+                          ) from None
     best_path = osp.join(options.out, 'checkpoint.pt')
     last_path = osp.join(options.out, 'last.pt')
     metrics_path = osp.join(options.out, 'metrics.json')

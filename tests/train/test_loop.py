@@ -237,8 +237,12 @@ def test_resume_rejects_another_model(tmp_path):
     ckpt['model'] = 'mostpop'
     torch.save(ckpt, tmp_path / 'a' / 'other.pt')
     with pytest.raises(CheckpointError, match="holds a 'mostpop' model, "
-                       "not 'lightgcn'"):
+                       "which this version of pyg_mmrec does not know"):
         _train(tmp_path / 'b', resume=str(tmp_path / 'a' / 'other.pt'))
+    with pytest.raises(CheckpointError, match="holds a 'lightgcn' model, "
+                       "not 'diffmm'"):
+        train(RunOptions(model='diffmm', out=str(tmp_path / 'b'),
+                         resume=str(tmp_path / 'a' / 'last.pt')))
     assert not (tmp_path / 'b').exists()
 
 
