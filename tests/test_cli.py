@@ -425,3 +425,26 @@ def test_checkpoint_finds_its_data_set_from_any_folder(
                            capsys)
     assert status == 0, err
     assert json.loads(out)['dataset'] == str(root)
+
+
+def test_evaluate_reports_the_epoch_of_the_weights(trained, tmp_path,
+                                                   capsys):
+    # last.pt after an epoch that did not improve: its weights are that
+    # epoch's, while the best epoch is an earlier one.
+    state = torch.load(trained / 'last.pt', weights_only=True)
+    last = state['train_state']['next_epoch'] - 1
+    state['train_state']['best_epoch'] = last - 1
+    torch.save(state, tmp_path / 'last.pt')
+    status, out, _ = run(['evaluate', '--checkpoint',
+                          str(tmp_path / 'last.pt')], capsys)
+    assert status == 0 and json.loads(out)['epoch'] == last
+
+
+def test_synthetic_options_with_a_data_set_folder(tmp_path, capsys,
+                                                  make_dataset):
+    root = make_dataset('diffmm')
+    status, out, err = run(['train', '--dataset', str(root), '--set',
+                            'data.num_users=50', '--quiet', '--out',
+                            str(tmp_path / 'out')], capsys)
+    _assert_usage_error(status, out, err, 'data.num_users configures the '
+                        f'synthetic data set, but --dataset is {root}')

@@ -89,7 +89,15 @@ def build_configs(options: RunOptions) -> Dict[str, Any]:
                                                **spec.presets[options.preset])
         configs['train'] = dataclasses.replace(
             configs['train'], **spec.train_presets.get(options.preset, {}))
-    return apply_overrides(configs, options.overrides)
+    configs = apply_overrides(configs, options.overrides)
+    if options.dataset != 'synthetic':
+        changed = [f'data.{f.name}' for f in dataclasses.fields(
+            configs['data']) if getattr(configs['data'], f.name) !=
+            getattr(SyntheticConfig(), f.name)]
+        if changed:
+            raise ConfigError(f'{changed[0]} configures the synthetic data '
+                              f'set, but --dataset is {options.dataset}')
+    return configs
 
 
 def build_model(name: str, data: HeteroData, model_config: Any,
@@ -390,7 +398,9 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
     return {
         'model': ckpt['model'],
         'dataset': dataset or ckpt['dataset'],
-        'epoch': ckpt['train_state']['best_epoch'],
+        # The epoch of these weights: the best one for checkpoint.pt, the
+        # last one for last.pt.
+        'epoch': ckpt['train_state']['next_epoch'] - 1,
         'val': evaluator.evaluate(scores, 'val'),
         'test': evaluator.evaluate(scores, 'test'),
     }
