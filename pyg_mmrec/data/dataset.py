@@ -5,6 +5,7 @@ import os
 import os.path as osp
 import shutil
 import stat
+import warnings
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -21,8 +22,11 @@ from pyg_mmrec.data.readers import (
     detect_layout,
     read_dataset,
 )
-from pyg_mmrec.errors import DatasetError
+from pyg_mmrec.errors import DatasetError, describe
 from pyg_mmrec.io import atomic_path
+
+#: Bumped whenever the readers' validation or cleaning changes.
+CACHE_VERSION = 2
 
 
 def to_hetero_data(raw: RawInteractions) -> HeteroData:
@@ -96,7 +100,14 @@ class MultiModalRecDataset(InMemoryDataset):
         self.notes: List[str] = []
         super().__init__(root, transform, pre_transform,
                          force_reload=force_reload, log=False)
-        self.load(self.processed_paths[0], data_cls=HeteroData)
+        path = self.processed_paths[0]
+        try:
+            self.load(path, data_cls=HeteroData)
+        except Exception as e:  # torch.load raises many types
+            # The cache is derived data (an interrupted copy, a full disk):
+            # rebuild it rather than fail.
+            self._rebuild(path, e)
+            self.load(path, data_cls=HeteroData)
 
     @property
     def raw_dir(self) -> str:
@@ -123,8 +134,10 @@ class MultiModalRecDataset(InMemoryDataset):
 
     @property
     def processed_file_names(self) -> List[str]:
-        # Key the cache by the raw files, so edited inputs are re-validated.
-        digest = hashlib.sha1(self.layout.encode())
+        # Key the cache by the raw files, so edited inputs are re-validated,
+        # and by the version of the checks, so that a cache written before a
+        # check was added (of data it now rejects or cleans) is not reused.
+        digest = hashlib.sha1(f'{self.layout}:{CACHE_VERSION}'.encode())
         for path in self.raw_paths:
             if osp.isfile(path):
                 st = os.stat(path)
@@ -139,7 +152,28 @@ class MultiModalRecDataset(InMemoryDataset):
             'the interaction files and at least one *_feat.npy file in '
             'this folder')
 
+    def _rebuild(self, path: str, error: BaseException) -> None:
+        r"""Re-processes the raw files after the cache file :obj:`path`
+        failed to load with :obj:`error`, with a warning."""
+        warnings.warn(f'{path}: the processed cache cannot be read '
+                      f'({describe(error)}); rebuilding it from the raw '
+                      f'files', stacklevel=3)
+        self.force_reload = True
+        self._process()
+
     def _process(self) -> None:
+        # PyG reads these two files (the pre-transform/filter records)
+        # before anything else: one that cannot be read means a corrupt
+        # cache, which is rebuilt (and the files rewritten).
+        for name in ('pre_transform.pt', 'pre_filter.pt'):
+            path = osp.join(self.processed_dir, name)
+            if self.force_reload or not osp.exists(path):
+                continue
+            try:
+                torch.load(path, weights_only=True)
+            except Exception as e:  # torch.load raises many types
+                self._rebuild(path, e)
+                return
         created = not osp.isdir(self.processed_dir)
         try:
             super()._process()

@@ -20,6 +20,7 @@ import json
 import os
 import os.path as osp
 import pickle
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -45,7 +46,8 @@ class RawInteractions:
         num_users (int): Number of users (ids ``0..num_users-1``).
         num_items (int): Number of items (ids ``0..num_items-1``).
         edges (dict): ``split -> int64 array [2, E]`` sorted by (user, item),
-            without duplicates.
+            without duplicates; no validation pair is a training pair, and
+            no test pair a training or validation pair.
         features (dict): ``modality -> float32 array [num_items, d]``.
         notes (list): Human-readable remarks (e.g. removed duplicates).
     """
@@ -124,7 +126,8 @@ class _SparseMatrixUnpickler(pickle.Unpickler):
 
 
 def load_sparse_pickle(path: str) -> sp.coo_matrix:
-    r"""Loads a pickled SciPy sparse matrix through a restricted unpickler."""
+    r"""Loads a pickled SciPy sparse matrix through a restricted unpickler,
+    and checks its structure before converting it to COO."""
     try:
         with open(path, 'rb') as f:
             obj = _SparseMatrixUnpickler(f).load()
@@ -140,7 +143,107 @@ def load_sparse_pickle(path: str) -> sp.coo_matrix:
         raise DatasetError(
             path, f'expected a SciPy sparse matrix, got '
             f'{type(obj).__name__}')
-    return sp.coo_matrix(obj)
+    try:
+        with warnings.catch_warnings():
+            # SciPy warns about unsigned index arrays, which are fine.
+            warnings.simplefilter('ignore')
+            return _checked_coo(obj)
+    except ValueError as e:
+        raise DatasetError(path, f'invalid sparse matrix: {e}') from None
+    except Exception as e:  # hand-crafted attributes of any type
+        raise DatasetError(path, f'invalid sparse matrix '
+                           f'({type(e).__name__}: {e})') from None
+
+
+# Unpickling sets a matrix's attributes as stored, unchecked, and SciPy's
+# compiled conversions trust them: a short ``indptr`` makes them write past
+# the end of an array (a segfault or heap corruption, not an exception).
+# Hence the structure is checked in Python before any conversion; each check
+# raises ValueError describing the problem.
+
+
+def _check_array(name: str, array: object, index: bool = False) -> None:
+    if not isinstance(array, np.ndarray) or array.ndim != 1:
+        raise ValueError(f'{name} must be a 1-D array')
+    if index and array.dtype.kind not in 'iu':
+        raise ValueError(f'{name} must hold integers, got dtype '
+                         f'{array.dtype}')
+
+
+def _check_shape(obj: object) -> Tuple[int, int]:
+    shape = getattr(obj, '_shape', None)
+    if not (isinstance(shape, tuple) and len(shape) == 2 and all(
+            isinstance(n, (int, np.integer)) and not isinstance(n, bool)
+            for n in shape)):
+        raise ValueError(f'shape must be two integers (users, items), got '
+                         f'{shape!r}')
+    shape = (int(shape[0]), int(shape[1]))
+    if min(shape) < 0:
+        raise ValueError(f'negative shape {shape}')
+    return shape
+
+
+def _check_coo(obj: object, shape: Tuple[int, int]) -> None:
+    coords = getattr(obj, 'coords', None)
+    if not isinstance(coords, (tuple, list)) or len(coords) != 2:
+        raise ValueError('expected a row and a column index array')
+    row, col = coords
+    _check_array('row', row, index=True)
+    _check_array('col', col, index=True)
+    _check_array('data', obj.data)
+    if not len(row) == len(col) == len(obj.data):
+        raise ValueError(f'row, col and data differ in length ({len(row)}, '
+                         f'{len(col)} and {len(obj.data)})')
+    for name, index, bound in (('row', row, shape[0]),
+                               ('column', col, shape[1])):
+        if index.size and index.min() < 0:
+            raise ValueError(f'negative {name} index {index.min()}')
+        if index.size and index.max() >= bound:
+            raise ValueError(f'{name} index {index.max()} outside the shape '
+                             f'{shape}')
+
+
+def _check_compressed(obj: object) -> None:
+    _check_array('data', obj.data)
+    _check_array('indices', obj.indices, index=True)
+    _check_array('indptr', obj.indptr, index=True)
+    # `check_format` only checks the order of `indptr` if `indptr[-1] > 0`,
+    # but the conversion reads every step of it.
+    if obj.indptr.size and (np.diff(obj.indptr.astype(np.int64)) < 0).any():
+        raise ValueError('indptr must be a non-decreasing sequence')
+    obj.check_format(full_check=True)
+
+
+def _check_lil(obj: object, shape: Tuple[int, int]) -> None:
+    for name in ('rows', 'data'):
+        array = getattr(obj, name)
+        if not (isinstance(array, np.ndarray) and array.dtype == object
+                and array.shape == (shape[0], )):
+            raise ValueError(f'{name} must be an object array of '
+                             f'{shape[0]} lists')
+    for i, (cols, values) in enumerate(zip(obj.rows, obj.data)):
+        if not (isinstance(cols, list) and isinstance(values, list)
+                and len(cols) == len(values)):
+            raise ValueError(f'row {i} has mismatched column indices and '
+                             f'values')
+
+
+def _checked_coo(obj: object) -> sp.coo_matrix:
+    r"""Checks the structure of the unpickled :obj:`obj`, then converts it
+    (and checks the result, for formats converted in Python: DOK, LIL)."""
+    shape = _check_shape(obj)
+    if obj.format in ('csr', 'csc'):
+        _check_compressed(obj)
+    elif obj.format == 'coo':
+        _check_coo(obj, shape)
+    elif obj.format == 'lil':
+        _check_lil(obj, shape)
+    coo = sp.coo_matrix(obj)
+    _check_coo(coo, shape)
+    if coo.dtype.kind not in 'biuf':
+        raise ValueError(f'interaction values must be numbers, got dtype '
+                         f'{coo.dtype}')
+    return coo
 
 
 # Features ####################################################################
@@ -195,10 +298,33 @@ def read_features(root: str, num_items: int) -> Dict[str, np.ndarray]:
 # Edge checks #################################################################
 
 
+#: Ids must fit in int64; (user, item) pairs are handled as the int64 keys
+#: ``user * num_items + item``, so that product must fit too.
+MAX_ID = int(np.iinfo(np.int64).max)
+
+
+def _plural(count: int, noun: str) -> str:
+    return f'{count} {noun}{"s" if count != 1 else ""}'
+
+
+def _ids_out_of_range(path: str, name: str, count: int,
+                      first: int) -> DatasetError:
+    return DatasetError(
+        path, f'{name} ids out of range in {_plural(count, "interaction")} '
+        f'(first: {first}); ids must lie in 0..2**63-1')
+
+
+def _note(notes: List[str], note: str) -> None:
+    r"""Records a change made to the input, and warns about it."""
+    notes.append(note)
+    warnings.warn(note, stacklevel=3)
+
+
 def _clean_edges(path: str, users: np.ndarray, items: np.ndarray,
                  num_users: int, num_items: int, split: str,
                  notes: List[str]) -> np.ndarray:
-    r"""Checks ids, removes duplicate pairs (with a note) and sorts."""
+    r"""Checks ids, removes duplicate pairs (with a note) and returns the
+    sorted keys ``user * num_items + item``."""
     if users.size == 0:
         raise DatasetError(path, f'the {split} split has no interactions')
     for name, ids, bound in (('user', users, num_users),
@@ -215,21 +341,65 @@ def _clean_edges(path: str, users: np.ndarray, items: np.ndarray,
     unique = np.unique(key)
     if unique.size < key.size:
         removed = key.size - unique.size
-        note = (f'{path}: removed {removed} duplicate {split} '
-                f'interaction{"s" if removed > 1 else ""}')
-        notes.append(note)
-        warnings.warn(note, stacklevel=3)
-    return np.stack([unique // num_items, unique % num_items])
+        _note(notes, f'{path}: removed '
+              f'{_plural(removed, f"duplicate {split} interaction")}')
+    return unique
+
+
+def _remove_seen(paths: Dict[str, str], keys: Dict[str, np.ndarray],
+                 notes: List[str]) -> None:
+    r"""Removes (with a note) the validation pairs that are training pairs,
+    and the test pairs that are training or validation pairs. Evaluation
+    excludes training items from the ranking (and validation items from the
+    test ranking), so such pairs could never be hit and would only distort
+    the metrics."""
+    seen = keys['train']
+    for split, earlier in (('val', 'train'), ('test', 'train or val')):
+        old = np.isin(keys[split], seen, assume_unique=True)
+        removed = int(old.sum())
+        if removed == keys[split].size:
+            raise DatasetError(
+                paths[split], f'the {split} split has no interactions (all '
+                f'of them are also in the {earlier} split)')
+        if removed:
+            _note(notes, f'{paths[split]}: removed '
+                  f'{_plural(removed, f"{split} interaction")} also in the '
+                  f'{earlier} split (evaluation never ranks those items, so '
+                  f'they could never be hit)')
+            keys[split] = keys[split][~old]
+        seen = np.union1d(seen, keys[split])
+
+
+def _check_negatives(path: str, train: np.ndarray, num_items: int) -> None:
+    r"""Every user needs an item without a training interaction: BPR draws
+    its negative items from those."""
+    users, degree = np.unique(train // num_items, return_counts=True)
+    full = users[degree >= num_items]
+    if full.size:
+        others = f' (and {_plural(full.size - 1, "other user")})' \
+            if full.size > 1 else ''
+        raise DatasetError(
+            path, f'user {full[0]} has interacted with every item in '
+            f'training: no negative item can be sampled{others}')
 
 
 def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
             num_users: int, num_items: int) -> RawInteractions:
+    if num_users * num_items > MAX_ID:
+        raise DatasetError(
+            paths['train'], f'{num_users} users x {num_items} items is too '
+            f'large (more than 2**63-1 user-item pairs): ids must be '
+            f'numbered from 0 without large gaps')
     notes: List[str] = []
-    edges = {
+    keys = {
         split: _clean_edges(paths[split], users, items, num_users, num_items,
                             split, notes)
         for split, (users, items) in pairs.items()
     }
+    _check_negatives(paths['train'], keys['train'], num_items)
+    _remove_seen(paths, keys, notes)
+    edges = {split: np.stack([key // num_items, key % num_items])
+             for split, key in keys.items()}
     features = read_features(root, num_items)
     return RawInteractions(num_users, num_items, edges, features, notes)
 
@@ -287,6 +457,11 @@ def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:
                 path, f'items of user {key} must be a list of integers')
         users.extend([user] * len(values))
         items.extend(values)
+    for name, ids in (('user', users), ('item', items)):
+        # JSON integers are unbounded: NumPy would raise OverflowError.
+        bad = [i for i in ids if not -MAX_ID - 1 <= i <= MAX_ID]
+        if bad:
+            raise _ids_out_of_range(path, name, len(bad), bad[0])
     return np.asarray(users, dtype=np.int64), np.asarray(items, np.int64)
 
 
@@ -302,6 +477,47 @@ def read_mmssl(root: str) -> RawInteractions:
     num_users = int(train_users.max()) + 1
     num_items = int(train_items.max()) + 1
     return _finish(root, paths, pairs, num_users, num_items)
+
+
+def _parsed_ints(values) -> Optional[List[int]]:
+    r"""The values of a text or object column as Python integers, or
+    :obj:`None` if one is not an integer."""
+    out = []
+    for value in values:
+        if isinstance(value, str) and re.fullmatch(r'\s*[+-]?[0-9]+\s*',
+                                                   value):
+            value = int(value)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(
+                value, (int, np.integer)):
+            return None
+        out.append(int(value))
+    return out
+
+
+def _table_ids(path: str, column) -> np.ndarray:
+    r"""The ids of the table column :obj:`column` (already checked for
+    missing cells) as int64; raises if they are not integers or do not fit
+    in int64."""
+    import pandas as pd
+
+    name = column.name
+    if not pd.api.types.is_integer_dtype(column):
+        # pandas reads integers beyond uint64 (or a mix of negative ids and
+        # ids beyond int64) as text: say so rather than just "got object".
+        parsed = _parsed_ints(column)
+        bad = [i for i in parsed or () if not -MAX_ID - 1 <= i <= MAX_ID]
+        if bad:
+            raise _ids_out_of_range(path, name, len(bad), bad[0])
+        raise DatasetError(path, f"column '{name}' must hold integer ids, "
+                           f"got {column.dtype}")
+    if pd.api.types.is_unsigned_integer_dtype(column):
+        # Cast to int64, an id of 2**64-1 would silently become -1.
+        values = column.to_numpy(np.uint64)
+        bad = values > MAX_ID
+        if bad.any():
+            raise _ids_out_of_range(path, name, int(bad.sum()),
+                                    int(values[bad][0]))
+    return column.to_numpy(np.int64)
 
 
 def read_tabular(root: str) -> RawInteractions:
@@ -323,11 +539,17 @@ def read_tabular(root: str) -> RawInteractions:
     missing = [c for c in ('user', 'item', 'split') if c not in frame.columns]
     if missing:
         raise DatasetError(path, f"missing column(s) {', '.join(missing)}")
-    for column in ('user', 'item'):
-        if not pd.api.types.is_integer_dtype(frame[column]):
+    if len(frame) == 0:
+        raise DatasetError(path, 'the table has no interactions (no rows)')
+    for column in ('user', 'item', 'split'):
+        empty = np.flatnonzero(frame[column].isna().to_numpy())
+        if empty.size:
+            noun = 'missing value' if column == 'split' else 'missing id'
             raise DatasetError(
-                path, f"column '{column}' must hold integer ids, got "
-                f"{frame[column].dtype}")
+                path, f"column '{column}' has {_plural(empty.size, noun)} "
+                f"(first in row {empty[0] + 1} below the header)")
+    ids = {column: _table_ids(path, frame[column])
+           for column in ('user', 'item')}
     split_names = frame['split'].astype(str)
     unknown = sorted(set(split_names.unique()) - set(SPLITS))
     if unknown:
@@ -336,9 +558,8 @@ def read_tabular(root: str) -> RawInteractions:
             f"train, val, test)")
     pairs = {}
     for split in SPLITS:
-        rows = frame[split_names == split]
-        pairs[split] = (rows['user'].to_numpy(np.int64),
-                        rows['item'].to_numpy(np.int64))
+        rows = (split_names == split).to_numpy()
+        pairs[split] = (ids['user'][rows], ids['item'][rows])
     train_users, train_items = pairs['train']
     if train_users.size == 0:
         raise DatasetError(path, 'the train split has no interactions')

@@ -4,6 +4,8 @@ import itertools
 import os
 import json
 import pickle
+import re
+import warnings
 
 import numpy as np
 import pytest
@@ -122,6 +124,9 @@ def test_tiktok_dev(tmp_path):
     train = split_edge_index(data, 'train')
     key = train[0] * 6710 + train[1]
     assert bool((key[1:] > key[:-1]).all())  # sorted, no duplicates
+    # Nothing was removed: no duplicates, and no held-out pair repeats a
+    # training (or, for test, validation) pair.
+    assert dataset.notes == []
 
 
 # Cache #######################################################################
@@ -218,3 +223,64 @@ def test_cache_written_atomically(make_dataset, tmp_path):
     cache = tmp_path / 'cache'
     MultiModalRecDataset(str(root), processed_dir=str(cache))
     assert not [n for n in os.listdir(cache) if n.endswith('.tmp')]
+
+
+def test_cache_keyed_by_version_of_the_checks(make_dataset, tmp_path,
+                                              monkeypatch):
+    r"""A cache written before a check was added (of data it now rejects
+    or cleans) is not reused."""
+    root = make_dataset('mmssl')
+    cache = tmp_path / 'cache'
+    MultiModalRecDataset(str(root), processed_dir=str(cache))
+    monkeypatch.setattr(dataset_module, 'CACHE_VERSION',
+                        dataset_module.CACHE_VERSION + 1)
+    calls = []
+    real = dataset_module.read_dataset
+    monkeypatch.setattr(dataset_module, 'read_dataset',
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    MultiModalRecDataset(str(root), processed_dir=str(cache))
+    assert len(calls) == 1
+    assert len(_cached_files(cache)) == 2
+
+
+def _damage(path, how):
+    data = path.read_bytes()
+    path.write_bytes({'truncated': data[:len(data) // 2], 'empty': b'',
+                      'garbage': b'\x00not a torch file\xff' * 9}[how])
+
+
+@pytest.mark.parametrize('where,name,how', [
+    ('cache', name, how)
+    for name in ('data', 'pre_transform.pt', 'pre_filter.pt')
+    for how in ('truncated', 'empty', 'garbage')
+] + [('root', 'data', 'truncated'), ('root', 'pre_filter.pt', 'truncated')])
+def test_unreadable_cache_is_rebuilt(make_dataset, tiny_splits,
+                                     tiny_features, tmp_path, monkeypatch,
+                                     where, name, how):
+    r"""The processed cache is derived data: one that cannot be read (an
+    interrupted copy, a full disk) is rebuilt from the raw files, with a
+    warning, in the cache folder as in root/processed."""
+    features = tiny_features()
+    root = make_dataset('diffmm', tiny_splits, features)
+    cache = tmp_path / 'cache' if where == 'cache' else root / 'processed'
+    processed_dir = str(cache) if where == 'cache' else None
+    MultiModalRecDataset(str(root), processed_dir=processed_dir)
+    path = cache / (_cached_files(cache)[0] if name == 'data' else name)
+    _damage(path, how)
+    with pytest.warns(UserWarning, match='^' + re.escape(
+            f'{path}: the processed cache cannot be read (') + '.*' +
+            re.escape('); rebuilding it from the raw files') + '$'):
+        dataset = MultiModalRecDataset(str(root), processed_dir=processed_dir)
+    _check_exact(dataset[0], tiny_splits, features)
+    assert sorted(os.listdir(cache)) == sorted(
+        _cached_files(cache) + ['pre_filter.pt', 'pre_transform.pt'])
+
+    # The rebuilt cache is whole: it is reused, without a warning.
+    def fail(*args, **kwargs):
+        raise AssertionError('raw files read again despite a valid cache')
+
+    monkeypatch.setattr(dataset_module, 'read_dataset', fail)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error', UserWarning)
+        dataset = MultiModalRecDataset(str(root), processed_dir=processed_dir)
+    _check_exact(dataset[0], tiny_splits, features)

@@ -10,7 +10,11 @@ import pytest
 import scipy.sparse as sp
 
 from pyg_mmrec.data.dataset import MultiModalRecDataset
-from pyg_mmrec.data.readers import load_features, load_sparse_pickle
+from pyg_mmrec.data.readers import (
+    load_features,
+    load_sparse_pickle,
+    read_dataset,
+)
 from pyg_mmrec.errors import DatasetError
 
 # The shared data set lives beside the checkout (../shared), in CI too.
@@ -285,6 +289,144 @@ def test_low_protocol_pickles_load(tmp_path, protocol):
                                   dense)
 
 
+# Corrupt sparse matrices #####################################################
+
+# Unpickling sets a matrix's attributes unchecked: each case below once
+# crashed Python (a short indptr: heap corruption or a segfault) or gave a
+# traceback. Each matrix starts as a valid 4 x 5 one with 5 entries.
+
+
+def _short_indptr(m):
+    m.indptr = m.indptr[:2]
+
+
+def _decreasing_indptr(m):  # no entries, so SciPy's own check skips it
+    m.indptr = np.array([0, 3, -1, 0, 0], dtype=m.indptr.dtype)
+    m.indices = m.indices[:0]
+    m.data = m.data[:0]
+
+
+def _short_data(m):
+    m.data = m.data[:-1]
+
+
+def _index_50(m):
+    m.indices[2] = 50
+
+
+def _index_minus_3(m):
+    m.indices[2] = -3
+
+
+def _float_indices(m):
+    m.indices = m.indices.astype(np.float64)
+
+
+def _columns_plus_10(m):
+    m.coords = (m.row, m.col + 10)
+
+
+def _rows_minus_3(m):
+    m.coords = (m.row - 3, m.col)
+
+
+def _object_values(m):
+    m.data = m.data.astype(object)
+
+
+def _shape(shape):
+    def corrupt(m):
+        m._shape = shape
+    return corrupt
+
+
+def _lil_rows(m):
+    rows = np.empty(400, dtype=object)  # 400 rows in a 4-row matrix
+    data = np.empty(400, dtype=object)
+    for i in range(400):
+        rows[i], data[i] = [i % NUM_ITEMS], [1.0]
+    m.rows, m.data = rows, data
+
+
+CORRUPT_MATRICES = {  # id: (format, corruption, problem)
+    'csr-short-indptr': (
+        'csr', _short_indptr, 'index pointer size 2 should be 5'),
+    'csc-short-indptr': (
+        'csc', _short_indptr, 'index pointer size 2 should be 6'),
+    'csr-decreasing-indptr': (
+        'csr', _decreasing_indptr, 'indptr must be a non-decreasing sequence'),
+    'csr-mismatched-lengths': (
+        'csr', _short_data, 'indices and data should have the same size'),
+    'coo-mismatched-lengths': (
+        'coo', _short_data, 'row, col and data differ in length (5, 5 and 4)'),
+    'csr-index-out-of-range': ('csr', _index_50, 'indices must be < 5'),
+    'csc-index-out-of-range': ('csc', _index_50, 'indices must be < 4'),
+    'coo-index-out-of-range': (
+        'coo', _columns_plus_10, 'column index 14 outside the shape (4, 5)'),
+    'csr-negative-index': ('csr', _index_minus_3, 'indices must be >= 0'),
+    'coo-negative-index': ('coo', _rows_minus_3, 'negative row index -3'),
+    'csr-negative-shape': ('csr', _shape((-4, 5)), 'negative shape (-4, 5)'),
+    'coo-negative-shape': ('coo', _shape((4, -5)), 'negative shape (4, -5)'),
+    'coo-3d-shape': ('coo', _shape((4, 5, 1)), 'shape must be two integers '
+                     '(users, items), got (4, 5, 1)'),
+    'csr-float-indices': ('csr', _float_indices,
+                          'indices must hold integers, got dtype float64'),
+    'coo-object-values': ('coo', _object_values,
+                          'scipy.sparse does not support dtype object'),
+    'lil-wrong-row-count': ('lil', _lil_rows,
+                            'rows must be an object array of 4 lists'),
+}
+
+
+@pytest.mark.parametrize('fmt,corrupt,problem',
+                         list(CORRUPT_MATRICES.values()),
+                         ids=list(CORRUPT_MATRICES))
+def test_corrupt_sparse_matrix(make_dataset, assert_rejected, fmt, corrupt,
+                               problem):
+    dense = np.zeros((NUM_USERS, NUM_ITEMS), dtype=np.float32)
+    dense[[0, 0, 1, 2, 3], [0, 1, 2, 3, 4]] = 1
+    mat = sp.coo_matrix(dense).asformat(fmt)
+    corrupt(mat)
+    root = make_dataset('diffmm')
+    _rewrite(root / 'trnMat.pkl', pickle.dumps(mat))
+    assert_rejected(root, root / 'trnMat.pkl',
+                    re.escape(f'invalid sparse matrix: {problem}'))
+
+
+def test_corrupt_heldout_sparse_matrix(make_dataset, assert_rejected):
+    mat = sp.csr_matrix(np.eye(NUM_USERS, NUM_ITEMS, dtype=np.float32))
+    _short_indptr(mat)
+    root = make_dataset('diffmm')
+    _rewrite(root / 'valMat.pkl', pickle.dumps(mat))
+    assert_rejected(root, root / 'valMat.pkl', re.escape(
+        'invalid sparse matrix: index pointer size 2 should be 5'))
+
+
+def test_sparse_matrix_missing_an_attribute(tmp_path):
+    mat = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    del mat.indptr
+    path = tmp_path / 'm.pkl'
+    _rewrite(path, pickle.dumps(mat))
+    with pytest.raises(DatasetError, match=re.escape(
+            f"{path}: invalid sparse matrix (AttributeError: ")):
+        load_sparse_pickle(str(path))
+
+
+def test_unsigned_index_arrays_load(tmp_path):
+    dense = np.zeros((4, 6), dtype=np.float32)
+    dense[[0, 1, 3, 3], [5, 0, 2, 4]] = [1, 2, 3, 4]
+    csr = sp.csr_matrix(dense)
+    csr.indices, csr.indptr = (csr.indices.astype(np.uint16),
+                               csr.indptr.astype(np.uint32))
+    coo = sp.coo_matrix(dense)
+    coo.coords = (coo.row.astype(np.uint8), coo.col.astype(np.uint64))
+    for mat in (csr, coo):
+        path = tmp_path / 'm.pkl'
+        _rewrite(path, pickle.dumps(mat))
+        np.testing.assert_array_equal(
+            load_sparse_pickle(str(path)).toarray(), dense)
+
+
 # Ids out of range ############################################################
 
 
@@ -342,6 +484,121 @@ def test_heldout_ids_beyond_training_range(make_dataset, assert_rejected,
     name = {'mmssl': MMSSL_NAMES[split], 'tabular': 'interactions.csv',
             'parquet': 'interactions.parquet'}[layout]
     assert_rejected(root, root / name, problem)
+
+
+@pytest.mark.parametrize('split,name,edge,first', [
+    ('train', 'item', (0, 2**63), 2**63),
+    ('val', 'user', (2**64 - 1, 1), 2**64 - 1),
+    ('test', 'item', (1, -2**63 - 1), -2**63 - 1),
+])
+def test_mmssl_ids_beyond_int64(make_dataset, assert_rejected, tiny_splits,
+                                split, name, edge, first):
+    tiny_splits[split].append(edge)
+    root = make_dataset('mmssl', tiny_splits)
+    assert_rejected(root, root / MMSSL_NAMES[split], re.escape(
+        f'{name} ids out of range in 1 interaction (first: {first}); ids '
+        f'must lie in 0..2**63-1'))
+
+
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular'])
+def test_ids_too_large_for_pair_keys(make_dataset, assert_rejected,
+                                     tiny_splits, layout):
+    tiny_splits['train'].append((2**63 - 1, 0))  # fits in int64, but ...
+    root = make_dataset(layout, tiny_splits)
+    name = MMSSL_NAMES['train'] if layout == 'mmssl' else 'interactions.csv'
+    assert_rejected(root, root / name, re.escape(
+        f'{2**63} users x {NUM_ITEMS} items is too large (more than '
+        f'2**63-1 user-item pairs)'))
+
+
+def _tiny_table(splits):
+    r"""The tiny data set as a table, train rows first, in input order."""
+    import pandas as pd
+    return pd.DataFrame([(u, i, split) for split in ('train', 'val', 'test')
+                         for (u, i) in splits[split]],
+                        columns=['user', 'item', 'split'])
+
+
+def _replace_table(root, frame, fmt):
+    r"""Writes :obj:`frame` as the only interactions table of :obj:`root`
+    (as CSV or Parquet) and returns its path."""
+    for name in ('interactions.csv', 'interactions.parquet'):
+        if (root / name).exists():
+            os.remove(root / name)
+    path = root / f'interactions.{fmt}'
+    getattr(frame, 'to_csv' if fmt == 'csv' else 'to_parquet')(
+        path, index=False)
+    return path
+
+
+@pytest.mark.parametrize('fmt', ['csv', 'parquet'])
+def test_tabular_header_only(make_dataset, assert_rejected, tiny_splits,
+                             fmt):
+    root = make_dataset('tabular')
+    path = _replace_table(root, _tiny_table(tiny_splits).iloc[:0], fmt)
+    assert_rejected(root, path, re.escape(
+        'the table has no interactions (no rows)'))
+
+
+@pytest.mark.parametrize('column,noun', [('user', 'missing id'),
+                                         ('item', 'missing id'),
+                                         ('split', 'missing value')])
+def test_tabular_csv_empty_cell(make_dataset, assert_rejected, tiny_splits,
+                                column, noun):
+    root = make_dataset('tabular')
+    frame = _tiny_table(tiny_splits).astype({column: object})
+    frame.loc[[2, 9], column] = None
+    path = _replace_table(root, frame, 'csv')
+    line = path.read_text().splitlines()[3]  # the third row
+    assert line.split(',')[['user', 'item', 'split'].index(column)] == ''
+    assert_rejected(root, path, re.escape(
+        f"column '{column}' has 2 {noun}s (first in row 3 below the "
+        f"header)"))
+
+
+def test_tabular_parquet_nullable_ids_with_na(make_dataset, assert_rejected,
+                                              tiny_splits):
+    root = make_dataset('parquet')
+    frame = _tiny_table(tiny_splits).astype({'user': 'Int64'})
+    frame.loc[1, 'user'] = None
+    path = _replace_table(root, frame, 'parquet')
+    assert_rejected(root, path, re.escape(
+        "column 'user' has 1 missing id (first in row 2 below the header)"))
+    # Without NA, a nullable integer column is fine.
+    frame.loc[1, 'user'] = 0
+    _replace_table(root, frame, 'parquet')
+    raw = read_dataset(str(root))
+    assert raw.edges['train'].shape == (2, len(tiny_splits['train']))
+
+
+@pytest.mark.parametrize('fmt', ['csv', 'parquet'])
+@pytest.mark.parametrize('value', [2**64 - 1, 2**63])
+def test_tabular_uint64_ids_beyond_int64(make_dataset, assert_rejected,
+                                         tiny_splits, fmt, value):
+    root = make_dataset('tabular')
+    frame = _tiny_table(tiny_splits).astype({'user': np.uint64})
+    frame.loc[4, 'user'] = value
+    assert frame['user'].dtype == np.uint64
+    path = _replace_table(root, frame, fmt)
+    assert_rejected(root, path, re.escape(
+        f'user ids out of range in 1 interaction (first: {value}); ids must '
+        f'lie in 0..2**63-1'))
+
+
+def test_tabular_csv_ids_beyond_uint64(make_dataset, assert_rejected,
+                                       tiny_splits):
+    r"""pandas reads such ids (or a mix of negative ids and ids beyond
+    int64) as text."""
+    root = make_dataset('tabular')
+    frame = _tiny_table(tiny_splits).astype({'item': object})
+    frame.loc[[3, 5], 'item'] = [2**64, -1]
+    path = _replace_table(root, frame, 'csv')
+    assert_rejected(root, path, re.escape(
+        f'item ids out of range in 1 interaction (first: {2**64})'))
+    frame.loc[[3, 5], 'item'] = [2**64 - 1, -1]
+    _replace_table(root, frame, 'csv')
+    assert_rejected(root, path, re.escape(
+        f'item ids out of range in 1 interaction (first: {2**64 - 1})'))
 
 
 # Features ####################################################################
@@ -512,6 +769,80 @@ def test_duplicates_removed_with_warning(make_dataset, tiny_splits, tmp_path,
                        ('test_edge_index', 'test')):
         expected = sorted(set(original[split]))
         assert [tuple(e) for e in store[key].t().tolist()] == expected
+
+
+# Held-out interactions seen in an earlier split #############################
+
+HELDOUT_FILES = {
+    'diffmm': DIFFMM_NAMES,
+    'mmssl': MMSSL_NAMES,
+    'tabular': {s: 'interactions.csv' for s in DIFFMM_NAMES},
+    'parquet': {s: 'interactions.parquet' for s in DIFFMM_NAMES},
+}
+
+
+@pytest.mark.parametrize('layout', ['diffmm', 'mmssl', 'tabular', 'parquet'])
+def test_heldout_pairs_seen_earlier_removed_with_warning(
+        make_dataset, tiny_splits, tmp_path, layout):
+    original = {k: list(v) for k, v in tiny_splits.items()}
+    tiny_splits['val'] += [(0, 0)]  # a training pair
+    tiny_splits['test'] += [(1, 1), (0, 2)]  # a training and a val pair
+    root = make_dataset(layout, tiny_splits)
+    names = HELDOUT_FILES[layout]
+    with pytest.warns(UserWarning) as record:
+        dataset = MultiModalRecDataset(str(root),
+                                       processed_dir=str(tmp_path / 'c'))
+    expected = [
+        f"{root / names['val']}: removed 1 val interaction also in the "
+        f"train split (evaluation never ranks those items, so they could "
+        f"never be hit)",
+        f"{root / names['test']}: removed 2 test interactions also in the "
+        f"train or val split (evaluation never ranks those items, so they "
+        f"could never be hit)",
+    ]
+    assert [str(w.message) for w in record
+            if 'removed' in str(w.message)] == expected
+    assert dataset.notes == expected
+    store = dataset[0]['user', 'interacts', 'item']
+    for key, split in (('edge_index', 'train'), ('val_edge_index', 'val'),
+                       ('test_edge_index', 'test')):
+        assert [tuple(e) for e in store[key].t().tolist()] == sorted(
+            original[split])
+
+
+@pytest.mark.parametrize('split', ['val', 'test'])
+@pytest.mark.parametrize('layout', ['diffmm', 'mmssl', 'tabular'])
+def test_heldout_split_of_seen_pairs_only(make_dataset, assert_rejected,
+                                          tiny_splits, layout, split):
+    if split == 'val':  # e.g. valMat.pkl a copy of trnMat.pkl
+        tiny_splits['val'] = list(tiny_splits['train'])
+    else:
+        tiny_splits['test'] = tiny_splits['val'] + tiny_splits['train'][:1]
+    earlier = {'val': 'train', 'test': 'train or val'}[split]
+    root = make_dataset(layout, tiny_splits)
+    assert_rejected(root, root / HELDOUT_FILES[layout][split], re.escape(
+        f'the {split} split has no interactions (all of them are also in '
+        f'the {earlier} split)'))
+
+
+# Users without a possible negative item ######################################
+
+
+@pytest.mark.parametrize('layout', ['diffmm', 'mmssl', 'tabular'])
+def test_user_with_every_item_in_training(make_dataset, assert_rejected,
+                                          tiny_splits, layout):
+    tiny_splits['train'] += [(3, 0), (3, 1), (3, 3)]  # had 2 and 4
+    tiny_splits['test'] = [(2, 4)]
+    root = make_dataset(layout, tiny_splits)
+    assert_rejected(root, root / HELDOUT_FILES[layout]['train'], re.escape(
+        'user 3 has interacted with every item in training: no negative '
+        'item can be sampled') + '$')
+    tiny_splits['train'] += [(1, 0), (1, 3), (1, 4)]  # had 1 and 2
+    tiny_splits['val'] = [(0, 2)]
+    root = make_dataset(layout, tiny_splits, name='ds2')
+    assert_rejected(root, root / HELDOUT_FILES[layout]['train'], re.escape(
+        'user 1 has interacted with every item in training: no negative '
+        'item can be sampled (and 1 other user)'))
 
 
 def test_nothing_written_on_failure_in_default_processed_dir(
