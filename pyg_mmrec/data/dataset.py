@@ -51,9 +51,9 @@ def _default_processed_dir(root: str) -> str:
     if os.access(root, os.W_OK) and os.stat(root).st_mode & stat.S_IWUSR:
         return osp.join(root, 'processed')
     digest = hashlib.sha1(osp.abspath(root).encode()).hexdigest()[:12]
-    cache = os.environ.get('PYG_MMREC_CACHE',
-                           osp.join(osp.expanduser('~'), '.cache',
-                                    'pyg_mmrec'))
+    # An empty value counts as unset (it would mean the current folder).
+    cache = os.environ.get('PYG_MMREC_CACHE') or osp.join(
+        osp.expanduser('~'), '.cache', 'pyg_mmrec')
     return osp.join(cache, f'{osp.basename(osp.abspath(root))}-{digest}')
 
 

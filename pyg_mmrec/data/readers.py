@@ -272,14 +272,21 @@ def load_features(path: str, num_items: int) -> np.ndarray:
             f'have {num_items} items')
     if array.shape[1] == 0:
         raise DatasetError(path, 'features have zero columns')
-    array = array.astype(np.float32)
     finite = np.isfinite(array)
     if not finite.all():
         rows = np.flatnonzero(~finite.all(axis=1))
         raise DatasetError(
             path, f'contains NaN or infinite values in {rows.size} rows '
             f'(first: row {rows[0]})')
-    return array
+    if array.dtype == np.float64:
+        # Finite here, infinite in float32: say which it is.
+        large = np.abs(array) > np.finfo(np.float32).max
+        if large.any():
+            rows = np.flatnonzero(large.any(axis=1))
+            raise DatasetError(
+                path, f'has values beyond the float32 range (|x| > 3.4e38) '
+                f'in {rows.size} rows (first: row {rows[0]})')
+    return array.astype(np.float32)
 
 
 def read_features(root: str, num_items: int) -> Dict[str, np.ndarray]:

@@ -284,3 +284,23 @@ def test_unreadable_cache_is_rebuilt(make_dataset, tiny_splits,
         warnings.simplefilter('error', UserWarning)
         dataset = MultiModalRecDataset(str(root), processed_dir=processed_dir)
     _check_exact(dataset[0], tiny_splits, features)
+
+
+def test_read_only_data_set_caches_under_the_user_cache(tmp_path,
+                                                         monkeypatch):
+    from pyg_mmrec.data.dataset import _default_processed_dir
+    root = tmp_path / 'shared'
+    root.mkdir()
+    assert _default_processed_dir(str(root)) == str(root / 'processed')
+    root.chmod(0o555)
+    try:
+        monkeypatch.setenv('PYG_MMREC_CACHE', str(tmp_path / 'mine'))
+        cached = _default_processed_dir(str(root))
+        assert cached.startswith(str(tmp_path / 'mine' / 'shared-'))
+        # An empty value means unset, not the current folder.
+        monkeypatch.setenv('PYG_MMREC_CACHE', '')
+        monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+        assert _default_processed_dir(str(root)).startswith(
+            str(tmp_path / 'home' / '.cache' / 'pyg_mmrec' / 'shared-'))
+    finally:
+        root.chmod(0o755)
