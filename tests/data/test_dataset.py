@@ -286,8 +286,8 @@ def test_unreadable_cache_is_rebuilt(make_dataset, tiny_splits,
     _check_exact(dataset[0], tiny_splits, features)
 
 
-def test_read_only_data_set_caches_under_the_user_cache(tmp_path,
-                                                         monkeypatch):
+def test_read_only_data_set_caches_under_the_user_cache(
+        tmp_path, monkeypatch):
     from pyg_mmrec.data.dataset import _default_processed_dir
     root = tmp_path / 'shared'
     root.mkdir()
