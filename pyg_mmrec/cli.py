@@ -10,7 +10,7 @@ import json
 import os.path as osp
 import sys
 import warnings
-from typing import List, Optional
+from typing import List, Optional, Union
 
 import torch
 
@@ -194,8 +194,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _format_warning(message: Union[Warning, str], category: type,
+                    filename: str, lineno: int,
+                    line: Optional[str] = None) -> str:
+    # One line, like the errors: the library's warnings are about the
+    # input (removed duplicates, a rebuilt cache), not about source lines.
+    return f'pyg-mmrec: warning: {message}\n'
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     r"""Entry point of ``pyg-mmrec``; returns the exit status."""
+    warnings.formatwarning = _format_warning
     warnings.filterwarnings('ignore', category=DeprecationWarning)
     # Printed once per process by PyTorch for every CSR tensor user; it says
     # nothing about the run.

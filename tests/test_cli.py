@@ -324,6 +324,21 @@ def test_real_process_exit_status(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+def test_real_process_warnings_are_one_line(tmp_path, make_dataset,
+                                            tiny_splits):
+    tiny_splits['train'] += [(2, 3), (2, 3)]
+    root = make_dataset('mmssl', tiny_splits)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run([sys.executable, '-m', 'pyg_mmrec.cli', 'info',
+                           '--dataset', str(root)],
+                          capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"pyg-mmrec: warning: {root / 'train.json'}: removed 2 duplicate "
+        f"train interactions"]
+
+
 @pytest.mark.parametrize('model, override, message', [
     ('diffmm', 'noise_min=0.5', 'need 0 < noise_min <= noise_max'),
     ('mmssl', 'heads=3', 'heads must be >= 1 and divide channels'),
