@@ -47,7 +47,12 @@ import pandas as pd
 
 import pyg_mmrec
 from pyg_mmrec.data.hetero import FEATURE_FILES, MODALITIES
-from pyg_mmrec.errors import ConfigError, DatasetError, OutputError
+from pyg_mmrec.errors import (
+    ConfigError,
+    DatasetError,
+    OutputError,
+    describe,
+)
 from pyg_mmrec.io import current_umask
 from pyg_mmrec.prepare import features as feat
 from pyg_mmrec.prepare import recipe as rcp
@@ -581,14 +586,20 @@ def config_from_recipe(recipe: Dict[str, Any], path: str = rcp.RECIPE_FILE,
                 if f.name not in _INPUT_FIELDS}
     options = dict(recipe['options'])
     rcp.check_options(options, defaults, path)
-    if 'ratios' in options:
-        options['ratios'] = tuple(options['ratios'])
     inputs = recipe['inputs']
-    config = PrepareConfig(
+    tables = dict(
         interactions=rcp.verify_file(inputs['interactions'], interactions,
                                      'interactions table'),
-        items=rcp.verify_file(inputs['items'], items, 'item table'),
-        **options)
+        items=rcp.verify_file(inputs['items'], items, 'item table'))
+    try:
+        if 'ratios' in options:
+            options['ratios'] = tuple(options['ratios'])
+        config = PrepareConfig(**tables, **options)
+    except ConfigError as e:  # its messages name the command's options
+        raise ConfigError(f'{path}: {e}') from None
+    except (TypeError, ValueError) as e:  # a value of the wrong type
+        raise DatasetError(path, f'malformed recipe option '
+                           f'({describe(e)})') from None
     for modality, record in (inputs.get('features') or {}).items():
         config.features[modality] = rcp.verify_file(
             record, None, f'{modality} feature file')

@@ -52,10 +52,23 @@ def load_recipe(path: str) -> Dict[str, Any]:
     for key in ('inputs', 'options'):
         if not isinstance(recipe.get(key), dict):
             raise DatasetError(path, f"recipe has no '{key}' object")
+    inputs = recipe['inputs']
     for key in ('interactions', 'items'):
-        if not isinstance(recipe['inputs'].get(key), dict) or \
-                'path' not in recipe['inputs'][key]:
+        if not isinstance(inputs.get(key), dict) or \
+                not isinstance(inputs[key].get('path'), str):
             raise DatasetError(path, f"recipe has no inputs.{key}.path")
+    for key, needed in (('features', 'path'), ('encoders', 'callable')):
+        records = inputs.get(key) or {}
+        if not isinstance(records, dict) or not all(
+                isinstance(r, dict) and isinstance(r.get(needed), str)
+                for r in records.values()):
+            raise DatasetError(path, f'recipe inputs.{key} must map each '
+                               f"modality to a record with a '{needed}'")
+    model = inputs.get('text_model')
+    if model is not None and not (isinstance(model, dict) and all(
+            isinstance(model.get(k), str) for k in ('path', 'sha256'))):
+        raise DatasetError(path, "recipe inputs.text_model must have a "
+                           "'path' and a 'sha256'")
     return recipe
 
 

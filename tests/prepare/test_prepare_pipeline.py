@@ -123,6 +123,34 @@ def test_rebuild_is_byte_identical(tables, tmp_path, tree):
     assert not (tmp_path / 'third').exists()
 
 
+@pytest.mark.parametrize('tamper, error, match', [
+    (lambda r: r['inputs'].update(encoders=[1]), DatasetError,
+     "recipe inputs.encoders must map each modality to a record with a "
+     "'callable'"),
+    (lambda r: r['inputs'].update(features='x'), DatasetError,
+     "recipe inputs.features must map each modality to a record with a "
+     "'path'"),
+    (lambda r: r['inputs'].update(text_model='x'), DatasetError,
+     "recipe inputs.text_model must have a 'path' and a 'sha256'"),
+    (lambda r: r['inputs']['items'].update(path=3), DatasetError,
+     'recipe has no inputs.items.path'),
+    (lambda r: r['options'].update(ratios=5), DatasetError,
+     r'malformed recipe option \(.*not iterable\)'),
+])
+def test_malformed_recipe_is_one_error(tables, tmp_path, tamper, error,
+                                       match):
+    first = tmp_path / 'first'
+    prepare(tables['inter.csv'], tables['items.csv'], str(first),
+            features={'visual': tables['vis.npy']}, **BASE)
+    recipe = json.loads((first / 'recipe.json').read_text())
+    tamper(recipe)
+    path = tmp_path / 'recipe.json'
+    path.write_text(json.dumps(recipe))
+    with pytest.raises(error, match=match):
+        rebuild(str(path), str(tmp_path / 'again'))
+    assert not (tmp_path / 'again').exists()
+
+
 def test_cli_prepare_and_recipe_rebuild(tables, tmp_path, tree, capsys):
     enc = tmp_path / 'my_encoders.py'
     enc.write_text(textwrap.dedent('''
