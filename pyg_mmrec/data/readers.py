@@ -407,8 +407,26 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
     _remove_seen(paths, keys, notes)
     edges = {split: np.stack([key // num_items, key % num_items])
              for split, key in keys.items()}
+    _note_unused_users(paths['train'], edges, num_users, notes)
     features = read_features(root, num_items)
     return RawInteractions(num_users, num_items, edges, features, notes)
+
+
+def _note_unused_users(path: str, edges: Dict[str, np.ndarray],
+                       num_users: int, notes: List[str]) -> None:
+    r"""Notes when most user ids have no interaction at all: the user count
+    is the largest id plus one, so one stray large id (or ids that were
+    never renumbered) silently sizes every user table for users that do not
+    exist. A few unused ids are common and harmless."""
+    used = np.zeros(num_users, dtype=bool)
+    for edge_index in edges.values():
+        used[edge_index[0]] = True
+    unused = num_users - int(used.sum())
+    if unused > num_users // 2:
+        _note(notes, f'{path}: {unused} of the {num_users} user ids '
+              f'0..{num_users - 1} have no interaction in any split (ids '
+              f'are expected to run from 0 without large gaps; every user '
+              f'table is sized by the largest id)')
 
 
 def _require(root: str, names: Dict[str, str]) -> Dict[str, str]:

@@ -859,3 +859,19 @@ def test_nothing_written_on_failure_in_default_processed_dir(
         MultiModalRecDataset(str(root))
     assert listing(root) == before
     assert not (root / 'processed').exists()
+
+
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular'])
+def test_mostly_unused_user_ids_are_noted(make_dataset, tiny_splits,
+                                          tmp_path, layout):
+    tiny_splits['train'].append((99, 0))  # one stray id: 100 users
+    root = make_dataset(layout, tiny_splits)
+    train_file = {'mmssl': 'train.json', 'tabular': 'interactions.csv'}
+    with pytest.warns(UserWarning, match='95 of the 100 user ids 0..99 have '
+                      'no interaction in any split'):
+        dataset = MultiModalRecDataset(str(root),
+                                       processed_dir=str(tmp_path / 'c'))
+    assert dataset.notes == [
+        f'{root / train_file[layout]}: 95 of the 100 user ids 0..99 have no '
+        f'interaction in any split (ids are expected to run from 0 without '
+        f'large gaps; every user table is sized by the largest id)']
