@@ -310,16 +310,19 @@ class MMSSL(Recommender):
 
     def _one_sided_adjs(self, edge_index: Tensor, user_weight: Tensor,
                         item_weight: Tensor) -> Tuple[object, object]:
-        r"""``(P, Q)`` for :class:`OneSidedNormConv`: messages flow from
-        items to users along :math:`\mathbf{P}` and from users to items
-        along :math:`\mathbf{Q}`."""
+        r"""``(P, Q)`` for :class:`OneSidedNormConv`, each as
+        ``(adjacency, weights, (num_sources, num_targets))``: messages flow
+        from items to users along :math:`\mathbf{P}` and from users to
+        items along :math:`\mathbf{Q}`. The size is kept because a plain
+        ``edge_index`` (the scatter backend) does not know it."""
         num_users, num_items = self.num_users, self.num_items
         backend = self.config.backend
         p, p_weight = to_adj(edge_index.flip(0), user_weight,
                              (num_items, num_users), backend=backend)
         q, q_weight = to_adj(edge_index, item_weight, (num_users, num_items),
                              backend=backend)
-        return (p, p_weight), (q, q_weight)
+        return ((p, p_weight, (num_items, num_users)),
+                (q, q_weight, (num_users, num_items)))
 
     def generated_edge_type(self, modality: str) -> Tuple[str, str, str]:
         r"""The edge type holding :math:`\mathbf{R}_m` of :obj:`modality`
@@ -422,8 +425,9 @@ class MMSSL(Recommender):
 
     # Forward #################################################################
 
-    def _propagate(self, x: Tensor, adj: Tuple[object, object]) -> Tensor:
-        return self.conv(x, adj[0], adj[1])
+    def _propagate(self, x: Tensor, adj: Tuple[object, object,
+                                               Tuple[int, int]]) -> Tensor:
+        return self.conv(x, adj[0], adj[1], size=adj[2])
 
     def embeddings(self, data: HeteroData) -> MMSSLEmbeddings:
         r"""One forward pass: the final representations and the
@@ -629,14 +633,24 @@ class MMSSL(Recommender):
         emb = self.embeddings(data)
         batch_users = torch.unique(users)
         projected = self.projected_rows
-        if projected:
+        fake: Optional[Tensor] = None
+        adversarial = self._adversarial_batch(batch_users)
+        if adversarial and projected:
             with self.frozen_discriminator():
                 _, fake = self.adversarial_projections(emb, batch_users,
                                                        real=False)
-        else:
+        elif adversarial:
             _, fake = self.adversarial_rows(emb, batch_users)
         return self.generator_loss(emb, users, pos_items, neg_items,
                                    batch_users, fake, projected)
+
+    def _adversarial_batch(self, batch_users: Tensor) -> bool:
+        r"""Whether the batch can take part in the adversarial game: the
+        discriminator's BatchNorm needs at least two rows in training mode,
+        and a final batch can hold a single user. Such a batch trains the
+        generator without the adversarial term (and skips the
+        discriminator's step)."""
+        return batch_users.numel() >= 2 or not self.discriminator.training
 
     # Training recipe #########################################################
 
@@ -683,7 +697,10 @@ class MMSSL(Recommender):
         batch_users = torch.unique(users)
         projected = self.projected_rows
         start = time.perf_counter()
-        if projected:
+        fake: Optional[Tensor] = None
+        d_parts: Dict[str, float] = {}
+        adversarial = self._adversarial_batch(batch_users)
+        if adversarial and projected:
             # The projections depend on the discriminator's parameters, so
             # its step projects detached representations (it must not reach
             # the generator) and the generator's fakes are projected again,
@@ -699,7 +716,7 @@ class MMSSL(Recommender):
             with self.frozen_discriminator():
                 _, fake = self.adversarial_projections(emb, batch_users,
                                                        real=False)
-        else:
+        elif adversarial:
             real, fake = self.adversarial_rows(emb, batch_users)
             d_parts = self.discriminator_step(real, fake)
         d_parts['seconds_discriminator'] = time.perf_counter() - start

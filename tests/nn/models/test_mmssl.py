@@ -1,3 +1,4 @@
+import copy
 import dataclasses
 import math
 
@@ -604,3 +605,41 @@ def test_resume_gives_the_uninterrupted_run(tmp_path):
         assert a['loss'] == b['loss'] and a['val'] == b['val']
     assert resumed['best_epoch'] == straight['best_epoch']
     assert resumed['test'] == straight['test']
+
+
+@pytest.mark.parametrize('backend', ['scatter', 'coo', 'csr', 'edge_index'])
+def test_backends_agree_with_default(backend):
+    # The scatter backend hands the layer a plain edge_index, which does not
+    # know the number of target nodes: the model must pass it.
+    model, data = small_model()
+    model.eval()
+    model.regenerate_graphs(data)  # generated graphs on every backend too
+    user, item = model(data)
+    other, other_data = small_model(backend=backend)
+    other.load_state_dict(model.state_dict())
+    other.eval()
+    other_data = other.prepare(other_data)
+    other_user, other_item = other(other_data)
+    torch.testing.assert_close(other_user, user, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(other_item, item, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize('discriminator', ['projected', 'paper'])
+def test_batch_of_one_user_trains_without_the_adversarial_term(
+        discriminator):
+    # A final batch can hold a single user; the discriminator's BatchNorm
+    # cannot train on one row, so that batch skips the adversarial game.
+    model, data = small_model(discriminator=discriminator, dense_rows=True)
+    optimizer = model.configure_optimizer(1e-3)
+    users = torch.tensor([3, 3])
+    batch = (users, torch.tensor([0, 1]), torch.tensor([2, 5]))
+    before = copy.deepcopy(model.discriminator.state_dict())
+    parts = model.train_step(data, batch, optimizer)
+    assert 'adv' not in parts and 'd_loss' not in parts
+    assert math.isfinite(parts['loss'])
+    for key, value in model.discriminator.state_dict().items():
+        assert torch.equal(value, before[key]), key  # not stepped
+    # Two users play the game as before.
+    parts = model.train_step(data, (torch.tensor([3, 4]), *batch[1:]),
+                             optimizer)
+    assert 'adv' in parts and 'd_loss' in parts
