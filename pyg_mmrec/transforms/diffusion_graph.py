@@ -61,14 +61,19 @@ def _cpu_has_native_bf16() -> bool:
 
 
 def default_screen_dtype(device: torch.device) -> Optional[torch.dtype]:
-    r"""bfloat16 where the hardware multiplies it natively (CUDA, or a CPU
-    with AVX512-BF16 or AMX), else :obj:`None`. With the certified bound of
+    r"""bfloat16 where the hardware multiplies it natively (a CUDA GPU of
+    compute capability 8.0 or newer, or a CPU with AVX512-BF16 or AMX),
+    else :obj:`None`. With the certified bound of
     :meth:`~pyg_mmrec.nn.Denoiser.decode_topk` every TikTok row is settled
     by the screen, and the decode takes 0.41 s instead of 1.01 s per
     denoiser on 2 AVX512-BF16 cores; without native bf16 the screen's
     products are slower than float32."""
-    native = device.type == 'cuda' or (device.type == 'cpu' and
-                                       _cpu_has_native_bf16())
+    if device.type == 'cuda':
+        # Tensor cores with bf16 arrived with Ampere (compute capability
+        # 8.0); older GPUs emulate it, or fail in cuBLAS.
+        native = torch.cuda.get_device_capability(device) >= (8, 0)
+    else:
+        native = device.type == 'cpu' and _cpu_has_native_bf16()
     return torch.bfloat16 if native else None
 
 

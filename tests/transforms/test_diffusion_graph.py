@@ -155,4 +155,16 @@ def test_default_screen_dtype_follows_native_bf16(monkeypatch, avx512_bf16,
                         lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
     assert default_screen_dtype(torch.device('cpu')) is expected
-    assert default_screen_dtype(torch.device('cuda')) is torch.bfloat16
+
+
+@pytest.mark.parametrize('capability, expected', [
+    ((6, 0), None), ((7, 5), None), ((8, 0), torch.bfloat16),
+    ((9, 0), torch.bfloat16)])
+def test_bf16_screen_only_on_gpus_with_bf16_tensor_cores(
+        monkeypatch, capability, expected):
+    # Pascal (6.x) fails bf16 GEMMs in cuBLAS and Turing (7.5) emulates
+    # them slower than float32.
+    from pyg_mmrec.transforms.diffusion_graph import default_screen_dtype
+    monkeypatch.setattr(torch.cuda, 'get_device_capability',
+                        lambda device=None: capability)
+    assert default_screen_dtype(torch.device('cuda')) is expected

@@ -29,6 +29,7 @@ from pyg_mmrec.nn.projection import ModalityProjection
 from pyg_mmrec.nn.sparse import BACKENDS, to_adj
 from pyg_mmrec.transforms.diffusion_graph import (
     DiffusionGraph,
+    default_screen_dtype,
     interaction_rows,
 )
 from pyg_mmrec.transforms.normalize import SymmetricNorm
@@ -68,8 +69,11 @@ class DiffMMConfig:
         topk (int): Generated edges per user and modality.
         cl_chunk_size (int): Key chunk of the InfoNCE denominator.
         diffusion_bf16 (bool): Run the denoisers' training matrix products
-            in bfloat16 autocast (weights, optimiser and loss stay float32).
-            About twice as fast on CPUs with bf16 instructions and on GPUs.
+            in bfloat16 autocast (weights, optimiser and loss stay float32)
+            where the hardware multiplies bf16 natively (CPUs with
+            AVX512-BF16 or AMX, GPUs of compute capability 8.0 or newer);
+            about twice as fast there. Elsewhere, emulated bf16 would be
+            slower than float32, so training stays in float32.
         backend (str): Sparse backend of the propagation
             (see :func:`pyg_mmrec.nn.sparse.to_adj`).
     """
@@ -351,8 +355,13 @@ class DiffMM(Recommender):
         modality; returns the mean loss."""
         cfg = self.config
         optimizers = self.denoiser_optimizers()
-        rowptr, col = self._train_csr
+        # prepare() may have run before the model was moved to its device.
+        device = self.user_emb.device
+        rowptr, col = (t.to(device) for t in self._train_csr)
         generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        # Emulated bf16 (old GPUs, CPUs without bf16 instructions) is slower
+        # than float32: autocast only where the hardware has it.
+        bf16 = cfg.diffusion_bf16 and default_screen_dtype(device) is not None
         with torch.no_grad():
             targets = self.projection(self._features(data))
             item_emb = self.item_emb.detach()
@@ -370,7 +379,7 @@ class DiffMM(Recommender):
                 noise = torch.randn(x0.shape, generator=generator).to(
                     x0.device)
                 with torch.autocast(x0.device.type, dtype=torch.bfloat16,
-                                    enabled=cfg.diffusion_bf16):
+                                    enabled=bf16):
                     loss = self.diffusion.training_loss(
                         denoiser, x0, t=t, noise=noise, item_emb=item_emb,
                         modality_emb=targets[m], lambda_e=cfg.e_loss)

@@ -203,3 +203,18 @@ def test_restored_checkpoint_reproduces_the_reported_metrics(tmp_path, seed):
     again = evaluate_checkpoint(str(tmp_path / 'checkpoint.pt'))
     assert again['test'] == pytest.approx(report['test'], abs=1e-6)
     assert again['val'] == pytest.approx(report['val'], abs=1e-6)
+
+
+def test_bf16_diffusion_training_only_where_bf16_is_native(monkeypatch):
+    # Emulated bf16 is slower than float32, so without native support the
+    # option leaves training in float32 (the same losses bit for bit).
+    losses = {}
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+    for native in (True, False):
+        monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported',
+                            lambda: native)
+        for bf16 in (True, False):
+            model, data = small_model(diffusion_bf16=bf16)
+            losses[native, bf16] = model.train_diffusion(data, epoch=0)
+    assert losses[False, True] == losses[False, False]
+    assert losses[True, True] != losses[True, False]
