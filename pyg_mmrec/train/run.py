@@ -149,6 +149,11 @@ def _checkpoint(options: RunOptions, configs: Dict[str, Any],
         'optimizer': optimizer.state_dict(),
         'train_state': state.to_dict(),
         'rng': torch.get_rng_state(),
+        # Dropout and noise drawn on the GPU come from its own generators;
+        # without their state a resumed run would replay them from the seed.
+        'cuda_rng': (torch.cuda.get_rng_state_all()
+                     if torch.cuda.is_available()
+                     and torch.cuda.is_initialized() else None),
     }
 
 
@@ -299,6 +304,10 @@ def train(options: RunOptions) -> dict:
             group['lr'] = train_config.lr
         state = TrainState.from_dict(ckpt['train_state'])
         torch.set_rng_state(ckpt['rng'])
+        cuda_rng = ckpt.get('cuda_rng')
+        if (cuda_rng is not None and torch.cuda.is_available()
+                and len(cuda_rng) == torch.cuda.device_count()):
+            torch.cuda.set_rng_state_all(cuda_rng)
     try:
         os.makedirs(options.out, exist_ok=True)
     except OSError as e:

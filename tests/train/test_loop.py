@@ -300,3 +300,22 @@ def test_sub_phase_seconds_are_summed_and_taken_out_of_the_step(tiny):
     total = record['seconds_recommender'] + record['seconds_inner']
     assert total <= record['seconds_train'] + 1e-6
     assert record['seconds_recommender'] < 0
+
+
+def test_checkpoint_carries_the_cuda_generators(tmp_path, monkeypatch):
+    # Simulated: on a GPU the dropout and noise streams live in the CUDA
+    # generators, which a resumed run must continue, not restart.
+    saved = [torch.tensor([1, 2, 3], dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'is_initialized', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: saved)
+    monkeypatch.setattr(torch.cuda, 'set_rng_state_all', restored.append)
+    monkeypatch.setattr(torch.cuda, 'manual_seed_all', lambda seed: None)
+    _train(tmp_path / 'a', ('train.epochs', '1'), ('train.device', 'cpu'))
+    ckpt = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)
+    assert [t.tolist() for t in ckpt['cuda_rng']] == [[1, 2, 3]]
+    _train(tmp_path / 'b', ('train.epochs', '2'), ('train.device', 'cpu'),
+           resume=str(tmp_path / 'a' / 'last.pt'))
+    assert [[t.tolist() for t in r] for r in restored] == [[[1, 2, 3]]]

@@ -421,6 +421,11 @@ class MMSSL(Recommender):
     def _check_prepared(self) -> Tuple[Tensor, Tensor]:
         if self._train_csr is None:
             raise RuntimeError('call prepare(data) before training MMSSL')
+        # prepare() may have run before the model was moved to its device.
+        device = self.user_emb.device
+        if self._train_csr[0].device != device:
+            self._train_csr = (self._train_csr[0].to(device),
+                               self._train_csr[1].to(device))
         return self._train_csr
 
     # Forward #################################################################
