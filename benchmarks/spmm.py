@@ -126,6 +126,17 @@ def peak_bandwidth(device: torch.device,
     return None
 
 
+def memory_limit_gb(device: torch.device, explicit: Optional[float]) -> float:
+    r"""Memory the scatter paths' ``[nnz, d]`` messages may take: the
+    explicit ``--max-memory-gb``, else half of the device's memory (the
+    GPU's for CUDA, the host's for CPU)."""
+    if explicit is not None:
+        return explicit
+    if device.type == 'cuda':
+        return torch.cuda.mem_get_info(device)[1] / 2**30 / 2
+    return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**31
+
+
 def sync(device: torch.device) -> None:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
@@ -229,9 +240,10 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
             skip = 'torch-sparse is not installed'
         elif name in ('lgconv_plain', 'scatter'):
             need = SCATTER_COPIES * nnz * dim * 4 / 2**30
-            if need > args.max_memory_gb:
+            limit = memory_limit_gb(device, args.max_memory_gb)
+            if need > limit:
                 skip = (f'needs ~{need:.3g} GiB for [nnz, d] messages '
-                        f'> --max-memory-gb {args.max_memory_gb:.3g}')
+                        f'> {limit:.3g} GiB (--max-memory-gb)')
         key = f'{name}/{device}/{threads}'
         if skip is None:
             skip = predicted_skip(rate.get(key), nnz, dim, 1,
@@ -242,54 +254,67 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
                              'skipped': skip})
             continue
 
-        sync(device)
-        t0 = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter('ignore')
-            if backend is None:
-                # The baseline normalises inside LGConv on every call.
-                adj, weight = full_index, None
-            else:
-                adj, weight = to_adj(full_index, full_weight, num_nodes,
-                                     backend=backend, symmetric=True)
+        adj = weight = None
+        try:
             sync(device)
-            setup_ms = 1e3 * (time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore')
+                if backend is None:
+                    # The baseline normalises inside LGConv on every call.
+                    adj, weight = full_index, None
+                else:
+                    adj, weight = to_adj(full_index, full_weight, num_nodes,
+                                         backend=backend, symmetric=True)
+                sync(device)
+                setup_ms = 1e3 * (time.perf_counter() - t0)
 
-            # Same numbers as the default path (checked once, forward only).
-            with torch.no_grad():
-                out = make_conv_out(name, adj, weight, x)
-            if reference is None:
-                reference = out
-            max_diff = float((out - reference).abs().max())
+                # Same numbers as the default path (checked once, forward
+                # only).
+                with torch.no_grad():
+                    out = make_conv_out(name, adj, weight, x)
+                if reference is None:
+                    reference = out
+                max_diff = float((out - reference).abs().max())
 
-            for layers in (1, 3):
-                skip = predicted_skip(rate.get(key), nnz, dim, layers,
-                                      args.max_seconds)
-                if skip is not None:
-                    rows.append({**base, 'backend': name, 'layers': layers,
-                                 'skipped': skip})
-                    continue
-                step = make_step(name, adj, weight, x, grad, layers)
-                timing = time_fn(step, device, args.min_time,
-                                 args.max_repeats, args.max_seconds)
-                sec = timing['ms_median'] / 1e3
-                rate[key] = sec / (nnz * dim * layers)
-                moved = 2 * layers * spmm_bytes(num_nodes, nnz, dim)
-                row = {**base, 'backend': name,
-                       'adj_type': type(adj).__name__, 'layers': layers,
-                       'setup_ms': setup_ms, **timing,
-                       'max_abs_diff_vs_first': max_diff,
-                       'spmm_bytes': moved,
-                       'gb_per_s': moved / sec / 1e9,
-                       'peak_gb_per_s': peak,
-                       'fraction_of_peak': (moved / sec / 1e9 / peak
-                                            if peak else None),
-                       'skipped': None}
-                rows.append(row)
-                print(f"  {label:>24s} {str(device):>5s} "
-                      f"threads={threads} {name:>13s} L={layers} "
-                      f"{timing['ms_median']:10.2f} ms", file=sys.stderr,
-                      flush=True)
+                for layers in (1, 3):
+                    skip = predicted_skip(rate.get(key), nnz, dim, layers,
+                                          args.max_seconds)
+                    if skip is not None:
+                        rows.append({**base, 'backend': name, 'layers': layers,
+                                     'skipped': skip})
+                        continue
+                    step = make_step(name, adj, weight, x, grad, layers)
+                    timing = time_fn(step, device, args.min_time,
+                                     args.max_repeats, args.max_seconds)
+                    sec = timing['ms_median'] / 1e3
+                    rate[key] = sec / (nnz * dim * layers)
+                    moved = 2 * layers * spmm_bytes(num_nodes, nnz, dim)
+                    row = {**base, 'backend': name,
+                           'adj_type': type(adj).__name__, 'layers': layers,
+                           'setup_ms': setup_ms, **timing,
+                           'max_abs_diff_vs_first': max_diff,
+                           'spmm_bytes': moved,
+                           'gb_per_s': moved / sec / 1e9,
+                           'peak_gb_per_s': peak,
+                           'fraction_of_peak': (moved / sec / 1e9 / peak
+                                                if peak else None),
+                           'skipped': None}
+                    rows.append(row)
+                    print(f"  {label:>24s} {str(device):>5s} "
+                          f"threads={threads} {name:>13s} L={layers} "
+                          f"{timing['ms_median']:10.2f} ms", file=sys.stderr,
+                          flush=True)
+        except torch.OutOfMemoryError:
+            # One backend that does not fit must not lose the others.
+            done = {r['layers'] for r in rows if r['backend'] == name}
+            rows.extend({**base, 'backend': name, 'layers': layers,
+                         'skipped': f'out of memory on {device}'}
+                        for layers in (1, 3) if layers not in done)
+            print(f'  {label:>24s} {str(device):>5s} {name:>13s} out '
+                  f'of memory', file=sys.stderr, flush=True)
+            if device.type == 'cuda':
+                torch.cuda.empty_cache()
         del adj, weight
     # Ratio of every backend to the LGConv baseline of the same setting.
     for layers in (1, 3):
@@ -417,16 +442,14 @@ def main() -> None:
                         'exceeds this')
     parser.add_argument('--max-memory-gb', type=float, default=None,
                         help='skip scatter-style backends above this '
-                        '(default: half the machine memory)')
+                        "(default: half the device's memory: the GPU's for "
+                        "CUDA, the host's for CPU)")
     parser.add_argument('--peak-bandwidth', type=float, default=None,
                         help='device peak bandwidth in GB/s (CUDA: from a '
                         'table of known devices)')
     parser.add_argument('--out', default=RESULTS)
     args = parser.parse_args()
     args.backends = args.backends.split(',')
-    if args.max_memory_gb is None:
-        total = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
-        args.max_memory_gb = total / 2**30 / 2
     if args.sizes is None:
         args.sizes = ([(100_000, 20_000, 1_000_000),
                        (300_000, 60_000, 5_000_000),

@@ -67,19 +67,21 @@ def main() -> None:
     num_users, num_items = model.num_users, model.num_items
     device = next(model.parameters()).device
     if device.type == 'cuda':
-        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.reset_peak_memory_stats(device)
 
     epochs = []
     for epoch in range(args.epochs):
         record = run_epoch(model, data, sampler, optimizer, epoch,
                            progress=False)
         model.eval()
-        start = time.perf_counter()
+        # Wait for the epoch's queued GPU work first, so that it does not
+        # count as evaluation.
         if device.type == 'cuda':
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
         val = evaluator.evaluate(model.score_fn(data), 'val')
         if device.type == 'cuda':
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(device)
         record['seconds_eval'] = time.perf_counter() - start
         record['seconds_total'] = record['seconds_train'] + \
             record['seconds_eval']
@@ -103,7 +105,7 @@ def main() -> None:
         'last_epoch_phases': {k: epochs[-1][k] for k in phases},
         'last_epoch_seconds': epochs[-1]['seconds_total'],
         'peak_rss_gib': peak_rss_gib(),
-        'peak_cuda_gib': (torch.cuda.max_memory_allocated() / 2**30
+        'peak_cuda_gib': (torch.cuda.max_memory_allocated(device) / 2**30
                           if device.type == 'cuda' else None),
     }
     text = json.dumps(result, indent=2)

@@ -75,3 +75,38 @@ def test_generated_graph_benchmark_reports_ratio_and_phases(
     assert set(result['build_phase_seconds']) == phases
     # The screened, hidden-space build is the literal process.
     assert result['fast_path_top_k_agreement_with_literal'] == 1.0
+
+
+def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch):
+    # One backend that does not fit on a GPU must not lose the others'
+    # measurements (simulated on CPU).
+    import argparse
+    import importlib.util
+
+    import torch
+    monkeypatch.syspath_prepend(osp.join(ROOT, 'benchmarks'))
+    spec = importlib.util.spec_from_file_location(
+        'spmm_bench', osp.join(ROOT, 'benchmarks', 'spmm.py'))
+    spmm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spmm)
+    real = spmm.make_conv_out
+
+    def make_conv_out(name, *args):
+        if name == 'csr':
+            raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+        return real(name, *args)
+
+    monkeypatch.setattr(spmm, 'make_conv_out', make_conv_out)
+    args = argparse.Namespace(backends=['default', 'csr', 'coo'], dim=8,
+                              max_memory_gb=None, max_seconds=5.0,
+                              min_time=0.01, max_repeats=3,
+                              peak_bandwidth=None)
+    edge_index = torch.stack([torch.arange(30) % 10, torch.arange(30) % 7])
+    rows = spmm.bench_graph('tiny', edge_index, 10, 7, args,
+                            torch.device('cpu'), 1, {})
+    by_backend = {(r['backend'], r['layers']): r['skipped'] for r in rows}
+    assert by_backend[('csr', 1)] == by_backend[('csr', 3)] == \
+        'out of memory on cpu'
+    for backend in ('default', 'coo'):
+        assert by_backend[(backend, 1)] is None
+        assert by_backend[(backend, 3)] is None
