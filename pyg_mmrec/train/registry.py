@@ -22,11 +22,15 @@ class ModelSpec:
         presets: Named overrides of the model config (the papers' settings).
         train_presets: Named overrides of :class:`TrainConfig` that go with
             each preset (learning rate, epochs, batch size).
+        train_defaults: Overrides of :class:`TrainConfig` that the model's
+            recipe fixes with or without a preset (e.g. its optimiser's
+            learning rate).
     """
     config_cls: type
     build: Callable[[HeteroData, Any, int], Recommender]
     presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     train_presets: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    train_defaults: Dict[str, Any] = field(default_factory=dict)
 
 
 def _build_lightgcn(data: HeteroData, config: LightGCNConfig,
@@ -45,7 +49,9 @@ MODELS: Dict[str, ModelSpec] = {
         MMSSLConfig, build_mmssl, presets=MMSSL_PRESETS,
         train_presets={name: dict(lr=5.5e-4, batch_size=1024, epochs=50,
                                   patience=7)
-                       for name in MMSSL_PRESETS}),
+                       for name in MMSSL_PRESETS},
+        # MODELS.md: AdamW at 5.5e-4, early stopping with patience 7.
+        train_defaults=dict(lr=5.5e-4, patience=7)),
 }
 
 PRESETS = ('tiktok', 'baby', 'sports')

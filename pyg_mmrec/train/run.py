@@ -74,7 +74,7 @@ def build_configs(options: RunOptions) -> Dict[str, Any]:
     defaults, then the preset, then the explicit overrides."""
     spec = get_spec(options.model)
     configs: Dict[str, Any] = {
-        'train': TrainConfig(),
+        'train': TrainConfig(**spec.train_defaults),
         'model': spec.config_cls(),
         'data': SyntheticConfig(),
     }

@@ -112,6 +112,18 @@ def test_build_configs_and_presets():
         build_configs(RunOptions(preset='imdb'))
 
 
+def test_model_recipe_fixes_its_optimiser_without_a_preset():
+    # MMSSL's AdamW learning rate and patience are part of its recipe;
+    # explicit options still win.
+    mmssl = build_configs(RunOptions(model='mmssl'))['train']
+    assert (mmssl.lr, mmssl.patience) == (5.5e-4, 7)
+    lightgcn = build_configs(RunOptions())['train']
+    assert (lightgcn.lr, lightgcn.patience) == (1e-3, 10)
+    explicit = build_configs(RunOptions(model='mmssl',
+                                        overrides=[('train.lr', '0.01')]))
+    assert explicit['train'].lr == 0.01
+
+
 def test_resolve_device():
     import torch
     assert resolve_device('cpu') == torch.device('cpu')
