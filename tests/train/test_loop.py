@@ -319,3 +319,13 @@ def test_checkpoint_carries_the_cuda_generators(tmp_path, monkeypatch):
     _train(tmp_path / 'b', ('train.epochs', '2'), ('train.device', 'cpu'),
            resume=str(tmp_path / 'a' / 'last.pt'))
     assert [[t.tolist() for t in r] for r in restored] == [[[1, 2, 3]]]
+
+
+def test_phase_clock_waits_for_the_gpu(monkeypatch):
+    from pyg_mmrec.nn.models.base import device_clock
+    waited = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', waited.append)
+    device_clock(torch.device('cpu'))
+    assert waited == []
+    device_clock(torch.device('cuda', 1))
+    assert waited == [torch.device('cuda', 1)]

@@ -1,5 +1,6 @@
 r"""The interface every recommender of the library implements, so that one
 training loop, one evaluator and one CLI serve all models."""
+import time
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -25,6 +26,15 @@ def batch_embeddings(user_emb: Tensor, item_emb: Tensor, users: Tensor,
     return (user_emb.index_select(0, users),
             item_emb.index_select(0, pos_items),
             item_emb.index_select(0, neg_items))
+
+
+def device_clock(device: torch.device) -> float:
+    r"""The time once the work queued on :obj:`device` has finished. CUDA
+    runs asynchronously: without the wait, GPU time would be counted in
+    whichever phase happens to wait for it next."""
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 class Recommender(torch.nn.Module):

@@ -1,6 +1,5 @@
 r"""DiffMM (Jiang et al., ACM MM 2024), assembled from the library's layers,
 building blocks and transforms."""
-import time
 import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -24,7 +23,11 @@ from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.nn.losses import bpr_loss, info_nce
-from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
+from pyg_mmrec.nn.models.base import (
+    Recommender,
+    batch_embeddings,
+    device_clock,
+)
 from pyg_mmrec.nn.projection import ModalityProjection
 from pyg_mmrec.nn.sparse import BACKENDS, to_adj
 from pyg_mmrec.transforms.diffusion_graph import (
@@ -391,11 +394,12 @@ class DiffMM(Recommender):
         return total / max(count, 1)
 
     def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
-        start = time.perf_counter()
+        device = self.user_emb.device
+        start = device_clock(device)
         self.train_diffusion(data, epoch)
-        middle = time.perf_counter()
+        middle = device_clock(device)
         self._attach_generated(data, epoch)
-        end = time.perf_counter()
+        end = device_clock(device)
         return {'diffusion': middle - start, 'graph': end - middle}
 
     def get_extra_state(self) -> dict:
