@@ -118,6 +118,10 @@ def main() -> None:
                          seed=args.seed)
 
     model.train()
+    if cuda:
+        # From here on, the training steps' own GPU memory: RSS on a GPU
+        # run is mostly the CUDA context and host copies.
+        torch.cuda.reset_peak_memory_stats(device)
     num_batches = len(sampler)
     timed = num_batches if args.max_batches is None else \
         min(args.max_batches, num_batches)
@@ -127,7 +131,7 @@ def main() -> None:
     phases = model.before_epoch(data, epoch=1)
     sync()
     step_start = time.perf_counter()
-    step_seconds, disc_seconds, rss_trace = [], [], []
+    step_seconds, disc_seconds, rss_trace, cuda_trace = [], [], [], []
     last = step_start
     for b, (users, pos, neg) in enumerate(sampler.epoch(1)):
         if b >= timed:
@@ -139,6 +143,8 @@ def main() -> None:
         step_seconds.append(now - last)
         disc_seconds.append(parts['seconds_discriminator'])
         rss_trace.append(peak_rss_gib())
+        if cuda:
+            cuda_trace.append(torch.cuda.max_memory_allocated(device) / 2**30)
         last = now
         if b % 50 == 0 or b + 1 == timed:
             print(f'batch {b + 1}/{timed}: {step_seconds[-1]:.2f} s, peak '
@@ -179,6 +185,9 @@ def main() -> None:
         'device': str(device),
         'peak_cuda_gib': (torch.cuda.max_memory_allocated(device) / 2**30
                           if cuda else None),
+        # Peak GPU memory of the epoch so far after each step (regeneration
+        # included, preparation not); empty on CPU.
+        'batch_peak_cuda_gib': cuda_trace,
         'cpu': platform.processor() or platform.machine(),
         'torch': torch.__version__,
         'command': ' '.join(sys.argv),
@@ -193,12 +202,15 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     with open(osp.join(args.out, 'mmssl_memory.json'), 'w') as f:
         f.write(text + '\n')
-    plot(step_seconds, disc_seconds, rss_trace, num_batches,
+    memory = (cuda_trace, f'peak {device} memory (GiB)') if cuda else \
+        (rss_trace, 'peak RSS (GiB)')
+    plot(step_seconds, disc_seconds, memory, num_batches,
          osp.join(args.out, 'mmssl_memory.png'))
 
 
-def plot(step_seconds, disc_seconds, rss_trace, num_batches: int,
+def plot(step_seconds, disc_seconds, memory, num_batches: int,
          path: str) -> None:
+    r"""Seconds per batch, and ``memory = (trace, label)`` per batch."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -209,10 +221,10 @@ def plot(step_seconds, disc_seconds, rss_trace, num_batches: int,
     left.set_xlabel('batch')
     left.set_ylabel('seconds')
     left.legend()
-    right.plot(batches, rss_trace)
+    right.plot(batches, memory[0])
     right.axhline(8.0, color='red', linestyle='--', label='8 GiB target')
     right.set_xlabel('batch')
-    right.set_ylabel('peak RSS (GiB)')
+    right.set_ylabel(memory[1])
     right.legend()
     timed = ('all' if len(step_seconds) == num_batches else
              f'the first {len(step_seconds)} of')

@@ -26,6 +26,7 @@ def test_mmssl_memory_epoch_is_measured_or_marked_extrapolated(
     extra = [] if max_batches is None else ['--max-batches',
                                             str(max_batches)]
     result = run_mmssl_memory(str(tmp_path), *extra)
+    assert result['device'] == 'cpu' and result['batch_peak_cuda_gib'] == []
     num_batches = math.ceil(1500 / 256)
     assert result['batches_per_epoch'] == num_batches
     assert result['edges'] == 1500
