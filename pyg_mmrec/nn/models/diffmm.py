@@ -361,7 +361,12 @@ class DiffMM(Recommender):
         # prepare() may have run before the model was moved to its device.
         device = self.user_emb.device
         rowptr, col = (t.to(device) for t in self._train_csr)
-        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch)
+        # Noise is drawn where it is used: a [B, I] draw per step on the CPU
+        # and its copy to a GPU would stall every step there. (So a GPU run
+        # draws other numbers than a CPU run of the same seed.)
+        gen_device = device if device.type == 'cuda' else torch.device('cpu')
+        generator = torch.Generator(gen_device).manual_seed(
+            self.seed * 7919 + epoch)
         # Emulated bf16 (old GPUs, CPUs without bf16 instructions) is slower
         # than float32: autocast only where the hardware has it.
         bf16 = cfg.diffusion_bf16 and default_screen_dtype(device) is not None
@@ -372,15 +377,16 @@ class DiffMM(Recommender):
         for m in self.modalities:
             denoiser = self.denoisers[m]
             denoiser.train()
-            perm = torch.randperm(self.num_users, generator=generator)
+            perm = torch.randperm(self.num_users, generator=generator,
+                                  device=gen_device)
             for start in range(0, self.num_users, cfg.diffusion_batch_size):
                 users = perm[start:start + cfg.diffusion_batch_size].to(
                     col.device)
                 x0 = interaction_rows(rowptr, col, users, self.num_items)
                 t = self.diffusion.sample_timesteps(
                     users.numel(), generator=generator).to(x0.device)
-                noise = torch.randn(x0.shape, generator=generator).to(
-                    x0.device)
+                noise = torch.randn(x0.shape, generator=generator,
+                                    device=gen_device).to(x0.device)
                 with torch.autocast(x0.device.type, dtype=torch.bfloat16,
                                     enabled=bf16):
                     loss = self.diffusion.training_loss(
