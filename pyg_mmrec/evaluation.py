@@ -76,17 +76,20 @@ class RankingEvaluator:
         out = []
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
-            score = scores(batch).float().cpu()
+            # Ranked where they were computed: only the [B, k] ids move to
+            # the CPU, not the [B, I] scores.
+            score = scores(batch).float()
             if score.shape != (batch.numel(), self.num_items):
                 raise ValueError(
                     f'scores must have shape {(batch.numel(), self.num_items)}'
                     f', got {tuple(score.shape)}')
             for split in exclude:
                 _, row, col = csr_row_entries(*self._csr[split], batch)
-                score[row, col] = float('-inf')
+                score[row.to(score.device), col.to(score.device)] = \
+                    float('-inf')
             top = score.topk(k, dim=1)
             out.append(top.indices.masked_fill_(
-                top.values == float('-inf'), -1))
+                top.values == float('-inf'), -1).cpu())
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
     @torch.no_grad()
