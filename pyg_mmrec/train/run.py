@@ -91,13 +91,18 @@ def build_configs(options: RunOptions) -> Dict[str, Any]:
             configs['train'], **spec.train_presets.get(options.preset, {}))
     configs = apply_overrides(configs, options.overrides)
     if options.dataset != 'synthetic':
-        changed = [f'data.{f.name}' for f in dataclasses.fields(
-            configs['data']) if getattr(configs['data'], f.name) !=
-            getattr(SyntheticConfig(), f.name)]
+        changed = _changed_fields('data', SyntheticConfig(), configs['data'])
         if changed:
             raise ConfigError(f'{changed[0]} configures the synthetic data '
                               f'set, but --dataset is {options.dataset}')
     return configs
+
+
+def _changed_fields(scope: str, old: Any, new: Any) -> List[str]:
+    r"""``scope.field`` for every field of the dataclass :obj:`new` whose
+    value differs from :obj:`old`'s."""
+    return [f'{scope}.{f.name}' for f in dataclasses.fields(new)
+            if getattr(new, f.name) != getattr(old, f.name)]
 
 
 def build_model(name: str, data: HeteroData, model_config: Any,
@@ -238,11 +243,14 @@ def assemble(model_name: str, dataset: str, configs: Dict[str, Any]) -> Run:
                evaluator)
 
 
-def check_resume_options(options: RunOptions, ckpt: dict) -> None:
+def check_resume_options(options: RunOptions, ckpt: dict,
+                         saved: Dict[str, Any], configs: Dict[str, Any]
+                         ) -> None:
     r"""Raises unless :obj:`options` can continue the run of :obj:`ckpt`:
-    the model, data set and preset are the checkpoint's, and the synthetic
-    data and the cut-off :math:`K` (which decide the splits and the model
-    selection so far) are not overridden."""
+    the model, data set and preset are the checkpoint's, and
+    :obj:`configs` (the checkpoint's :obj:`saved` configs with the
+    overrides applied) leave the synthetic data and the cut-off :math:`K`,
+    which decide the splits and the model selection so far, as they were."""
     if options.model is not None and options.model != ckpt['model']:
         raise CheckpointError(options.resume, f"holds a '{ckpt['model']}' "
                               f"model, not '{options.model}'")
@@ -255,11 +263,8 @@ def check_resume_options(options: RunOptions, ckpt: dict) -> None:
         used = f"preset {ckpt['preset']}" if ckpt['preset'] else 'no preset'
         raise ConfigError(f'--preset {options.preset}: the resumed run used '
                           f'{used}')
-    saved = configs_of(ckpt)
-    new = apply_overrides(saved, options.overrides)
-    fixed = [f'data.{f.name}' for f in dataclasses.fields(saved['data'])
-             if getattr(new['data'], f.name) != getattr(saved['data'], f.name)]
-    if new['train'].k != saved['train'].k:
+    fixed = _changed_fields('data', saved['data'], configs['data'])
+    if configs['train'].k != saved['train'].k:
         fixed.append('train.k')
     if fixed:
         raise ConfigError(f'{fixed[0]} cannot change when resuming: it '
@@ -280,9 +285,9 @@ def train(options: RunOptions) -> dict:
     ``metrics.json`` document."""
     if options.resume is not None:
         ckpt = load_checkpoint(options.resume)
-        check_resume_options(options, ckpt)
-        configs = configs_of(ckpt)
-        configs = apply_overrides(configs, options.overrides)
+        saved = configs_of(ckpt)
+        configs = apply_overrides(saved, options.overrides)
+        check_resume_options(options, ckpt, saved, configs)
         options = dataclasses.replace(options, model=ckpt['model'],
                                       dataset=ckpt['dataset'],
                                       preset=ckpt['preset'])
