@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from pyg_mmrec.data.hetero import num_users_items
+from pyg_mmrec.data.hetero import num_users_items, split_edge_index
+from pyg_mmrec.graph import csr_of
 
 Batch = Tuple[Tensor, Tensor, Tensor]
 
@@ -56,6 +57,27 @@ class Recommender(torch.nn.Module):
         super().__init__()
         self.num_users = num_users
         self.num_items = num_items
+        # The training interactions as CSR, for models whose prepare() calls
+        # store_train_csr(). Buffers, so that .to() moves them with the model
+        # (prepare() may run before it); not saved, since prepare() rebuilds
+        # them.
+        self.register_buffer('_train_rowptr', None, persistent=False)
+        self.register_buffer('_train_col', None, persistent=False)
+
+    def store_train_csr(self, data: HeteroData) -> None:
+        r"""Keeps the training interactions of :obj:`data` as CSR
+        (:attr:`train_csr`)."""
+        self._train_rowptr, self._train_col = csr_of(
+            split_edge_index(data, 'train'), self.num_users)
+
+    @property
+    def train_csr(self) -> Tuple[Tensor, Tensor]:
+        r"""``(rowptr, col)`` of the training interactions, on the model's
+        device (set by :meth:`store_train_csr`)."""
+        if self._train_rowptr is None:
+            raise RuntimeError(f'call prepare(data) before training '
+                               f'{self.__class__.__name__}')
+        return self._train_rowptr, self._train_col
 
     def prepare(self, data: HeteroData) -> HeteroData:
         r"""Adds the graph structures this model propagates on to

@@ -14,10 +14,8 @@ from pyg_mmrec.data.hetero import (
     INTERACTS,
     item_modalities,
     num_users_items,
-    split_edge_index,
 )
 from pyg_mmrec.errors import check_config
-from pyg_mmrec.graph import csr_of
 from pyg_mmrec.nn.conv.modality_aware_conv import ModalityAwareConv
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.denoiser import Denoiser
@@ -251,8 +249,7 @@ class DiffMM(Recommender):
         store.adj = to_adj(store.adj_edge_index, store.adj_edge_weight,
                            self.num_users + self.num_items,
                            backend=self.config.backend, symmetric=True)
-        rowptr, col = csr_of(split_edge_index(data, 'train'), self.num_users)
-        self._train_csr = (rowptr, col)
+        self.store_train_csr(data)
         self._attach_generated(data, int(self.graph_epoch))
         return data
 
@@ -358,9 +355,8 @@ class DiffMM(Recommender):
         modality; returns the mean loss."""
         cfg = self.config
         optimizers = self.denoiser_optimizers()
-        # prepare() may have run before the model was moved to its device.
         device = self.user_emb.device
-        rowptr, col = (t.to(device) for t in self._train_csr)
+        rowptr, col = self.train_csr
         # Noise is drawn where it is used: a [B, I] draw per step on the CPU
         # and its copy to a GPU would stall every step there. (So a GPU run
         # draws other numbers than a CPU run of the same seed.)

@@ -17,10 +17,9 @@ from pyg_mmrec.data.hetero import (
     USER,
     item_modalities,
     num_users_items,
-    split_edge_index,
 )
 from pyg_mmrec.errors import check_config
-from pyg_mmrec.graph import csr_of, one_sided_norm
+from pyg_mmrec.graph import one_sided_norm
 from pyg_mmrec.nn.adversarial import (
     Discriminator,
     ProjectedDiscriminator,
@@ -296,7 +295,6 @@ class MMSSL(Recommender):
                 num_items, channels=d, hidden_channels=config.disc_hidden,
                 dropout=dropout)
         self._disc_optimizer: Optional[torch.optim.Adam] = None
-        self._train_csr: Optional[Tuple[Tensor, Tensor]] = None
         # Per modality, the edges of the R_m last attached (None while
         # R_m = R): evaluation scores the model on them, so they are part
         # of the trained model and go into its extra state.
@@ -414,23 +412,12 @@ class MMSSL(Recommender):
                                     data[RATED_BY].edge_weight,
                                     train.edge_weight)
         train[USER_ADJ], train[ITEM_ADJ] = p, q
-        self._train_csr = csr_of(split_edge_index(data, 'train'),
-                                 self.num_users)
+        self.store_train_csr(data)
         if self._generated_edges is None:
             self._attach_generated(data, None)
         else:
             self._attach_saved(data, self._generated_edges)
         return data
-
-    def _check_prepared(self) -> Tuple[Tensor, Tensor]:
-        if self._train_csr is None:
-            raise RuntimeError('call prepare(data) before training MMSSL')
-        # prepare() may have run before the model was moved to its device.
-        device = self.user_emb.device
-        if self._train_csr[0].device != device:
-            self._train_csr = (self._train_csr[0].to(device),
-                               self._train_csr[1].to(device))
-        return self._train_csr
 
     # Forward #################################################################
 
@@ -498,7 +485,7 @@ class MMSSL(Recommender):
 
     def _preference(self, user_emb: Tensor, item_emb: Tensor,
                     users: Tensor) -> Tensor:
-        rowptr, col = self._check_prepared()
+        rowptr, col = self.train_csr
         chunk = self.config.preference_chunk_size or None
         return preference_rows(user_emb.index_select(0, users), item_emb,
                                rowptr, col, users, chunk)
@@ -516,7 +503,7 @@ class MMSSL(Recommender):
             for m in self.modalities
         ])
         with torch.no_grad():
-            rowptr, col = self._check_prepared()
+            rowptr, col = self.train_csr
             fused = self._preference(emb.user.detach(), emb.item.detach(),
                                      users)
             rows = interaction_rows(rowptr, col, users, self.num_items,
@@ -550,7 +537,7 @@ class MMSSL(Recommender):
             raise RuntimeError('projected rows need the projected '
                                'discriminator')
         cfg = self.config
-        rowptr, col = self._check_prepared()
+        rowptr, col = self.train_csr
         fake = torch.cat([
             projected_preference_rows(
                 emb.feature_user[m].index_select(0, users),
@@ -748,7 +735,7 @@ class MMSSL(Recommender):
         r"""Rebuilds every :math:`\mathbf{R}_m` (and :math:`\mathbf{P}_m,
         \mathbf{Q}_m`) from the current feature representations, without
         dropout, through :class:`~pyg_mmrec.transforms.AdversarialGraph`."""
-        self._check_prepared()
+        self.train_csr  # raises unless prepared
         was_training = self.training
         self.eval()
         try:

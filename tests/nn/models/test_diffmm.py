@@ -218,3 +218,11 @@ def test_bf16_diffusion_training_only_where_bf16_is_native(monkeypatch):
             losses[native, bf16] = model.train_diffusion(data, epoch=0)
     assert losses[False, True] == losses[False, False]
     assert losses[True, True] != losses[True, False]
+
+
+def test_training_csr_moves_with_the_model_and_is_not_saved():
+    # prepare() may run before .to(device): the CSR must follow the model.
+    model, _ = small_model()
+    buffers = {id(b) for b in model.buffers()}
+    assert all(id(t) in buffers for t in model.train_csr)
+    assert not any(key.startswith('_train') for key in model.state_dict())
