@@ -7,6 +7,7 @@ from pyg_mmrec.transforms.diffusion_graph import (
     default_screen_dtype,
     diffusion_topk_edges,
     interaction_rows,
+    native_bf16,
 )
 from pyg_mmrec.transforms.adversarial import (
     AdversarialGraph,
@@ -21,7 +22,7 @@ from pyg_mmrec.transforms.adversarial import (
 
 __all__ = [
     'SymmetricNorm', 'OneSidedNorm', 'DiffusionGraph', 'diffusion_topk_edges',
-    'interaction_rows', 'default_screen_dtype',
+    'interaction_rows', 'default_screen_dtype', 'native_bf16',
     'AdversarialGraph', 'preference_rows', 'gumbel_sharpen',
     'preference_topk_edges', 'num_generated_items',
     'projected_preference_rows', 'projected_real_rows',

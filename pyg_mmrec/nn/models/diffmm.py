@@ -30,8 +30,8 @@ from pyg_mmrec.nn.projection import ModalityProjection
 from pyg_mmrec.nn.sparse import BACKENDS, to_adj
 from pyg_mmrec.transforms.diffusion_graph import (
     DiffusionGraph,
-    default_screen_dtype,
     interaction_rows,
+    native_bf16,
 )
 from pyg_mmrec.transforms.normalize import SymmetricNorm
 
@@ -363,9 +363,8 @@ class DiffMM(Recommender):
         gen_device = device if device.type == 'cuda' else torch.device('cpu')
         generator = torch.Generator(gen_device).manual_seed(
             self.seed * 7919 + epoch)
-        # Emulated bf16 (old GPUs, CPUs without bf16 instructions) is slower
-        # than float32: autocast only where the hardware has it.
-        bf16 = cfg.diffusion_bf16 and default_screen_dtype(device) is not None
+        # Emulated bf16 is slower than float32: autocast only where native.
+        bf16 = cfg.diffusion_bf16 and native_bf16(device)
         with torch.no_grad():
             targets = self.projection(self._features(data))
             item_emb = self.item_emb.detach()
