@@ -39,6 +39,7 @@ from common import TIKTOK_ROOT
 from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
+from pyg_mmrec.nn.models.base import device_clock
 from pyg_mmrec.nn.sparse import DEFAULT_BACKEND, to_adj
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
@@ -137,29 +138,21 @@ def memory_limit_gb(device: torch.device, explicit: Optional[float]) -> float:
     return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**31
 
 
-def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def time_fn(fn: Callable[[], None], device: torch.device, min_time: float,
             max_repeats: int, budget: float) -> Dict[str, Any]:
     r"""Median and min wall time (and median process CPU time) of
     :obj:`fn` after one warm-up call; stops early once the time budget is
     used up."""
-    sync(device)
-    t0 = time.perf_counter()
+    t0 = device_clock(device)
     fn()
-    sync(device)
-    warm = time.perf_counter() - t0
+    warm = device_clock(device) - t0
     times: List[float] = []
     cpu_times: List[float] = []
     start = time.perf_counter()
     while len(times) < max_repeats:
         c0, t0 = time.process_time(), time.perf_counter()
         fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(device_clock(device) - t0)
         cpu_times.append(time.process_time() - c0)
         spent = time.perf_counter() - start
         if len(times) >= 3 and spent >= min_time:
@@ -256,8 +249,7 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
 
         adj = weight = None
         try:
-            sync(device)
-            t0 = time.perf_counter()
+            t0 = device_clock(device)
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore')
                 if backend is None:
@@ -266,8 +258,7 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
                 else:
                     adj, weight = to_adj(full_index, full_weight, num_nodes,
                                          backend=backend, symmetric=True)
-                sync(device)
-                setup_ms = 1e3 * (time.perf_counter() - t0)
+                setup_ms = 1e3 * (device_clock(device) - t0)
 
                 # Same numbers as the default path (checked once, forward
                 # only).

@@ -19,7 +19,6 @@ import os
 import os.path as osp
 import platform
 import sys
-import time
 import warnings
 
 import torch
@@ -28,6 +27,7 @@ warnings.filterwarnings('ignore', category=DeprecationWarning)
 
 from common import peak_rss_gib  # noqa: E402
 from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
+from pyg_mmrec.nn.models.base import device_clock  # noqa: E402
 from pyg_mmrec.train.config import parse_overrides  # noqa: E402
 from pyg_mmrec.train.loop import run_epoch  # noqa: E402
 from pyg_mmrec.train.run import (  # noqa: E402
@@ -74,15 +74,9 @@ def main() -> None:
         record = run_epoch(model, data, sampler, optimizer, epoch,
                            progress=False)
         model.eval()
-        # Wait for the epoch's queued GPU work first, so that it does not
-        # count as evaluation.
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
+        start = device_clock(device)
         val = evaluator.evaluate(model.score_fn(data), 'val')
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        record['seconds_eval'] = time.perf_counter() - start
+        record['seconds_eval'] = device_clock(device) - start
         record['seconds_total'] = record['seconds_train'] + \
             record['seconds_eval']
         record['val'] = val
