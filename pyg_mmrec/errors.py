@@ -17,8 +17,9 @@ class MMRecError(Exception):
     r"""Base class of the errors caused by user input (files, options)."""
 
 
-class DatasetError(MMRecError, ValueError):
-    r"""A data set file is missing, unreadable or inconsistent.
+class FileProblem(MMRecError):
+    r"""Base class of the errors about one file or folder: the message is
+    ``'<path>: <problem>'``.
 
     Args:
         path (str): The file (or folder) at fault.
@@ -28,6 +29,13 @@ class DatasetError(MMRecError, ValueError):
         self.path = str(path)
         self.problem = problem
         super().__init__(f'{self.path}: {problem}')
+
+    def __str__(self) -> str:  # OSError's own formatting would differ
+        return f'{self.path}: {self.problem}'
+
+
+class DatasetError(FileProblem, ValueError):
+    r"""A data set file is missing, unreadable or inconsistent."""
 
 
 class ConfigError(MMRecError, ValueError):
@@ -40,29 +48,13 @@ class DivergenceError(MMRecError, ArithmeticError):
     so that no NaN model is evaluated, selected or reported."""
 
 
-class OutputError(MMRecError, OSError):
+class OutputError(FileProblem, OSError):
     r"""An output file or folder cannot be written (read-only location,
-    a folder where a file is expected, ...).
-
-    Args:
-        path (str): The file (or folder) that cannot be written.
-        problem (str): Why.
-    """
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f'{self.path}: {problem}')
-
-    def __str__(self) -> str:  # OSError's own formatting would drop it
-        return f'{self.path}: {self.problem}'
+    a folder where a file is expected, ...)."""
 
 
-class CheckpointError(MMRecError, ValueError):
+class CheckpointError(FileProblem, ValueError):
     r"""A checkpoint file is missing, unreadable or does not fit the run."""
-    def __init__(self, path: str, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f'{self.path}: {problem}')
 
 
 @contextmanager
