@@ -239,7 +239,8 @@ def _checked_coo(obj: object) -> sp.coo_matrix:
     elif obj.format == 'lil':
         _check_lil(obj, shape)
     coo = sp.coo_matrix(obj)
-    _check_coo(coo, shape)
+    if obj.format not in ('csr', 'csc', 'coo'):  # checked above already
+        _check_coo(coo, shape)
     if coo.dtype.kind not in 'biuf':
         raise ValueError(f'interaction values must be numbers, got dtype '
                          f'{coo.dtype}')
