@@ -182,8 +182,11 @@ def sparse_sharpening_is_exact(eta: float, temperature: float,
     :math:`\eta = 10^{-5}, \tau_r = 0.005` give a margin of 200 against 104
     (float32)."""
     info = torch.finfo(dtype)
-    smallest = info.smallest_normal * info.eps
-    return (1.0 - 60.0 * eta) / temperature > 1.0 - math.log(smallest)
+    # log(smallest subnormal), summed as logs: the product itself is a
+    # subnormal, which flush-to-zero mode (set process-wide by some
+    # compiled extensions) would turn into 0.
+    log_smallest = math.log(info.smallest_normal) + math.log(info.eps)
+    return (1.0 - 60.0 * eta) / temperature > 1.0 - log_smallest
 
 
 def projected_real_rows(user_emb: Tensor, item_emb: Tensor,

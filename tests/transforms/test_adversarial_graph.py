@@ -161,6 +161,18 @@ def test_projected_rows_equal_the_projected_dense_rows():
     torch.testing.assert_close(noisy, real, atol=1e-3, rtol=0)
 
 
+def test_sparse_sharpening_condition_under_flush_to_zero():
+    # A compiled extension may switch the process to flush-to-zero, where
+    # the smallest subnormal float64 is computed as 0 (math.log(0) raised).
+    if not torch.set_flush_denormal(True):
+        pytest.skip('this CPU cannot flush denormals')
+    try:
+        assert not sparse_sharpening_is_exact(1e-5, 0.005, torch.float64)
+        assert sparse_sharpening_is_exact(1e-5, 0.005)
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_sparse_sharpening_condition_and_errors():
     assert sparse_sharpening_is_exact(1e-5, 0.005)  # MMSSL's setting
     assert not sparse_sharpening_is_exact(1e-5, 0.05)  # margin 20 < 104
