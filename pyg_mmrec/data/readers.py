@@ -168,6 +168,18 @@ def _check_array(name: str, array: object, index: bool = False) -> None:
     if index and array.dtype.kind not in 'iu':
         raise ValueError(f'{name} must hold integers, got dtype '
                          f'{array.dtype}')
+    if not index and array.dtype.kind not in 'biuf':
+        raise ValueError(f'interaction values must be numbers, got dtype '
+                         f'{array.dtype}')
+
+
+def _check_range(name: str, index: np.ndarray, bound: int,
+                 shape: Tuple[int, int]) -> None:
+    if index.size and index.min() < 0:
+        raise ValueError(f'negative {name} index {index.min()}')
+    if index.size and index.max() >= bound:
+        raise ValueError(f'{name} index {index.max()} outside the shape '
+                         f'{shape}')
 
 
 def _check_shape(obj: object) -> Tuple[int, int]:
@@ -194,23 +206,35 @@ def _check_coo(obj: object, shape: Tuple[int, int]) -> None:
     if not len(row) == len(col) == len(obj.data):
         raise ValueError(f'row, col and data differ in length ({len(row)}, '
                          f'{len(col)} and {len(obj.data)})')
-    for name, index, bound in (('row', row, shape[0]),
-                               ('column', col, shape[1])):
-        if index.size and index.min() < 0:
-            raise ValueError(f'negative {name} index {index.min()}')
-        if index.size and index.max() >= bound:
-            raise ValueError(f'{name} index {index.max()} outside the shape '
-                             f'{shape}')
+    _check_range('row', row, shape[0], shape)
+    _check_range('column', col, shape[1], shape)
 
 
-def _check_compressed(obj: object) -> None:
+def _check_compressed(obj: object, shape: Tuple[int, int]) -> None:
+    # The structure SciPy's compiled conversion relies on is checked here,
+    # with messages that do not change with the SciPy version;
+    # `check_format` then checks the rest.
     _check_array('data', obj.data)
     _check_array('indices', obj.indices, index=True)
     _check_array('indptr', obj.indptr, index=True)
-    # `check_format` only checks the order of `indptr` if `indptr[-1] > 0`,
-    # but the conversion reads every step of it.
-    if obj.indptr.size and (np.diff(obj.indptr.astype(np.int64)) < 0).any():
+    rows = obj.format == 'csr'
+    major = shape[0] if rows else shape[1]
+    if obj.indptr.size != major + 1:
+        raise ValueError(f'indptr has {obj.indptr.size} entries, expected '
+                         f'{major + 1} (one per {"row" if rows else "column"}'
+                         f' plus one)')
+    if obj.indices.size != obj.data.size:
+        raise ValueError(f'indices and data differ in length '
+                         f'({obj.indices.size} and {obj.data.size})')
+    indptr = obj.indptr.astype(np.int64)
+    if indptr[0] != 0 or indptr[-1] != obj.indices.size:
+        raise ValueError(f'indptr must run from 0 to the number of stored '
+                         f'entries ({obj.indices.size}), got {indptr[0]} to '
+                         f'{indptr[-1]}')
+    if (np.diff(indptr) < 0).any():
         raise ValueError('indptr must be a non-decreasing sequence')
+    _check_range('column' if rows else 'row', obj.indices,
+                 shape[1] if rows else shape[0], shape)
     obj.check_format(full_check=True)
 
 
@@ -233,7 +257,7 @@ def _checked_coo(obj: object) -> sp.coo_matrix:
     (and checks the result, for formats converted in Python: DOK, LIL)."""
     shape = _check_shape(obj)
     if obj.format in ('csr', 'csc'):
-        _check_compressed(obj)
+        _check_compressed(obj, shape)
     elif obj.format == 'coo':
         _check_coo(obj, shape)
     elif obj.format == 'lil':
@@ -241,9 +265,6 @@ def _checked_coo(obj: object) -> sp.coo_matrix:
     coo = sp.coo_matrix(obj)
     if obj.format not in ('csr', 'csc', 'coo'):  # checked above already
         _check_coo(coo, shape)
-    if coo.dtype.kind not in 'biuf':
-        raise ValueError(f'interaction values must be numbers, got dtype '
-                         f'{coo.dtype}')
     return coo
 
 

@@ -306,6 +306,10 @@ def _decreasing_indptr(m):  # no entries, so SciPy's own check skips it
     m.data = m.data[:0]
 
 
+def _indptr_past_the_entries(m):
+    m.indptr[-1] = 7
+
+
 def _short_data(m):
     m.data = m.data[:-1]
 
@@ -350,20 +354,28 @@ def _lil_rows(m):
 
 CORRUPT_MATRICES = {  # id: (format, corruption, problem)
     'csr-short-indptr': (
-        'csr', _short_indptr, 'index pointer size 2 should be 5'),
+        'csr', _short_indptr,
+        'indptr has 2 entries, expected 5 (one per row plus one)'),
     'csc-short-indptr': (
-        'csc', _short_indptr, 'index pointer size 2 should be 6'),
+        'csc', _short_indptr,
+        'indptr has 2 entries, expected 6 (one per column plus one)'),
     'csr-decreasing-indptr': (
         'csr', _decreasing_indptr, 'indptr must be a non-decreasing sequence'),
+    'csr-indptr-past-the-entries': (
+        'csr', _indptr_past_the_entries, 'indptr must run from 0 to the '
+        'number of stored entries (5), got 0 to 7'),
     'csr-mismatched-lengths': (
-        'csr', _short_data, 'indices and data should have the same size'),
+        'csr', _short_data, 'indices and data differ in length (5 and 4)'),
     'coo-mismatched-lengths': (
         'coo', _short_data, 'row, col and data differ in length (5, 5 and 4)'),
-    'csr-index-out-of-range': ('csr', _index_50, 'indices must be < 5'),
-    'csc-index-out-of-range': ('csc', _index_50, 'indices must be < 4'),
+    'csr-index-out-of-range': (
+        'csr', _index_50, 'column index 50 outside the shape (4, 5)'),
+    'csc-index-out-of-range': (
+        'csc', _index_50, 'row index 50 outside the shape (4, 5)'),
     'coo-index-out-of-range': (
         'coo', _columns_plus_10, 'column index 14 outside the shape (4, 5)'),
-    'csr-negative-index': ('csr', _index_minus_3, 'indices must be >= 0'),
+    'csr-negative-index': (
+        'csr', _index_minus_3, 'negative column index -3'),
     'coo-negative-index': ('coo', _rows_minus_3, 'negative row index -3'),
     'csr-negative-shape': ('csr', _shape((-4, 5)), 'negative shape (-4, 5)'),
     'coo-negative-shape': ('coo', _shape((4, -5)), 'negative shape (4, -5)'),
@@ -371,8 +383,8 @@ CORRUPT_MATRICES = {  # id: (format, corruption, problem)
                      '(users, items), got (4, 5, 1)'),
     'csr-float-indices': ('csr', _float_indices,
                           'indices must hold integers, got dtype float64'),
-    'coo-object-values': ('coo', _object_values,
-                          'scipy.sparse does not support dtype object'),
+    'coo-object-values': ('coo', _object_values, 'interaction values must '
+                          'be numbers, got dtype object'),
     'lil-wrong-row-count': ('lil', _lil_rows,
                             'rows must be an object array of 4 lists'),
 }
@@ -399,7 +411,8 @@ def test_corrupt_heldout_sparse_matrix(make_dataset, assert_rejected):
     root = make_dataset('diffmm')
     _rewrite(root / 'valMat.pkl', pickle.dumps(mat))
     assert_rejected(root, root / 'valMat.pkl', re.escape(
-        'invalid sparse matrix: index pointer size 2 should be 5'))
+        'invalid sparse matrix: indptr has 2 entries, expected 5 (one per '
+        'row plus one)'))
 
 
 def test_sparse_matrix_missing_an_attribute(tmp_path):
