@@ -56,6 +56,8 @@ def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
 
 
 def _cpu_has_native_bf16() -> bool:
+    # Older torch releases lack these probes; their CPUs count as emulating
+    # bf16, which only costs speed.
     checks = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 

@@ -313,6 +313,9 @@ def test_checkpoint_carries_the_cuda_generators(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, 'get_rng_state_all', lambda: saved)
     monkeypatch.setattr(torch.cuda, 'set_rng_state_all', restored.append)
     monkeypatch.setattr(torch.cuda, 'manual_seed_all', lambda seed: None)
+    # torch 2.4's optimizers ask a "CUDA" device whether it is capturing.
+    monkeypatch.setattr(torch.cuda, 'is_current_stream_capturing',
+                        lambda: False)
     _train(tmp_path / 'a', ('train.epochs', '1'), ('train.device', 'cpu'))
     ckpt = torch.load(tmp_path / 'a' / 'last.pt', weights_only=True)
     assert [t.tolist() for t in ckpt['cuda_rng']] == [[1, 2, 3]]

@@ -151,9 +151,11 @@ def test_bad_input():
 def test_default_screen_dtype_follows_native_bf16(monkeypatch, avx512_bf16,
                                                   amx, expected):
     from pyg_mmrec.transforms.diffusion_graph import default_screen_dtype
+    # raising=False: torch 2.4 has neither probe.
     monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported',
-                        lambda: avx512_bf16)
-    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx)
+                        lambda: avx512_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: amx,
+                        raising=False)
     assert default_screen_dtype(torch.device('cpu')) is expected
 
 

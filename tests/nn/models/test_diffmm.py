@@ -209,10 +209,11 @@ def test_bf16_diffusion_training_only_where_bf16_is_native(monkeypatch):
     # Emulated bf16 is slower than float32, so without native support the
     # option leaves training in float32 (the same losses bit for bit).
     losses = {}
-    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False)
+    monkeypatch.setattr(torch.cpu, '_is_amx_tile_supported', lambda: False,
+                        raising=False)
     for native in (True, False):
         monkeypatch.setattr(torch.cpu, '_is_avx512_bf16_supported',
-                            lambda: native)
+                            lambda: native, raising=False)
         for bf16 in (True, False):
             model, data = small_model(diffusion_bf16=bf16)
             losses[native, bf16] = model.train_diffusion(data, epoch=0)
