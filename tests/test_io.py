@@ -7,14 +7,14 @@ from pyg_mmrec.io import atomic_path, copy_file, save_json
 
 
 def test_copy_file_is_a_snapshot(tmp_path):
-    src, dst = str(tmp_path / 'last.json'), str(tmp_path / 'best.json')
-    save_json({'epoch': 1}, src)
-    copy_file(src, dst)
-    assert open(dst).read() == open(src).read()
+    src, dst = tmp_path / 'last.json', tmp_path / 'best.json'
+    save_json({'epoch': 1}, str(src))
+    copy_file(str(src), str(dst))
+    assert dst.read_text() == src.read_text()
     # The writers replace files by renaming, so the copy keeps its content.
-    save_json({'epoch': 2}, src)
-    assert '"epoch": 1' in open(dst).read()
-    assert '"epoch": 2' in open(src).read()
+    save_json({'epoch': 2}, str(src))
+    assert '"epoch": 1' in dst.read_text()
+    assert '"epoch": 2' in src.read_text()
     assert sorted(os.listdir(tmp_path)) == ['best.json', 'last.json']
 
 
@@ -23,10 +23,10 @@ def test_copy_file_falls_back_to_a_byte_copy(tmp_path, monkeypatch):
         raise OSError('hard links not supported')
 
     monkeypatch.setattr(os, 'link', no_links)
-    src, dst = str(tmp_path / 'a.json'), str(tmp_path / 'b.json')
-    save_json([1, 2], src)
-    copy_file(src, dst)
-    assert open(dst).read() == open(src).read()
+    src, dst = tmp_path / 'a.json', tmp_path / 'b.json'
+    save_json([1, 2], str(src))
+    copy_file(str(src), str(dst))
+    assert dst.read_text() == src.read_text()
     assert not os.path.samefile(src, dst)
 
 
