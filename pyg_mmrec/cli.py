@@ -36,7 +36,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help='early-stopping patience in epochs (0: off)')
     p.add_argument('--batch-size', type=int)
     p.add_argument('--lr', type=float)
-    p.add_argument('--device', help="'cpu', 'cuda' or 'auto' (default)")
+    p.add_argument('--device',
+                   help="'cpu', 'cuda', 'cuda:N' or 'auto' (default)")
     p.add_argument('--seed', type=int)
     p.add_argument('--out', default='runs/latest',
                    help='output folder (default: runs/latest)')

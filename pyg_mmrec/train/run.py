@@ -49,15 +49,27 @@ class RunOptions:
 
 
 def resolve_device(name: str) -> torch.device:
+    r"""The device :obj:`name` names: ``'cpu'``, ``'cuda'``, ``'cuda:N'``,
+    or ``'auto'`` (CUDA when available). Other device types are refused:
+    the models' precision and timing choices know only these two."""
     if name == 'auto':
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    if name.startswith('cuda') and not torch.cuda.is_available():
-        raise ConfigError(f"device '{name}' requested but CUDA is not "
-                          f"available")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device '{name}'") from None
+    if device.type not in ('cpu', 'cuda'):
+        raise ConfigError(f"device '{name}' is not supported: use 'cpu', "
+                          f"'cuda', 'cuda:N' or 'auto'")
+    if device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{name}' requested but CUDA is not "
+                              f"available")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ConfigError(f"device '{name}' requested but this machine "
+                              f"has {count} CUDA device(s)")
+    return device
 
 
 def load_data(dataset: str,

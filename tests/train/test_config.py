@@ -129,7 +129,23 @@ def test_resolve_device():
     assert resolve_device('cpu') == torch.device('cpu')
     with pytest.raises(ConfigError, match="unknown device 'gpu0'"):
         resolve_device('gpu0')
+    for name in ('mps', 'meta'):
+        with pytest.raises(ConfigError, match=f"device '{name}' is not "
+                           "supported: use 'cpu', 'cuda', 'cuda:N' or 'auto'"):
+            resolve_device(name)
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="device 'cuda' requested but "
                            'CUDA is not available'):
             resolve_device('cuda')
+
+
+def test_resolve_device_checks_the_cuda_index(monkeypatch):
+    import torch
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    assert resolve_device('cuda:1') == torch.device('cuda', 1)
+    assert resolve_device('cuda') == torch.device('cuda')
+    with pytest.raises(ConfigError, match=re.escape(
+            "device 'cuda:2' requested but this machine has 2 CUDA "
+            "device(s)")):
+        resolve_device('cuda:2')
