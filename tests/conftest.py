@@ -28,6 +28,9 @@ FEATURE_FILES = {'visual': 'image_feat.npy', 'acoustic': 'audio_feat.npy',
 DIFFMM_NAMES = {'train': 'trnMat.pkl', 'val': 'valMat.pkl',
                 'test': 'tstMat.pkl'}
 MMSSL_NAMES = {'train': 'train.json', 'val': 'val.json', 'test': 'test.json'}
+# The real data set lives beside the checkout (../shared), in CI too.
+TIKTOK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))), '..', 'shared', 'datasets', 'tiktok-dev')
 
 
 def tiny_features(modalities: Sequence[str] = ('visual', 'acoustic',
@@ -89,6 +92,18 @@ def write_tabular(root: Path, splits: Dict[str, Edges],
     else:
         frame.to_parquet(path, index=False)
     return path
+
+
+@pytest.fixture
+def tiktok_root() -> str:
+    r"""The shared TikTok data set: required in CI, skipped in a checkout
+    that has no ``../shared`` beside it."""
+    if not os.path.isdir(TIKTOK):
+        message = f'the shared data set is not at {os.path.normpath(TIKTOK)}'
+        if os.environ.get('CI') == 'true':
+            pytest.fail(message)
+        pytest.skip(message)
+    return TIKTOK
 
 
 @pytest.fixture

@@ -22,9 +22,6 @@ from pyg_mmrec.data.hetero import (
 )
 from pyg_mmrec.data.readers import read_dataset
 
-# The shared data set lives beside the checkout (../shared), in CI too.
-TIKTOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), '..', 'shared', 'datasets', 'tiktok-dev')
 NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
 LAYOUTS = ['diffmm', 'mmssl', 'tabular', 'parquet']
 MODALITY_SUBSETS = [
@@ -106,8 +103,8 @@ def test_diffmm_interaction_values_and_orientation(make_dataset,
     assert _edges(data[INTERACTS].edge_index) == sorted(train)
 
 
-def test_tiktok_dev(tmp_path):
-    dataset = MultiModalRecDataset(TIKTOK, processed_dir=str(tmp_path))
+def test_tiktok_dev(tmp_path, tiktok_root):
+    dataset = MultiModalRecDataset(tiktok_root, processed_dir=str(tmp_path))
     data = dataset[0]
     assert dataset.layout == 'diffmm'
     assert num_users_items(data) == (9308, 6710)
@@ -118,7 +115,7 @@ def test_tiktok_dev(tmp_path):
     for modality in ('visual', 'acoustic'):
         assert data['item'][modality].shape == (6710, 128)
         assert data['item'][modality].dtype == torch.float32
-    expected = np.load(os.path.join(TIKTOK, 'image_feat.npy'))
+    expected = np.load(os.path.join(tiktok_root, 'image_feat.npy'))
     assert torch.equal(data['item'].visual,
                        torch.from_numpy(expected.astype(np.float32)))
     train = split_edge_index(data, 'train')

@@ -17,9 +17,6 @@ from pyg_mmrec.data.readers import (
 )
 from pyg_mmrec.errors import DatasetError
 
-# The shared data set lives beside the checkout (../shared), in CI too.
-TIKTOK = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), '..', 'shared', 'datasets', 'tiktok-dev')
 NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
 DIFFMM_NAMES = {'train': 'trnMat.pkl', 'val': 'valMat.pkl',
                 'test': 'tstMat.pkl'}
@@ -270,8 +267,8 @@ def test_old_scipy_module_paths(tmp_path):
                                   dense)
 
 
-def test_old_scipy_pickle_of_tiktok_dev():
-    path = os.path.join(TIKTOK, 'trnMat.pkl')
+def test_old_scipy_pickle_of_tiktok_dev(tiktok_root):
+    path = os.path.join(tiktok_root, 'trnMat.pkl')
     with open(path, 'rb') as f:
         head = f.read(200)
     assert b'scipy.sparse.coo\ncoo_matrix' in head  # really the old path
