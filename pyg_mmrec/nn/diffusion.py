@@ -256,8 +256,8 @@ class GaussianDiffusion(Module):
             item_emb (Tensor, optional): ``[I, d]`` item ID embeddings
                 :math:`\mathbf{E}_i`.
             modality_emb (Tensor, optional): ``[I, d]`` projected features
-                :math:`f_m(\mathbf{F}_m)`. The constraint is added only if
-                both embeddings are given and :obj:`lambda_e` is non-zero.
+                :math:`f_m(\mathbf{F}_m)`. Both embeddings are required
+                when :obj:`lambda_e` is non-zero, and unused otherwise.
             lambda_e (float): :math:`\lambda_e`.
             generator (torch.Generator, optional): For :obj:`t` and noise.
             reduction (str): :obj:`'mean'` over the batch or :obj:`'none'`
@@ -272,12 +272,10 @@ class GaussianDiffusion(Module):
         x0_hat = denoiser(x_t, t)
         mse = (x0 - x0_hat).pow(2).mean(dim=1)
         loss = self.loss_weight(t).to(x0.dtype) * mse
-        use_constraint = lambda_e != 0.0
-        if use_constraint and (item_emb is None or modality_emb is None):
-            raise ValueError('lambda_e != 0 needs both item_emb and '
-                             'modality_emb')
-        if use_constraint:
-            assert item_emb is not None and modality_emb is not None
+        if lambda_e != 0.0:
+            if item_emb is None or modality_emb is None:
+                raise ValueError('lambda_e != 0 needs both item_emb and '
+                                 'modality_emb')
             target = x0.matmul(item_emb.detach())
             pred = x0_hat.matmul(modality_emb.detach())
             loss = loss + lambda_e * (pred - target).pow(2).mean(dim=1)
