@@ -36,11 +36,12 @@ CHECKPOINT_KEYS = ('model', 'dataset', 'preset', 'configs', 'state_dict',
 
 @dataclass
 class RunOptions:
-    r"""What the ``train`` command was asked to do. With :obj:`resume`,
-    :obj:`model`, :obj:`dataset` and :obj:`preset` come from the checkpoint
-    (``None``: take them from there; anything else must agree)."""
-    model: Optional[str] = 'lightgcn'
-    dataset: Optional[str] = 'synthetic'
+    r"""What the ``train`` command was asked to do. :obj:`model`,
+    :obj:`dataset` and :obj:`preset` left as ``None`` mean ``'lightgcn'``,
+    ``'synthetic'`` and no preset for a new run, and the checkpoint's with
+    :obj:`resume` (where anything else must agree with the checkpoint)."""
+    model: Optional[str] = None
+    dataset: Optional[str] = None
     preset: Optional[str] = None
     overrides: List[Tuple[str, str]] = field(default_factory=list)
     out: str = 'runs/latest'
@@ -81,9 +82,17 @@ def load_data(dataset: str,
     return MultiModalRecDataset(dataset)[0]
 
 
+def with_defaults(options: RunOptions) -> RunOptions:
+    r""":obj:`options` of a new run, with an unset model and data set
+    filled in: LightGCN on the synthetic data."""
+    return dataclasses.replace(options, model=options.model or 'lightgcn',
+                               dataset=options.dataset or 'synthetic')
+
+
 def build_configs(options: RunOptions) -> Dict[str, Any]:
     r"""The train, model and synthetic-data configs of :obj:`options`:
     defaults, then the preset, then the explicit overrides."""
+    options = with_defaults(options)
     spec = get_spec(options.model)
     configs: Dict[str, Any] = {
         'train': TrainConfig(**spec.train_defaults),
@@ -134,7 +143,8 @@ def build_optimizer(model: Recommender,
 
 def metrics_report(model: str, dataset: str, state: TrainState,
                    seed: Optional[int] = None) -> dict:
-    r"""The ``metrics.json`` document (see DESIGN.md). It also records the
+    r"""The ``metrics.json`` document: model, data set, best epoch, its
+    validation and test metrics, and every epoch's record. It also records the
     seed and the number of CPU threads: together they fix the result on
     CPU (the thread count decides how float sums are split)."""
     return {
@@ -305,9 +315,7 @@ def train(options: RunOptions) -> dict:
                                       preset=ckpt['preset'])
     else:
         ckpt = None
-        options = dataclasses.replace(
-            options, model=options.model or 'lightgcn',
-            dataset=options.dataset or 'synthetic')
+        options = with_defaults(options)
         configs = build_configs(options)
     check_output_folder(options.out)
     train_config: TrainConfig = configs['train']

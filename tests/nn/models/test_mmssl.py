@@ -575,9 +575,11 @@ MMSSL_RUN = [('data.num_users', '150'), ('data.num_items', '80'),
 
 def _train_mmssl(out, epochs, resume=None):
     from pyg_mmrec.train.run import RunOptions, train
-    # A resumed run keeps its checkpoint's data and settings.
+    # A resumed run keeps its checkpoint's model, data and settings, so
+    # it names none of them.
+    model = {} if resume else {'model': 'mmssl'}
     overrides = [] if resume else list(MMSSL_RUN)
-    return train(RunOptions(model='mmssl', out=str(out), progress=False,
+    return train(RunOptions(**model, out=str(out), progress=False,
                             resume=resume,
                             overrides=[*overrides,
                                        ('train.epochs', str(epochs))]))
