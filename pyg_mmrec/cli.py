@@ -23,7 +23,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         'train', help='train a model and write metrics.json + checkpoint',
         description='Train a recommender; validation every epoch, best epoch '
-        'on validation Recall@20, test reported at that epoch.')
+        'on validation Recall@K (K = train.k, default 20), test reported at '
+        'that epoch.')
     p.add_argument('--model', choices=sorted(MODELS),
                    help='default: lightgcn (with --resume: the checkpoint\'s)')
     p.add_argument('--dataset',

@@ -83,6 +83,9 @@ def one_sided_norm(
 
     Args:
         edge_index (Tensor): ``[2, E]`` user-item edges (item ids from 0).
+        num_users (int): Number of users :math:`U`.
+        num_items (int): Number of items :math:`I`.
+        dtype (torch.dtype): Dtype of the weights.
 
     Returns:
         ``(user_weight, item_weight)``, both ``[E]`` and aligned with

@@ -79,8 +79,9 @@ def _sample_without_replacement(logits: Tensor, counts: Tensor,
 def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> HeteroData:
     r"""Generates a bipartite multi-modal data set in which users and items
     share latent factors, users pick items with probability
-    :math:`\propto \exp(\langle \mathbf{u}, \mathbf{v}_i \rangle / t +
-    b_i)` (:math:`b_i` a popularity bias) and each item modality is a noisy
+    :math:`\propto \exp(\langle \mathbf{u}, \mathbf{v}_i \rangle /
+    (\sqrt{k}\, t) + b_i)` (:math:`k` latent factors, :math:`b_i` a
+    popularity bias) and each item modality is a noisy
     random linear view of the item's factors. Because the features reveal the
     factors of items with few interactions, a model that uses them can beat
     an ID-only model.

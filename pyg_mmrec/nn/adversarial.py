@@ -81,7 +81,8 @@ class Discriminator(Module):
             rows (Tensor): ``[B, I]`` preference rows.
 
         Returns:
-            ``[B, 1]`` scores in :math:`(0, 100)`.
+            ``[B, 1]`` scores in :math:`(0, s)`, :math:`s` = :obj:`scale`
+            (100 by default).
         """
         return self.mlp(rows)
 
@@ -164,7 +165,8 @@ class ProjectedDiscriminator(Module):
             rows (Tensor): ``[B, I]`` preference rows.
 
         Returns:
-            ``[B, 1]`` scores in :math:`(0, 100)`.
+            ``[B, 1]`` scores in :math:`(0, s)`, :math:`s` = :obj:`scale`
+            (100 by default).
         """
         return self.score(rows.matmul(self.projection))
 

@@ -181,7 +181,8 @@ class Denoiser(Module):
             _init_linear(lin)
 
     def time_embedding(self, t: Tensor) -> Tensor:
-        r"""The projected time embedding :math:`\mathbf{e}_t`, ``[B, 10]``."""
+        r"""The projected time embedding :math:`\mathbf{e}_t`,
+        ``[B, time_channels]``."""
         emb = timestep_embedding(t, self.time_channels)
         return self.time_lin(emb.to(self.time_lin.weight.dtype))
 

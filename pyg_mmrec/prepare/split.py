@@ -38,9 +38,10 @@ SPLIT_NAMES = ('train', 'val', 'test')
 
 def parse_ratios(ratios: Sequence[float]) -> Tuple[Fraction, Fraction,
                                                    Fraction]:
-    r"""Normalises three non-negative ratios to exact fractions summing to
-    one. Exact arithmetic keeps the rounding of per-user counts stable:
-    ``0.1 * 5`` is ``0.5`` here, not ``0.49999...``."""
+    r"""Normalises three positive ratios (train, validation, test) to exact
+    fractions summing to one. Exact arithmetic keeps the rounding of
+    per-user counts stable: ``0.1 * 5`` is ``0.5`` here, not
+    ``0.49999...``."""
     if len(ratios) != 3:
         raise ConfigError(f'--ratios needs three values train:val:test, got '
                           f'{len(ratios)}')

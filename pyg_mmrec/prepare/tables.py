@@ -7,8 +7,10 @@ Two tables go in:
 * the **item** table (same formats): one row per item, with the item id and
   any raw content (text columns, image paths or URLs, ...).
 
-Every check raises :class:`~pyg_mmrec.errors.DatasetError` naming the file
-and the problem; nothing here writes to disk.
+Every check of a file raises :class:`~pyg_mmrec.errors.DatasetError` naming
+the file and the problem (an invalid option, such as an unknown ``--ids``
+type, raises :class:`~pyg_mmrec.errors.ConfigError`); nothing here writes to
+disk.
 """
 import os.path as osp
 from typing import List, Optional, Sequence

@@ -16,11 +16,12 @@ class TrainConfig:
         batch_size (int): BPR triples per step.
         lr (float): Learning rate of the recommender's optimiser.
         patience (int): Stop after this many epochs without a better
-            validation Recall@20 (0 disables early stopping).
+            validation Recall@K (0 disables early stopping).
         eval_batch_size (int): Users scored at once during evaluation.
-        k (int): Cut-off of the reported metrics and of model selection.
+        k (int): Cut-off :math:`K` of the reported metrics and of model
+            selection (the best epoch has the best validation Recall@K).
         seed (int): Seed of initialisation and sampling.
-        device (str): ``'cpu'``, ``'cuda'`` or ``'auto'``.
+        device (str): ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
     """
     epochs: int = 50
     batch_size: int = 1024

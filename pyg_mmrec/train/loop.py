@@ -100,10 +100,18 @@ def fit(
     test metrics are those of the epoch chosen on validation.
 
     Args:
+        model (Recommender): The model, already :meth:`prepare`-d on
+            :obj:`data`.
+        data (HeteroData): The data set.
+        sampler (BPRSampler): Draws the epoch's BPR triples.
+        optimizer (torch.optim.Optimizer): The recommender's optimiser.
+        evaluator (RankingEvaluator): Full-ranking validation and test.
+        config (TrainConfig): Epochs, patience, :math:`K`, seed, device.
+        state (TrainState, optional): Resume from this state.
         on_epoch_end (callable, optional): Called as
             ``on_epoch_end(state, improved)`` after every epoch (write
             checkpoints here).
-        state (TrainState, optional): Resume from this state.
+        progress (bool): Show progress bars.
     """
     state = state or TrainState()
     key = f'recall@{config.k}'

@@ -50,7 +50,7 @@ MODELS: Dict[str, ModelSpec] = {
         train_presets={name: dict(lr=5.5e-4, batch_size=1024, epochs=50,
                                   patience=7)
                        for name in MMSSL_PRESETS},
-        # MODELS.md: AdamW at 5.5e-4, early stopping with patience 7.
+        # The paper's AdamW at 5.5e-4, early stopping with patience 7.
         train_defaults=dict(lr=5.5e-4, patience=7)),
 }
 

@@ -105,8 +105,9 @@ def diffusion_topk_edges(
     screened in :obj:`screen_dtype` with exact rescoring and a certified
     error bound (:meth:`~pyg_mmrec.nn.Denoiser.decode_topk`), so the result
     is the full-precision top-:obj:`k`. :obj:`'auto'` screens in bfloat16
-    where the hardware computes it natively (CUDA, or a CPU with AVX512-BF16
-    / AMX), :obj:`None` disables screening. :obj:`hidden_dtype` (e.g.
+    where the hardware computes it natively (:func:`native_bf16`: a CUDA GPU
+    of compute capability 8.0 or newer, or a CPU with AVX512-BF16 / AMX);
+    :obj:`None` disables screening. :obj:`hidden_dtype` (e.g.
     :obj:`torch.bfloat16`) runs the hidden-space steps in low precision:
     faster, but no longer exact (see the benchmark for the agreement).
 

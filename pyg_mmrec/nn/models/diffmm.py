@@ -38,7 +38,7 @@ from pyg_mmrec.transforms.normalize import SymmetricNorm
 
 @dataclass
 class DiffMMConfig:
-    r"""Hyper-parameters of :class:`DiffMM` (defaults: MODELS.md; the
+    r"""Hyper-parameters of :class:`DiffMM` (defaults: the paper's; the
     ``tiktok``, ``baby`` and ``sports`` presets override some).
 
     Args:
@@ -171,7 +171,7 @@ class DiffMM(Recommender):
         if not feature_channels:
             raise ValueError('DiffMM needs at least one item modality')
         if config.cl_method == 0 and len(feature_channels) < 2:
-            # MODELS.md sums over unordered pairs of modality views: with
+            # cl_method=0 sums over unordered pairs of modality views: with
             # one modality the sum is empty and the term is 0.
             warnings.warn('cl_method=0 contrasts pairs of modality views; '
                           'with one modality there are none, so DiffMM '

@@ -63,8 +63,8 @@ DISCRIMINATORS = ('projected', 'paper')
 
 @dataclass
 class MMSSLConfig:
-    r"""Hyper-parameters of :class:`MMSSL` (defaults: MODELS.md, i.e. the
-    paper's TikTok settings). The batch size and the generator's learning
+    r"""Hyper-parameters of :class:`MMSSL` (defaults: the paper's TikTok
+    settings). The batch size and the generator's learning
     rate (AdamW, 5.5e-4 in the paper) belong to the training loop's
     :class:`~pyg_mmrec.train.config.TrainConfig`.
 
@@ -184,7 +184,7 @@ class MMSSLConfig:
             choices=dict(discriminator=DISCRIMINATORS, backend=BACKENDS))
 
 
-# MODELS.md gives one set of MMSSL hyper-parameters and no per-data-set
+# The paper gives one set of MMSSL hyper-parameters and no per-data-set
 # differences; the presets start from it.
 _PAPER = dict(num_layers=2, id_weight=0.36, feature_weight=0.55,
               reg_weight=1e-5, feature_reg_weight=1e-5, cl_weight=0.03,
