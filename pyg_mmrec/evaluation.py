@@ -7,7 +7,7 @@ number of held-out items, NDCG@K uses the ideal DCG over
 :math:`\min(|\text{held-out}|, K)` positions, Precision@K divides by
 :math:`K`; each is averaged over users with at least one held-out item.
 """
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -48,6 +48,22 @@ class RankingEvaluator:
             for split in ('train', 'val', 'test')
         }
 
+    def check_users(self, users: Union[Tensor, Sequence[int]]) -> Tensor:
+        r""":obj:`users` as a 1-D ``long`` tensor on the CPU; raises unless
+        every id is a user of the data set (a negative id would silently
+        index from the end)."""
+        users = torch.as_tensor(users).view(-1).cpu()
+        if users.is_floating_point() or users.dtype == torch.bool:
+            raise ValueError(f'user ids must be integers, got dtype '
+                             f'{users.dtype}')
+        users = users.long()
+        if users.numel() and (users.min() < 0
+                              or users.max() >= self.num_users):
+            bad = users[(users < 0) | (users >= self.num_users)][0]
+            raise ValueError(f'user id {int(bad)} is out of range: the data '
+                             f'set has users 0..{self.num_users - 1}')
+        return users
+
     def excluded_splits(self, split: str) -> List[str]:
         r"""The splits whose items are removed from the ranking of
         :obj:`split`: training items always, validation items for test."""
@@ -67,12 +83,17 @@ class RankingEvaluator:
         return (rowptr[1:] > rowptr[:-1]).nonzero().view(-1)
 
     @torch.no_grad()
-    def top_k(self, scores: ScoreFn, users: Tensor, k: int,
-              exclude: Sequence[str]) -> Tensor:
+    def top_k(self, scores: ScoreFn, users: Union[Tensor, Sequence[int]],
+              k: int, exclude: Sequence[str]) -> Tensor:
         r"""Top-:obj:`k` items for :obj:`users`, excluding their items in the
         splits :obj:`exclude`. Returns ``[len(users), k]`` item ids; a user
         with fewer than :obj:`k` items left gets :obj:`-1` in the remaining
-        places (never an excluded item)."""
+        places (never an excluded item), also when :obj:`k` exceeds the
+        number of items."""
+        if k < 1:
+            raise ValueError(f'k must be positive, got {k}')
+        users = self.check_users(users)
+        ranked = min(k, self.num_items)
         out = []
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
@@ -87,9 +108,10 @@ class RankingEvaluator:
                 _, row, col = csr_row_entries(*self._csr[split], batch)
                 score[row.to(score.device), col.to(score.device)] = \
                     float('-inf')
-            top = score.topk(k, dim=1)
-            out.append(top.indices.masked_fill_(
-                top.values == float('-inf'), -1).cpu())
+            top = score.topk(ranked, dim=1)
+            ids = top.indices.masked_fill_(top.values == float('-inf'), -1)
+            out.append(torch.nn.functional.pad(ids.cpu(), (0, k - ranked),
+                                               value=-1))
         return torch.cat(out) if out else torch.empty(0, k, dtype=torch.long)
 
     @torch.no_grad()
@@ -101,12 +123,13 @@ class RankingEvaluator:
             scores (callable): Maps a batch of user ids to their scores for
                 all items.
             split (str): ``'val'`` or ``'test'``.
-            users (Tensor, optional): Restrict to these users (default: every
-                user with a held-out item in :obj:`split`).
+            users (Tensor or list, optional): Restrict to these users
+                (default: every user with a held-out item in :obj:`split`).
         """
         if split not in ('val', 'test'):
             raise ValueError(f"split must be 'val' or 'test', got '{split}'")
-        users = self.users_of(split) if users is None else users.cpu()
+        users = self.users_of(split) if users is None else \
+            self.check_users(users)
         metrics = self._metrics()
         exclude = self.excluded_splits(split)
         max_k = min(max(self.ks), self.num_items)

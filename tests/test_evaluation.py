@@ -1,6 +1,7 @@
 r"""Full-ranking evaluation against metrics computed by hand from the
 definitions in MODELS.md (Evaluation)."""
 import math
+import re
 
 import pytest
 import torch
@@ -187,3 +188,30 @@ def test_held_out_item_that_is_excluded_is_never_a_hit():
     evaluator = RankingEvaluator(data, ks=(6, ))
     assert evaluator.evaluate(scores, 'test') == pytest.approx(
         {'recall@6': 0.0, 'ndcg@6': 0.0, 'precision@6': 0.0})
+
+
+def test_recommend_more_items_than_exist_pads_with_minus_one():
+    # k = 8 > 6 items: the ranking is every item left, then -1.
+    model = _Fixed(3, 6)
+    top = model.recommend(_data(), [1], k=8, exclude_seen=False)
+    assert top.tolist() == [[1, 2, 5, 0, 4, 3, -1, -1]]
+    top = model.recommend(_data(), torch.tensor([1]), k=8)
+    assert top.tolist() == [[5, 0, 4, 3, -1, -1, -1, -1]]
+
+
+@pytest.mark.parametrize('users,message', [
+    ([-1], 'user id -1 is out of range: the data set has users 0..2'),
+    ([0, 3], 'user id 3 is out of range: the data set has users 0..2'),
+    (torch.tensor([0.0]), 'user ids must be integers, got dtype '
+     'torch.float32'),
+])
+def test_bad_user_ids_are_refused(users, message):
+    # A negative id used to index from the end: silently another user's
+    # scores against this one's held-out items.
+    evaluator = RankingEvaluator(_data())
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluator.evaluate(scores, 'val', users=users)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        _Fixed(3, 6).recommend(_data(), users, evaluator=evaluator)
+    with pytest.raises(ValueError, match='k must be positive, got 0'):
+        evaluator.top_k(scores, [0], 0, [])

@@ -1,7 +1,7 @@
 r"""The interface every recommender of the library implements, so that one
 training loop, one evaluator and one CLI serve all models."""
 import time
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -128,7 +128,8 @@ class Recommender(torch.nn.Module):
         return scores
 
     @torch.no_grad()
-    def recommend(self, data: HeteroData, users: Tensor, k: int = 20,
+    def recommend(self, data: HeteroData,
+                  users: Union[Tensor, Sequence[int]], k: int = 20,
                   exclude_seen: bool = True,
                   evaluator: Optional[object] = None) -> Tensor:
         r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
@@ -137,7 +138,7 @@ class Recommender(torch.nn.Module):
         from pyg_mmrec.evaluation import RankingEvaluator
         evaluator = evaluator or RankingEvaluator(data)
         exclude = ['train'] if exclude_seen else []
-        return evaluator.top_k(self.score_fn(data), users.cpu(), k, exclude)
+        return evaluator.top_k(self.score_fn(data), users, k, exclude)
 
     def extra_repr(self) -> str:
         return f'users={self.num_users}, items={self.num_items}'
