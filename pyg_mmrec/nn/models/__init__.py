@@ -1,5 +1,9 @@
 r"""Recommenders assembled from the library's layers and transforms."""
-from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
+from pyg_mmrec.nn.models.base import (
+    Recommender,
+    batch_embeddings,
+    check_sizes,
+)
 from pyg_mmrec.nn.models.lightgcn import (
     LightGCNConfig,
     LightGCNRecommender,
@@ -9,7 +13,7 @@ from pyg_mmrec.nn.models.diffmm import DiffMM, DiffMMConfig, build_diffmm
 from pyg_mmrec.nn.models.mmssl import MMSSL, MMSSLConfig, build_mmssl
 
 __all__ = [
-    'Recommender', 'batch_embeddings', 'LightGCNConfig',
+    'Recommender', 'batch_embeddings', 'check_sizes', 'LightGCNConfig',
     'LightGCNRecommender', 'MostPopular', 'DiffMM', 'DiffMMConfig',
     'build_diffmm', 'MMSSL', 'MMSSLConfig', 'build_mmssl'
 ]

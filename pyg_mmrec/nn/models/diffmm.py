@@ -24,6 +24,7 @@ from pyg_mmrec.nn.losses import bpr_loss, info_nce
 from pyg_mmrec.nn.models.base import (
     Recommender,
     batch_embeddings,
+    check_sizes,
     device_clock,
 )
 from pyg_mmrec.nn.projection import ModalityProjection
@@ -238,6 +239,7 @@ class DiffMM(Recommender):
                                  for m in self.modalities}
 
     def prepare(self, data: HeteroData) -> HeteroData:
+        check_sizes(self, data)
         present = item_modalities(data)
         missing = [m for m in self.modalities if m not in present]
         if missing:

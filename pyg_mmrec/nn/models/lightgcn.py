@@ -12,7 +12,11 @@ from pyg_mmrec.data.hetero import INTERACTS, split_edge_index
 from pyg_mmrec.errors import check_config
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv import SymNormConv
-from pyg_mmrec.nn.models.base import Recommender, batch_embeddings
+from pyg_mmrec.nn.models.base import (
+    Recommender,
+    batch_embeddings,
+    check_sizes,
+)
 from pyg_mmrec.nn.sparse import to_adj
 
 
@@ -53,6 +57,7 @@ class LightGCNRecommender(Recommender):
         self.lightgcn.reset_parameters()
 
     def prepare(self, data: HeteroData) -> HeteroData:
+        check_sizes(self, data)
         index, weight = sym_norm_bipartite(
             split_edge_index(data, 'train'), self.num_users, self.num_items,
             add_self_loops=False)
@@ -91,6 +96,7 @@ class MostPopular(Recommender):
         self.register_buffer('popularity', torch.zeros(num_items))
 
     def prepare(self, data: HeteroData) -> HeteroData:
+        check_sizes(self, data)
         items = split_edge_index(data, 'train')[1]
         self.popularity = torch.bincount(
             items, minlength=self.num_items).float().to(

@@ -33,6 +33,7 @@ from pyg_mmrec.nn.models.base import (
     Batch,
     Recommender,
     batch_embeddings,
+    check_sizes,
     device_clock,
 )
 from pyg_mmrec.nn.projection import ModalityProjection
@@ -401,6 +402,7 @@ class MMSSL(Recommender):
         attributes): the generated :math:`\mathbf{R}_m` the model holds
         (:attr:`generated_edges`, e.g. loaded from a checkpoint), else the
         initial :math:`\mathbf{R}_m = \mathbf{R}`."""
+        check_sizes(self, data)
         present = item_modalities(data)
         missing = [m for m in self.modalities if m not in present]
         if missing:
