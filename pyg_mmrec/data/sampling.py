@@ -27,12 +27,31 @@ class BPRSampler:
     def __init__(self, edge_index: Tensor, num_users: int, num_items: int,
                  batch_size: int = 1024, seed: int = 0, rank: int = 0,
                  world_size: int = 1) -> None:
+        if edge_index.dim() != 2 or edge_index.size(0) != 2:
+            raise ValueError(f'edge_index must have shape [2, E], got '
+                             f'{list(edge_index.shape)}')
         if edge_index.numel() == 0:
             raise ValueError('BPRSampler needs at least one training edge')
         if batch_size < 1:
             raise ValueError(f'batch_size must be positive, got {batch_size}')
+        if world_size < 1:
+            raise ValueError(f'world_size must be >= 1, got {world_size}')
+        if not 0 <= rank < world_size:
+            raise ValueError(f'rank must be in [0, world_size) = '
+                             f'[0, {world_size}), got {rank}')
         self.users = edge_index[0].cpu().long()
         self.items = edge_index[1].cpu().long()
+        # Out-of-range ids would make the keys user * num_items + item of
+        # different pairs collide, so that negatives could be positives.
+        for ids, count, what in ((self.users, num_users, 'user'),
+                                 (self.items, num_items, 'item')):
+            low, high = torch.aminmax(ids)
+            if int(low) < 0:
+                raise ValueError(f'edge_index has {what} id {int(low)}, '
+                                 f'but ids must be >= 0')
+            if int(high) >= count:
+                raise ValueError(f'edge_index has {what} id {int(high)}, '
+                                 f'but num_{what}s is {count}')
         self.num_users = num_users
         self.num_items = num_items
         degree = torch.bincount(self.users, minlength=num_users)

@@ -113,6 +113,24 @@ def test_user_with_every_item_is_an_error():
     (dict(edge_index=torch.empty(2, 0, dtype=torch.long)),
      'at least one training edge'),
     (dict(batch_size=0), 'batch_size must be positive'),
+    (dict(edge_index=torch.tensor([0, 1])),
+     r'edge_index must have shape \[2, E\], got \[2\]'),
+    # Out-of-range ids: keys user * num_items + item would collide.
+    (dict(edge_index=torch.tensor([[0, 1], [1, 7]])),
+     'edge_index has item id 7, but num_items is 3'),
+    (dict(edge_index=torch.tensor([[0, 1], [1, 3]])),
+     'edge_index has item id 3, but num_items is 3'),
+    (dict(edge_index=torch.tensor([[0, 2], [1, 0]])),
+     'edge_index has user id 2, but num_users is 2'),
+    (dict(edge_index=torch.tensor([[0, 1], [-1, 0]])),
+     'edge_index has item id -1, but ids must be >= 0'),
+    (dict(edge_index=torch.tensor([[-2, 1], [1, 0]])),
+     'edge_index has user id -2, but ids must be >= 0'),
+    # A rank outside [0, world_size) would overlap another rank's share.
+    (dict(rank=2, world_size=2),
+     r'rank must be in \[0, world_size\) = \[0, 2\), got 2'),
+    (dict(rank=-1, world_size=2), r'rank must be .*, got -1'),
+    (dict(world_size=0), 'world_size must be >= 1, got 0'),
 ])
 def test_bad_arguments(kwargs, match):
     args = dict(edge_index=torch.tensor([[0, 1], [1, 0]]), num_users=2,
