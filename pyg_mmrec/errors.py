@@ -3,10 +3,13 @@ r"""Errors raised for bad user input.
 Each error names the file (or option) at fault and the problem, in one line,
 so that the command line can print it without a traceback.
 """
+import dataclasses
 import math
+import numbers
 import sys
+import typing
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 #: Exit status of a command given bad input (as argparse uses for bad
 #: arguments).
@@ -84,6 +87,24 @@ def describe(err: BaseException, path: Optional[str] = None) -> str:
     return f'{path}: {msg}' if path else msg
 
 
+def _is_integer(value: Any) -> bool:
+    # Python and NumPy integers, but neither bool nor float (1.0 included).
+    return isinstance(value, numbers.Integral) and \
+        not isinstance(value, bool)
+
+
+def _int_fields(config: Any) -> List[str]:
+    # The fields of the dataclass instance :obj:`config` annotated ``int``.
+    if not dataclasses.is_dataclass(config):
+        return []
+    try:
+        hints = typing.get_type_hints(type(config))
+    except Exception:  # an unresolvable annotation: use the raw ones
+        hints = {f.name: f.type for f in dataclasses.fields(config)}
+    return [f.name for f in dataclasses.fields(config)
+            if hints.get(f.name) in (int, 'int')]
+
+
 def check_config(config: Any, *, at_least_one: Sequence[str] = (),
                  positive: Sequence[str] = (),
                  non_negative: Sequence[str] = (),
@@ -94,6 +115,11 @@ def check_config(config: Any, *, at_least_one: Sequence[str] = (),
     :obj:`config` that lies outside its range, so that a bad hyper-parameter
     fails where it is set instead of deep inside training (or, worse, not at
     all: a negative layer count silently propagates zero times).
+
+    Every field annotated ``int`` must hold an integer (a Python or NumPy
+    integer, not a ``bool`` nor a float such as ``1.5`` or ``2.0``), so
+    that a fractional layer count fails here and not as a ``TypeError``
+    inside :func:`range`.
 
     Args:
         config: The dataclass instance to check.
@@ -111,13 +137,13 @@ def check_config(config: Any, *, at_least_one: Sequence[str] = (),
         raise ConfigError(f'{name} must be {requirement}, got '
                           f'{getattr(config, name)!r}')
 
+    for name in (*_int_fields(config), *at_least_one):
+        if not _is_integer(getattr(config, name)):
+            fail(name, 'an integer')
     # Written as ``not (in range)`` so that NaN, which compares false with
     # everything, is rejected too.
     for name in at_least_one:
-        value = getattr(config, name)
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail(name, 'an integer')
-        if not value >= 1:
+        if not getattr(config, name) >= 1:
             fail(name, '>= 1')
     for name in positive:
         if not getattr(config, name) > 0:

@@ -2,12 +2,18 @@ r"""Range checks of the hyper-parameter dataclasses (``check_config``)."""
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from pyg_mmrec.errors import ConfigError, check_config
 from pyg_mmrec.nn.models.diffmm import DiffMMConfig
 from pyg_mmrec.nn.models.lightgcn import LightGCNConfig
 from pyg_mmrec.nn.models.mmssl import MMSSLConfig
+from pyg_mmrec.train.config import (
+    TrainConfig,
+    apply_overrides,
+    parse_overrides,
+)
 from pyg_mmrec.train.registry import MODELS
 
 
@@ -103,3 +109,59 @@ def test_bounds_are_inclusive_where_the_math_allows():
     assert LightGCNConfig(num_layers=0).num_layers == 0  # matrix fact.
     assert DiffMMConfig(num_layers=0, keep_rate=1.0).keep_rate == 1.0
     assert MMSSLConfig(feature_dropout=0.0).feature_dropout == 0.0
+
+
+@dataclass
+class Counted:
+    count: int = 0  # in no range list: only its annotation is checked
+    rate: float = 1  # an int is a fine float
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+# Fields annotated int used to accept floats, which then failed deep inside
+# (range(1.5), torch.randn(12.5, ...)) with a cryptic TypeError.
+@pytest.mark.parametrize('make, message', [
+    (lambda: LightGCNConfig(num_layers=1.5),
+     'num_layers must be an integer, got 1.5'),
+    (lambda: LightGCNConfig(num_layers=True),
+     'num_layers must be an integer, got True'),
+    (lambda: DiffMMConfig(num_layers=1.5),
+     'num_layers must be an integer, got 1.5'),
+    (lambda: DiffMMConfig(cl_method=1.0),
+     'cl_method must be an integer, got 1.0'),
+    (lambda: MMSSLConfig(num_layers=2.0),
+     'num_layers must be an integer, got 2.0'),
+    (lambda: MMSSLConfig(preference_chunk_size=0.5),
+     'preference_chunk_size must be an integer, got 0.5'),
+    (lambda: TrainConfig(patience=2.5),
+     'patience must be an integer, got 2.5'),
+    (lambda: TrainConfig(seed=1.5), 'seed must be an integer, got 1.5'),
+    (lambda: dataclasses.replace(LightGCNConfig(), num_layers=1.5),
+     'num_layers must be an integer, got 1.5'),
+    (lambda: Counted(count=0.5), 'count must be an integer, got 0.5'),
+    (lambda: Counted(count='3'), "count must be an integer, got '3'"),
+])
+def test_int_fields_must_be_integers(make, message):
+    with pytest.raises(ConfigError) as info:
+        make()
+    assert str(info.value) == message
+
+
+def test_int_fields_accept_python_and_numpy_integers():
+    config = LightGCNConfig(embedding_dim=np.int32(8),
+                            num_layers=np.int64(2))
+    assert config.num_layers == 2 and config.embedding_dim == 8
+    assert Counted(count=-3, rate=2).rate == 2
+    assert TrainConfig(seed=np.uint32(7)).seed == 7
+
+
+def test_overrides_convert_to_int_before_the_check():
+    configs = dict(model=LightGCNConfig(), train=TrainConfig())
+    out = apply_overrides(configs, parse_overrides(['num_layers=2',
+                                                    'train.patience=0']))
+    assert out['model'].num_layers == 2 and out['train'].patience == 0
+    with pytest.raises(ConfigError, match="cannot set 'num_layers' to "
+                       "'1.5': expected int"):
+        apply_overrides(configs, parse_overrides(['num_layers=1.5']))

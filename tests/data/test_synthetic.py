@@ -144,6 +144,13 @@ def test_modality_subset():
     (dict(val_ratio=0.0), 'positive and sum to less than 0.7'),
     (dict(test_ratio=-0.1), 'positive and sum to less than 0.7'),
     (dict(val_ratio=0.35, test_ratio=0.35), 'sum to less than 0.7'),
+    # Sizes must be integers (they used to fail inside torch.randn).
+    (dict(num_users=12.5), '^num_users must be an integer, got 12.5$'),
+    (dict(num_items=100.0), '^num_items must be an integer, got 100.0$'),
+    (dict(num_factors=2.5), '^num_factors must be an integer, got 2.5$'),
+    (dict(feature_dim=True), '^feature_dim must be an integer, got True$'),
+    (dict(seed=1.5), '^seed must be an integer, got 1.5$'),
+    (dict(num_factors=0), '^num_factors must be >= 1, got 0$'),
 ])
 def test_config_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
