@@ -1,6 +1,7 @@
 r"""MMSSL's modality-aware preference rows, the perturbed real rows of its
 adversarial training, and the generated modality graphs."""
 import math
+from fractions import Fraction
 from typing import Dict, Mapping, Optional, Tuple
 
 import torch
@@ -241,10 +242,15 @@ def projected_real_rows(user_emb: Tensor, item_emb: Tensor,
 
 def num_generated_items(num_items: int, rate: float) -> int:
     r""":math:`\max(1, \lceil \rho I \rceil)`, the items per user of MMSSL's
-    generated graph."""
+    generated graph.
+
+    The product is exact, with :math:`\rho` taken as the decimal number it
+    is written as: in floating point, :math:`0.07 \cdot 100 =
+    7.000000000000001` would round up to 8 items instead of 7."""
     if not 0.0 < rate <= 1.0:
         raise ValueError(f'rate must be in (0, 1], got {rate}')
-    return max(1, math.ceil(rate * num_items))
+    # repr() gives the shortest decimal that round-trips to the float.
+    return max(1, math.ceil(Fraction(repr(float(rate))) * int(num_items)))
 
 
 @torch.no_grad()

@@ -66,6 +66,11 @@ def test_num_generated_items():
     assert num_generated_items(6710, 1e-4) == 1
     assert num_generated_items(30000, 1e-4) == 3
     assert num_generated_items(8, 0.3) == 3
+    # Exact: 0.07 * 100 is 7.000000000000001 in floating point.
+    assert num_generated_items(100, 0.07) == 7
+    assert num_generated_items(1000, 0.001) == 1
+    assert num_generated_items(100, 0.071) == 8
+    assert num_generated_items(10, 1.0) == 10
     for rate in (0, 1.01):
         with pytest.raises(ValueError,
                            match=rf'rate must be in \(0, 1\], got {rate}'):
