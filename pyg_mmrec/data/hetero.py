@@ -12,6 +12,7 @@ contract shared by every part of the library.
 
 Edge indices are ``int64``, sorted by user then item, without duplicates.
 """
+import warnings
 from typing import Iterable, List, Tuple
 
 from torch import Tensor
@@ -60,5 +61,23 @@ def split_edge_index(data: HeteroData, split: str) -> Tensor:
 
 
 def num_users_items(data: HeteroData) -> Tuple[int, int]:
-    r"""``(num_users, num_items)`` of :obj:`data`."""
-    return int(data[USER].num_nodes), int(data[ITEM].num_nodes)
+    r"""``(num_users, num_items)`` of :obj:`data`.
+
+    Raises:
+        ValueError: If :obj:`data['user'].num_nodes` or
+            :obj:`data['item'].num_nodes` is neither set nor inferable (PyG
+            infers it only from a few attributes such as :obj:`x`, not from
+            modality features or edges).
+    """
+    counts = []
+    for node_type, noun in ((USER, 'users'), (ITEM, 'items')):
+        with warnings.catch_warnings():
+            # PyG warns that it cannot infer the count: we raise instead.
+            warnings.simplefilter('ignore', UserWarning)
+            num_nodes = data[node_type].num_nodes
+        if num_nodes is None:
+            raise ValueError(
+                f"data['{node_type}'].num_nodes is not set; set it to the "
+                f"number of {noun} (data['{node_type}'].num_nodes = ...)")
+        counts.append(int(num_nodes))
+    return counts[0], counts[1]
