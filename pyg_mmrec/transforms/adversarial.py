@@ -366,7 +366,8 @@ class AdversarialGraph(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}('
-                f"modalities=[{', '.join(self.user_emb)}], rate={self.rate})")
+                f"modalities=[{', '.join(self.user_emb)}], rate={self.rate}, "
+                f'relation={self.relation!r})')
 
 
 __all__ = [

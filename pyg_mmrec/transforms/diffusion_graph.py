@@ -266,4 +266,4 @@ class DiffusionGraph(BaseTransform):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}('
                 f"modalities=[{', '.join(self.denoisers)}], k={self.k}, "
-                f'keep_rate={self.keep_rate})')
+                f'keep_rate={self.keep_rate}, relation={self.relation!r})')

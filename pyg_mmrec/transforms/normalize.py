@@ -81,7 +81,10 @@ class SymmetricNorm(BaseTransform):
         return data
 
     def __repr__(self) -> str:
+        # Every option that changes the output: PyG compares the repr of a
+        # data set's pre_transform to decide whether its cache is stale.
         return (f'{self.__class__.__name__}(edge_type={self.edge_type}, '
+                f'weight_attr={self.weight_attr!r}, '
                 f'add_self_loops={self.add_self_loops})')
 
 

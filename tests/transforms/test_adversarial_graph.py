@@ -93,7 +93,11 @@ def test_transform_equals_naive_loop(rate):
     user = {'visual': torch.randn(U, D), 'textual': torch.randn(U, D)}
     item = {'visual': torch.randn(I, D), 'textual': torch.randn(I, D)}
     data = tiny_data()
-    out = AdversarialGraph(user, item, rate=rate, batch_size=4)(data)
+    transform = AdversarialGraph(user, item, rate=rate, batch_size=4)
+    assert repr(transform) == (f'AdversarialGraph(modalities=[visual, '
+                               f"textual], rate={rate}, "
+                               f"relation='adversarial')")
+    out = transform(data)
     k = max(1, math.ceil(rate * I))
     r = dense_r()
     for name in user:

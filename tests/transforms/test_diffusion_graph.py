@@ -142,7 +142,8 @@ def test_bad_input():
     with pytest.raises(ValueError, match="no item features for modality "
                        r"'textual' \(data has: visual, acoustic\)"):
         DiffusionGraph(diff, {'textual': dens['visual']})(tiny_data())
-    assert 'keep_rate=1.0' in repr(DiffusionGraph(diff, dens))
+    assert repr(DiffusionGraph(diff, dens, relation='gen')).endswith(
+        "k=1, keep_rate=1.0, relation='gen')")
 
 
 @pytest.mark.parametrize('avx512_bf16,amx,expected', [

@@ -40,7 +40,11 @@ def test_symmetric_norm():
     U, I = R.shape
     transform = SymmetricNorm()
     assert str(transform) == ("SymmetricNorm(edge_type=('user', 'interacts', "
-                              "'item'), add_self_loops=True)")
+                              "'item'), weight_attr=None, "
+                              "add_self_loops=True)")
+    # The options that change the output are in the repr, which PyG
+    # compares to detect a changed pre_transform.
+    assert 'weight_attr=\'rating\'' in str(SymmetricNorm(weight_attr='rating'))
     out = transform(data)
     store = out['user', 'interacts', 'item']
     E = R.sum().int().item()
