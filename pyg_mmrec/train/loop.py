@@ -113,6 +113,11 @@ def fit(
             checkpoints here).
         progress (bool): Show progress bars.
     """
+    if config.k not in evaluator.ks:
+        # Found before the first epoch, not as a KeyError after it.
+        raise ValueError(f'the evaluator reports cut-offs {evaluator.ks}, '
+                         f'but model selection uses k={config.k}: create it '
+                         f'with ks including {config.k}')
     state = state or TrainState()
     key = f'recall@{config.k}'
     epochs = range(state.next_epoch, config.epochs)

@@ -6,6 +6,7 @@ epoch, early stopping, resuming, and a quality floor.
 seed before every call that builds the synthetic data set: that is what a
 fresh process does, and it keeps these tests about the loop."""
 import json
+import re
 
 import pytest
 import torch
@@ -52,6 +53,8 @@ def _first_argmax(values):
 class _ScriptedEvaluator:
     r"""Returns the scripted validation Recall@20 of each epoch, and a test
     value that identifies the epoch it was measured at."""
+    ks = [20]
+
     def __init__(self, val_recalls):
         self.val_recalls = list(val_recalls)
         self.epoch = -1
@@ -131,6 +134,18 @@ def test_fit_resumes_from_state(tiny):
     assert [h['epoch'] for h in state.history] == list(range(6))
     assert state.best_epoch == 3
     assert state.best_test['recall@20'] == 1003.0
+
+
+def test_fit_refuses_a_k_the_evaluator_does_not_report(tiny):
+    model = LightGCNRecommender(60, 30, LightGCNConfig(embedding_dim=4))
+    data = model.prepare(tiny.clone())
+    sampler = BPRSampler(split_edge_index(data, 'train'), 60, 30, 64)
+    with pytest.raises(ValueError, match=re.escape(
+            'the evaluator reports cut-offs [5], but model selection uses '
+            'k=10: create it with ks including 10')):
+        fit(model, data, sampler, torch.optim.Adam(model.parameters()),
+            RankingEvaluator(data, ks=(5, )), TrainConfig(k=10),
+            progress=False)
 
 
 # Real runs ###################################################################
