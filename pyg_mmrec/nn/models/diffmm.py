@@ -204,12 +204,17 @@ class DiffMM(Recommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        r"""Re-initialises the model as built: weights, and the training
+        state it owns (the denoisers' optimisers, the generated graphs'
+        epoch)."""
         torch.nn.init.xavier_uniform_(self.user_emb)
         torch.nn.init.xavier_uniform_(self.item_emb)
         self.projection.reset_parameters()
         torch.nn.init.zeros_(self.modality_logits)  # uniform softmax
         for denoiser in self.denoisers.values():
             denoiser.reset_parameters()
+        self.graph_epoch.fill_(-1)
+        self._denoiser_optimizers = None
 
     # Graphs ##################################################################
 

@@ -303,11 +303,16 @@ class MMSSL(Recommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        r"""Re-initialises the model as built: weights, and the training
+        state it owns (the discriminator's optimiser, the generated
+        :math:`\mathbf{R}_m`, back to :math:`\mathbf{R}`)."""
         torch.nn.init.xavier_uniform_(self.user_emb)
         torch.nn.init.xavier_uniform_(self.item_emb)
         self.projection.reset_parameters()
         self.attention.reset_parameters()
         self.discriminator.reset_parameters()
+        self._disc_optimizer = None
+        self._generated_edges = None
 
     # Graphs ##################################################################
 

@@ -227,3 +227,12 @@ def test_training_csr_moves_with_the_model_and_is_not_saved():
     buffers = {id(b) for b in model.buffers()}
     assert all(id(t) in buffers for t in model.train_csr)
     assert not any(key.startswith('_train') for key in model.state_dict())
+
+
+def test_reset_parameters_forgets_the_training_state():
+    model, data = small_model()
+    model.before_epoch(data, epoch=3)  # trains denoisers, builds graphs
+    assert int(model.graph_epoch) == 3 and model.get_extra_state()
+    model.reset_parameters()
+    assert int(model.graph_epoch) == -1
+    assert model.get_extra_state() == {}  # the denoisers' Adam starts anew

@@ -645,3 +645,21 @@ def test_batch_of_one_user_trains_without_the_adversarial_term(
     parts = model.train_step(data, (torch.tensor([3, 4]), *batch[1:]),
                              optimizer)
     assert 'adv' in parts and 'd_loss' in parts
+
+
+def test_reset_parameters_forgets_the_generated_graphs():
+    # After a reset, prepare() must start again from R_m = R, and the
+    # discriminator from a fresh Adam.
+    model, data = small_model()
+    model.regenerate_graphs(data)
+    model.discriminator_optimizer().state['x'] = 'trained'
+    assert model.generated_edges is not None
+    model.reset_parameters()
+    assert model.generated_edges is None
+    assert not model.discriminator_optimizer().state
+    _, fresh_data = small_model()
+    data = model.prepare(data)
+    for m in model.modalities:
+        edge_type = model.generated_edge_type(m)
+        assert torch.equal(data[edge_type].edge_index,
+                           fresh_data[edge_type].edge_index)
