@@ -1,14 +1,36 @@
 r"""Input checks and dispatch shared by the propagation layers."""
-from typing import Optional, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 from torch import Tensor
+from torch_geometric import EdgeIndex
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from pyg_mmrec.nn.sparse import SparseAdj, check_fused_size
+from pyg_mmrec.nn.sparse import SparseAdj, adj_size, check_fused_size
 
 AdjLike = Union[Adj, SparseAdj]
+
+
+def check_weighted_sum(name: str, kwargs: Dict[str, Any]) -> None:
+    r"""Refuses :class:`MessagePassing` options that would change what a
+    weighted-sum layer computes.
+
+    The fused paths (:obj:`message_and_aggregate`, :func:`fused_sparse_adj`)
+    always compute the source-to-target sum
+    :math:`\mathbf{A}^{\top} \mathbf{X}`, whereas :obj:`propagate`'s
+    scatter path would honour :obj:`aggr` and :obj:`flow`: accepting other
+    values would make the result depend on the adjacency type.
+    """
+    aggr = kwargs.get('aggr', 'add')
+    if not isinstance(aggr, str) or aggr not in ('add', 'sum'):
+        raise ValueError(f"{name} aggregates by weighted sum: aggr must be "
+                         f"'add', got {aggr!r}")
+    flow = kwargs.get('flow', 'source_to_target')
+    if flow != 'source_to_target':
+        raise ValueError(f"{name} propagates from edge_index[0] to "
+                         f"edge_index[1]: flow must be 'source_to_target', "
+                         f"got {flow!r}")
 
 
 def check_adj(edge_index: AdjLike, edge_weight: OptTensor, num_src: int,
@@ -50,8 +72,48 @@ def fused_sparse_adj(
         x_dst = x[1]
         check_fused_size(adj_t, x[0].size(0),
                          None if x_dst is None else x_dst.size(0))
-    if size is not None and tuple(size) != adj_t.size()[::-1]:
-        raise ValueError(f"'size' {tuple(size)} does not match the "
-                         f"adjacency (num_src, num_dst) = "
-                         f"{adj_t.size()[::-1]}")
+    check_size(adj_t, size)
     return conv.message_and_aggregate(adj_t, x, None)
+
+
+def check_size(edge_index: AdjLike,
+               size: Optional[Tuple[int, int]]) -> None:
+    r"""Raises :class:`ValueError` if :obj:`size` contradicts the sizes an
+    adjacency knows itself. :obj:`propagate` ignores :obj:`size` for sparse
+    layouts and :class:`EdgeIndex`, so a contradiction would otherwise go
+    unnoticed."""
+    if size is None:
+        return
+    src, dst = adj_size(edge_index)
+    if ((src is not None and size[0] is not None and src != size[0])
+            or (dst is not None and size[1] is not None
+                and dst != size[1])):
+        raise ValueError(f"'size' {tuple(size)} does not match the "
+                         f"adjacency (num_src, num_dst) = {(src, dst)}")
+
+
+def sized_edge_index(edge_index: AdjLike, num_src: Optional[int],
+                     num_dst: Optional[int]) -> AdjLike:
+    r"""Fills in the sparse sizes an :class:`EdgeIndex` lacks from the
+    features (and :obj:`size`); any other adjacency is returned as is.
+
+    :obj:`propagate` and :meth:`EdgeIndex.matmul` take the number of nodes
+    of an :class:`EdgeIndex` from the :class:`EdgeIndex` alone, ignoring
+    :obj:`size` and the target features, and infer a missing one from the
+    largest index: trailing nodes without edges would be dropped from the
+    output (or fail to match the features). Sizes it has are kept (and
+    checked against the features by :func:`check_adj`).
+    """
+    if not isinstance(edge_index, EdgeIndex):
+        return edge_index
+    num_rows, num_cols = edge_index.sparse_size()
+    if ((num_rows is not None or num_src is None)
+            and (num_cols is not None or num_dst is None)):
+        return edge_index
+    return EdgeIndex(
+        edge_index.as_tensor(),
+        sparse_size=(num_src if num_rows is None else num_rows,
+                     num_dst if num_cols is None else num_cols),
+        sort_order=edge_index.sort_order,
+        is_undirected=edge_index.is_undirected,
+    )

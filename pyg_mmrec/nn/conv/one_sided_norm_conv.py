@@ -6,7 +6,13 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptPairTensor, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
-from pyg_mmrec.nn.conv._utils import check_adj, fused_sparse_adj
+from pyg_mmrec.nn.conv._utils import (
+    check_adj,
+    check_size,
+    check_weighted_sum,
+    fused_sparse_adj,
+    sized_edge_index,
+)
 from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
 
 
@@ -36,7 +42,10 @@ class OneSidedNormConv(MessagePassing):
 
     Args:
         **kwargs (optional): Additional arguments of
-            :class:`torch_geometric.nn.conv.MessagePassing`.
+            :class:`torch_geometric.nn.conv.MessagePassing`. The update rule
+            is a weighted sum from :obj:`edge_index[0]` to
+            :obj:`edge_index[1]` on every path: :obj:`aggr` must be
+            :obj:`"add"` and :obj:`flow` :obj:`"source_to_target"`.
 
     Shapes:
         - **input:**
@@ -53,6 +62,7 @@ class OneSidedNormConv(MessagePassing):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault('aggr', 'add')
+        check_weighted_sum(self.__class__.__name__, kwargs)
         super().__init__(**kwargs)
 
     def reset_parameters(self) -> None:
@@ -74,8 +84,19 @@ class OneSidedNormConv(MessagePassing):
                 and not _is_sized(edge_index)):
             raise ValueError("the number of target nodes is unknown: pass "
                              "'x' as (x_src, x_dst) or give 'size'")
-        check_adj(edge_index, edge_weight, x[0].size(0),
-                  None if x[1] is None else x[1].size(0))
+        num_src = x[0].size(0)
+        num_dst = None if x[1] is None else x[1].size(0)
+        # `propagate` ignores `size` for sparse layouts and `EdgeIndex`, and
+        # the target features too for an `EdgeIndex`: check `size` against
+        # the adjacency, and give an `EdgeIndex` the sizes it lacks, so that
+        # targets without edges keep their (zero) rows.
+        check_size(edge_index, size)
+        edge_index = sized_edge_index(
+            edge_index,
+            num_src if size is None or size[0] is None else size[0],
+            num_dst if size is None or size[1] is None else size[1],
+        )
+        check_adj(edge_index, edge_weight, num_src, num_dst)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x, size)
         # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)

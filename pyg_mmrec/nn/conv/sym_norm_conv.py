@@ -4,7 +4,12 @@ from torch import Tensor
 from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
-from pyg_mmrec.nn.conv._utils import check_adj, fused_sparse_adj
+from pyg_mmrec.nn.conv._utils import (
+    check_adj,
+    check_weighted_sum,
+    fused_sparse_adj,
+    sized_edge_index,
+)
 from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
 
 
@@ -39,7 +44,10 @@ class SymNormConv(MessagePassing):
 
     Args:
         **kwargs (optional): Additional arguments of
-            :class:`torch_geometric.nn.conv.MessagePassing`.
+            :class:`torch_geometric.nn.conv.MessagePassing`. The update rule
+            is a weighted sum from :obj:`edge_index[0]` to
+            :obj:`edge_index[1]` on every path: :obj:`aggr` must be
+            :obj:`"add"` and :obj:`flow` :obj:`"source_to_target"`.
 
     Shapes:
         - **input:**
@@ -56,6 +64,7 @@ class SymNormConv(MessagePassing):
 
     def __init__(self, **kwargs) -> None:
         kwargs.setdefault('aggr', 'add')
+        check_weighted_sum(self.__class__.__name__, kwargs)
         super().__init__(**kwargs)
 
     def reset_parameters(self) -> None:
@@ -66,6 +75,7 @@ class SymNormConv(MessagePassing):
         check_adj(edge_index, edge_weight, x.size(0), x.size(0))
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x)
+        edge_index = sized_edge_index(edge_index, x.size(0), x.size(0))
         # propagate_type: (x: Tensor, edge_weight: OptTensor)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 

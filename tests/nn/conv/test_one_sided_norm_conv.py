@@ -1,8 +1,11 @@
+import re
+
 import pytest
 import torch
 from torch.testing import assert_close
 
 import torch_geometric.typing
+from torch_geometric import EdgeIndex
 
 from pyg_mmrec.graph import one_sided_norm
 from pyg_mmrec.nn.conv.one_sided_norm_conv import OneSidedNormConv
@@ -99,3 +102,52 @@ def test_one_sided_norm_conv_bad_input():
         conv((x_item, x_item), adj)
     with pytest.raises(ValueError, match=r"'size' \(7, 4\) does not match"):
         conv((x_item, x_user), adj, size=(U, I))
+
+
+@pytest.mark.parametrize('sort_order', [None, 'col'])
+@pytest.mark.parametrize('sparse_size', [None, (4, None), (None, 5)])
+@pytest.mark.parametrize('targets', ['size', 'x_dst'])
+def test_one_sided_norm_conv_unsized_edge_index(sort_order, sparse_size,
+                                                targets):
+    # Source 3 and targets 3 and 4 have no edges: an `EdgeIndex` without
+    # sizes would infer 3 sources and 3 targets from its largest indices.
+    edge_index = torch.tensor([[0, 1, 2, 0], [0, 1, 1, 2]])  # col-sorted
+    weight = torch.rand(4, dtype=DT)
+    ei = EdgeIndex(edge_index, sparse_size=sparse_size, sort_order=sort_order)
+    x_src = torch.randn(4, 2, dtype=DT, requires_grad=True)
+    A = torch.zeros(5, 4, dtype=DT).index_put(
+        (edge_index[1], edge_index[0]), weight)  # num_dst x num_src
+
+    conv = OneSidedNormConv()
+    if targets == 'size':
+        out = conv(x_src, ei, weight, size=(4, 5))
+    else:
+        out = conv((x_src, torch.randn(5, 2, dtype=DT)), ei, weight)
+    assert out.shape == (5, 2)
+    assert_close(out, A @ x_src)
+    assert_close(out, conv(x_src, edge_index, weight, size=(4, 5)))
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    assert_close(x_src.grad, A.t() @ grad)
+    assert ei.sparse_size() == (sparse_size or (None, None))  # unmodified
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_one_sided_norm_conv_size_must_match_adjacency(backend):
+    R = interactions()
+    U, I = R.shape
+    edge_index = R.nonzero().t()
+    user_w, _ = one_sided_norm(edge_index, U, I, dtype=DT)
+    adj, w = to_adj(edge_index.flip(0), user_w, (I, U), backend=backend)
+    x_item = torch.randn(I, 3, dtype=DT)
+    conv = OneSidedNormConv()
+    if backend == 'scatter':  # PyG's own check on the target features
+        with pytest.raises(ValueError, match='expected size 8'):
+            conv((x_item, torch.randn(U, 3, dtype=DT)), adj, w,
+                 size=(I, U + 1))
+    else:
+        with pytest.raises(ValueError, match=re.escape(
+                f"'size' {(I, U + 1)} does not match the adjacency "
+                f"(num_src, num_dst) = {(I, U)}")):
+            conv(x_item, adj, w, size=(I, U + 1))
+    assert conv(x_item, adj, w, size=(I, U)).shape == (U, 3)

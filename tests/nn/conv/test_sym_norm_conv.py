@@ -3,6 +3,7 @@ import torch
 from torch.testing import assert_close
 
 import torch_geometric.typing
+from torch_geometric import EdgeIndex
 from torch_geometric.nn import LGConv
 from torch_geometric.testing import withPackage
 
@@ -121,7 +122,6 @@ def test_sym_norm_conv_bad_input():
 
 
 def test_sym_norm_conv_unsorted_edge_index_takes_scatter_path():
-    from torch_geometric import EdgeIndex
     R = bipartite(seed=3)
     U, I = R.shape
     edge_index, weight = sym_norm_bipartite(R.nonzero().t(), U, I, dtype=DT)
@@ -129,3 +129,21 @@ def test_sym_norm_conv_unsorted_edge_index_takes_scatter_path():
     assert not ei.is_sorted
     x = torch.randn(U + I, 4, dtype=DT)
     assert_close(SymNormConv()(x, ei, weight), dense_A(R) @ x)
+
+
+@pytest.mark.parametrize('sort_order', [None, 'col', 'row'])
+def test_sym_norm_conv_unsized_edge_index_keeps_isolated_nodes(sort_order):
+    # Without sizes, an `EdgeIndex` infers its number of nodes from the
+    # largest index; the features fix it instead.
+    edge_index = torch.tensor([[1, 0, 2, 1], [0, 1, 1, 2]])  # col-sorted
+    if sort_order == 'row':
+        edge_index = edge_index.flip(0)
+    weight = torch.rand(4, dtype=DT)
+    ei = EdgeIndex(edge_index, sort_order=sort_order)
+    x = torch.randn(5, 3, dtype=DT)  # nodes 3 and 4 have no edges
+    A = torch.zeros(5, 5, dtype=DT).index_put(
+        (edge_index[1], edge_index[0]), weight)
+    out = SymNormConv()(x, ei, weight)
+    assert_close(out, A @ x)
+    assert_close(out, SymNormConv()(x, edge_index, weight))
+    assert ei.num_rows is None  # the caller's `EdgeIndex` is not modified
