@@ -20,6 +20,7 @@ from torch_geometric.metrics import (
 )
 
 from pyg_mmrec.data.hetero import num_users_items, split_edge_index
+from pyg_mmrec.errors import DivergenceError
 from pyg_mmrec.graph import csr_of, csr_row_entries
 
 #: ``scores(user_ids) -> [len(user_ids), num_items]``
@@ -104,6 +105,11 @@ class RankingEvaluator:
                 raise ValueError(
                     f'scores must have shape {(batch.numel(), self.num_items)}'
                     f', got {tuple(score.shape)}')
+            # NaN would rank first and -inf reads as "excluded": either way
+            # the ranking means nothing.
+            if not torch.isfinite(score).all():
+                raise DivergenceError('the model scores items as NaN or '
+                                      'infinite: it diverged')
             for split in exclude:
                 _, row, col = csr_row_entries(*self._csr[split], batch)
                 score[row.to(score.device), col.to(score.device)] = \

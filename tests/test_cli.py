@@ -356,16 +356,16 @@ def test_invalid_hyper_parameter_is_one_line_exit_2(tmp_path, capsys, model,
 
 
 def test_diverging_run_stops_with_one_line(tmp_path, capsys):
-    # A learning rate of 1e30 sends the embeddings to NaN in the second
-    # epoch; no NaN model may be selected or reported.
+    # A learning rate of 1e30 sends the scores to infinity after the first
+    # epoch (and the loss to NaN in the second); no such model may be
+    # selected or reported (epoch 0 used to be, with metrics of inf scores).
     out_dir = tmp_path / 'out'
     status, out, err = run(['train', *TINY, '--epochs', '3', '--lr', '1e30',
                             '--quiet', '--out', str(out_dir)], capsys)
-    _assert_usage_error(status, out, err, 'the training loss became nan at '
-                        'epoch 1, batch 0: the model diverged')
-    with open(out_dir / 'metrics.json') as f:  # epoch 0's record only
-        metrics = json.load(f, parse_constant=pytest.fail)
-    assert metrics['best_epoch'] == 0 and len(metrics['epochs']) == 1
+    _assert_usage_error(status, out, err, 'the model scores items as NaN '
+                        'or infinite: it diverged')
+    assert not (out_dir / 'metrics.json').exists()
+    assert not (out_dir / 'checkpoint.pt').exists()
 
 
 @pytest.mark.parametrize('argv,match', [

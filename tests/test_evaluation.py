@@ -215,3 +215,19 @@ def test_bad_user_ids_are_refused(users, message):
         _Fixed(3, 6).recommend(_data(), users, evaluator=evaluator)
     with pytest.raises(ValueError, match='k must be positive, got 0'):
         evaluator.top_k(scores, [0], 0, [])
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_non_finite_scores_are_refused(bad):
+    # NaN ranked first (recall 1.0) and -inf read as "excluded".
+    from pyg_mmrec.errors import DivergenceError
+    evaluator = RankingEvaluator(_data())
+
+    def broken(users):
+        out = scores(users).clone()
+        out[:, 1] = bad
+        return out
+
+    with pytest.raises(DivergenceError, match='the model scores items as '
+                       'NaN or infinite: it diverged'):
+        evaluator.evaluate(broken, 'val')
