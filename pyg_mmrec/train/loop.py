@@ -63,7 +63,7 @@ def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
             raise DivergenceError(
                 f"the training loss became {parts['loss']} at epoch {epoch}, "
                 f'batch {num_batches}: the model diverged (try a lower '
-                f'learning rate)')
+                f'learning rate, and check the scale of the item features)')
         for key, value in parts.items():
             sums[key] = sums.get(key, 0.0) + value
         num_batches += 1

@@ -1,5 +1,6 @@
 r"""DiffMM (Jiang et al., ACM MM 2024), assembled from the library's layers,
 building blocks and transforms."""
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -15,7 +16,7 @@ from pyg_mmrec.data.hetero import (
     item_modalities,
     num_users_items,
 )
-from pyg_mmrec.errors import check_config
+from pyg_mmrec.errors import ConfigError, DivergenceError, check_config
 from pyg_mmrec.nn.conv.modality_aware_conv import ModalityAwareConv
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.denoiser import Denoiser
@@ -171,6 +172,9 @@ class DiffMM(Recommender):
         super().__init__(num_users, num_items)
         if not feature_channels:
             raise ValueError('DiffMM needs at least one item modality')
+        if config.topk > num_items:
+            raise ConfigError(f'topk={config.topk} exceeds the number of '
+                              f'items ({num_items})')
         if config.cl_method == 0 and len(feature_channels) < 2:
             # cl_method=0 sums over unordered pairs of modality views: with
             # one modality the sum is empty and the term is 0.
@@ -404,7 +408,13 @@ class DiffMM(Recommender):
     def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
         device = self.user_emb.device
         start = device_clock(device)
-        self.train_diffusion(data, epoch)
+        loss = self.train_diffusion(data, epoch)
+        if not math.isfinite(loss):
+            # NaN denoisers would generate garbage graphs silently.
+            raise DivergenceError(
+                f'the diffusion loss became {loss} at epoch {epoch}: the '
+                f'denoisers diverged (check the scale of the item features, '
+                f'or lower denoiser_lr)')
         middle = device_clock(device)
         self._attach_generated(data, epoch)
         end = device_clock(device)

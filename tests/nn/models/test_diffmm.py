@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 import torch
@@ -236,3 +237,20 @@ def test_reset_parameters_forgets_the_training_state():
     model.reset_parameters()
     assert int(model.graph_epoch) == -1
     assert model.get_extra_state() == {}  # the denoisers' Adam starts anew
+
+
+def test_diverging_denoisers_stop_training():
+    from pyg_mmrec.errors import DivergenceError
+    model, data = small_model()
+    for name in model.modalities:  # features that overflow the loss
+        data['item'][name] = data['item'][name] * 1e30
+    with pytest.raises(DivergenceError, match='the diffusion loss became '
+                       '(nan|inf) at epoch 0: the denoisers diverged'):
+        model.before_epoch(data, epoch=0)
+
+
+def test_topk_beyond_the_item_count_is_a_config_error():
+    from pyg_mmrec.errors import ConfigError
+    with pytest.raises(ConfigError, match=re.escape(
+            'topk=31 exceeds the number of items (30)')):
+        small_model(topk=31)
