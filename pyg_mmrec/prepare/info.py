@@ -44,13 +44,16 @@ def _train_degrees(data: HeteroData):
             np.bincount(edges[1], minlength=num_items))
 
 
-def _feature_summary(x: np.ndarray) -> Dict[str, Any]:
+def _feature_summary(features: np.ndarray) -> Dict[str, Any]:
+    # In float64: squares of large float32 features would overflow the
+    # std and norms to inf, which JSON cannot hold.
+    x = features.astype(np.float64)
     finite = np.isfinite(x)
     values = x[finite] if not finite.all() else x
     norms = np.linalg.norm(np.where(finite, x, 0.0), axis=1)
     return {
         'dim': int(x.shape[1]),
-        'dtype': str(x.dtype),
+        'dtype': str(features.dtype),
         'mean': float(values.mean()) if values.size else math.nan,
         'std': float(values.std()) if values.size else math.nan,
         'min': float(values.min()) if values.size else math.nan,

@@ -71,3 +71,13 @@ def test_degree_plot(data, tmp_path):
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
     assert os.listdir(tmp_path / 'plots') == ['degrees.png']  # no temp left
+
+
+def test_large_finite_features_give_finite_statistics(data):
+    # float32 squares of 1e30 overflow: the std and norms were inf, which
+    # json.dumps writes as the invalid token Infinity.
+    data['item'].visual = data['item'].visual * 1e30
+    vis = dataset_statistics(data)['features']['visual']
+    json.dumps(vis, allow_nan=False)
+    assert vis['mean_row_norm'] == pytest.approx(
+        1e30 * (0 + 5 + math.sqrt(2) + 0 + math.sqrt(5)) / 5)
