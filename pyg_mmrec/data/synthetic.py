@@ -126,6 +126,13 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> HeteroData:
     train_items = torch.zeros(num_items, dtype=torch.bool)
     train_items[edges[1, split == 0]] = True
     split[~train_items[edges[1]]] = 0
+    for code, name in ((1, 'validation'), (2, 'test')):
+        if not (split == code).any():
+            # Evaluation on an empty split would report 0.0 as a result.
+            raise ConfigError(
+                f'the synthetic data set has no {name} interactions with '
+                f'{num_users} users and {num_items} items: use more of '
+                f'either')
 
     data = HeteroData()
     data[USER].num_nodes = num_users

@@ -155,3 +155,15 @@ def test_modality_subset():
 def test_config_validation(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         SyntheticConfig(**kwargs)
+
+
+@pytest.mark.parametrize('users,items,split', [(2, 4, 'validation'),
+                                               (2, 5, 'test')])
+def test_too_small_for_held_out_splits(users, items, split):
+    # Every held-out edge was moved back to training: evaluation would
+    # have reported 0.0 on an empty split.
+    with pytest.raises(ConfigError, match=f'the synthetic data set has no '
+                       f'{split} interactions with {users} users and '
+                       f'{items} items'):
+        make_synthetic(SyntheticConfig(num_users=users, num_items=items,
+                                       mean_degree=3))
