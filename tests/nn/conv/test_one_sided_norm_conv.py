@@ -24,6 +24,14 @@ def interactions(num_users=7, num_items=4, seed=0):
     return R
 
 
+def weighted_graph():
+    r"""``R``, its edges and their one-sided weights (``P``, ``Q``)."""
+    R = interactions()
+    edge_index = R.nonzero().t()
+    user_w, item_w = one_sided_norm(edge_index, *R.shape, dtype=DT)
+    return R, edge_index, user_w, item_w
+
+
 def dense_PQ(R):
     P = R.sum(1).pow(-0.5).view(-1, 1) * R  # D_u^{-1/2} R
     Q = R.sum(0).pow(-0.5).view(-1, 1) * R.t()  # D_i^{-1/2} R^T
@@ -32,10 +40,8 @@ def dense_PQ(R):
 
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_one_sided_norm_conv_matches_dense(backend):
-    R = interactions()
+    R, edge_index, user_w, item_w = weighted_graph()
     U, I = R.shape
-    edge_index = R.nonzero().t()
-    user_w, item_w = one_sided_norm(edge_index, U, I, dtype=DT)
     P, Q = dense_PQ(R)
 
     # P: items (sources) -> users (targets); Q: users -> items.
@@ -86,10 +92,8 @@ def test_one_sided_norm_conv_source_only(backend):
 
 
 def test_one_sided_norm_conv_bad_input():
-    R = interactions()
+    R, edge_index, user_w, _ = weighted_graph()
     U, I = R.shape
-    edge_index = R.nonzero().t()
-    user_w, _ = one_sided_norm(edge_index, U, I, dtype=DT)
     adj, _ = to_adj(edge_index.flip(0), user_w, (I, U))
     conv = OneSidedNormConv()
     x_user = torch.randn(U, 3, dtype=DT)
@@ -134,10 +138,8 @@ def test_one_sided_norm_conv_unsized_edge_index(sort_order, sparse_size,
 
 @pytest.mark.parametrize('backend', BACKENDS)
 def test_one_sided_norm_conv_size_must_match_adjacency(backend):
-    R = interactions()
+    R, edge_index, user_w, _ = weighted_graph()
     U, I = R.shape
-    edge_index = R.nonzero().t()
-    user_w, _ = one_sided_norm(edge_index, U, I, dtype=DT)
     adj, w = to_adj(edge_index.flip(0), user_w, (I, U), backend=backend)
     x_item = torch.randn(I, 3, dtype=DT)
     conv = OneSidedNormConv()
