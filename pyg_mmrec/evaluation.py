@@ -93,7 +93,11 @@ class RankingEvaluator:
         number of items."""
         if k < 1:
             raise ValueError(f'k must be positive, got {k}')
-        users = self.check_users(users)
+        return self._top_k(scores, self.check_users(users), k, exclude)
+
+    def _top_k(self, scores: ScoreFn, users: Tensor, k: int,
+               exclude: Sequence[str]) -> Tensor:
+        # top_k for checked users (evaluate checks them once, not per batch).
         ranked = min(k, self.num_items)
         out = []
         for start in range(0, users.numel(), self.batch_size):
@@ -142,7 +146,7 @@ class RankingEvaluator:
         rowptr, col = self._csr[split]
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
-            top = self.top_k(scores, batch, max_k, exclude)
+            top = self._top_k(scores, batch, max_k, exclude)
             # An id no label has: PyG's metrics offset ids per row, so -1
             # would alias the previous row's last item.
             top[top < 0] = self.num_items
