@@ -16,6 +16,13 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 EXIT_USAGE = 2
 
 
+#: Largest learning rate :func:`check_config` accepts: far beyond any useful
+#: rate, yet small enough that Adam's bias-corrected step stays finite in
+#: float32 (a larger one stops training with an overflow in the optimiser
+#: rather than as a diverged model).
+MAX_LEARNING_RATE = 1e30
+
+
 class MMRecError(Exception):
     r"""Base class of the errors caused by user input (files, options)."""
 
@@ -110,6 +117,7 @@ def check_config(config: Any, *, at_least_one: Sequence[str] = (),
                  non_negative: Sequence[str] = (),
                  probability: Sequence[str] = (),
                  fraction: Sequence[str] = (),
+                 learning_rate: Sequence[str] = (),
                  choices: Optional[Dict[str, Sequence[Any]]] = None) -> None:
     r"""Raises a :class:`ConfigError` naming the first field of the dataclass
     :obj:`config` that lies outside its range, so that a bad hyper-parameter
@@ -131,6 +139,11 @@ def check_config(config: Any, *, at_least_one: Sequence[str] = (),
             weights, layer counts that may be zero).
         probability: Fields in :math:`[0, 1)` (dropout rates).
         fraction: Fields in :math:`(0, 1]` (keep rates).
+        learning_rate: Fields that must be :math:`> 0` and at most
+            :data:`MAX_LEARNING_RATE` (:math:`10^{30}`): Adam divides the
+            rate by its bias correction (down to :math:`1 - \beta_1 =
+            0.1`) and applies it in float32, which overflows near
+            :math:`3.4 \cdot 10^{38}` with a bare :class:`RuntimeError`.
         choices: Fields that must take one of the listed values.
     """
     def fail(name: str, requirement: str) -> None:
@@ -145,15 +158,18 @@ def check_config(config: Any, *, at_least_one: Sequence[str] = (),
     for name in at_least_one:
         if not getattr(config, name) >= 1:
             fail(name, '>= 1')
-    for name in positive:
+    for name in (*positive, *learning_rate):
         if not getattr(config, name) > 0:
             fail(name, '> 0')
     for name in non_negative:
         if not getattr(config, name) >= 0:
             fail(name, '>= 0')
-    for name in (*positive, *non_negative):
+    for name in (*positive, *non_negative, *learning_rate):
         if not math.isfinite(getattr(config, name)):
             fail(name, 'finite')
+    for name in learning_rate:
+        if getattr(config, name) > MAX_LEARNING_RATE:
+            fail(name, f'at most {MAX_LEARNING_RATE:g}')
     for name in probability:
         if not 0 <= getattr(config, name) < 1:
             fail(name, 'in [0, 1)')

@@ -205,6 +205,8 @@ def test_dataset_with_nan_features(make_dataset, tiny_features, listing,
     (['--set', 'novalue'], "override 'novalue' is not of the form"),
     (['--epochs', '0'], 'epochs must be >= 1, got 0'),
     (['--lr', 'nan'], 'lr must be > 0, got nan'),
+    # Adam's float32 step overflows beyond (traceback from the optimiser).
+    (['--lr', '1e38'], 'lr must be at most 1e+30, got 1e+38'),
     (['--model', 'diffmm', '--set', 'num_layers=-1'],
      'num_layers must be >= 0, got -1'),
     (['--model', 'mmssl', '--set', 'graph_rate=2'],

@@ -24,16 +24,19 @@ class Example:
     weight: float = 0.0
     dropout: float = 0.5
     keep: float = 1.0
+    lr: float = 1e-3
     kind: str = 'a'
 
     def __post_init__(self) -> None:
         check_config(self, at_least_one=('size', ), positive=('rate', ),
                      non_negative=('weight', ), probability=('dropout', ),
-                     fraction=('keep', ), choices=dict(kind=('a', 'b')))
+                     fraction=('keep', ), learning_rate=('lr', ),
+                     choices=dict(kind=('a', 'b')))
 
 
 def test_valid_edges_pass():
-    Example(size=1, rate=1e-12, weight=0.0, dropout=0.0, keep=1.0, kind='b')
+    Example(size=1, rate=1e-12, weight=0.0, dropout=0.0, keep=1.0, lr=1e30,
+            kind='b')
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -50,6 +53,10 @@ def test_valid_edges_pass():
     ('dropout', -0.1, 'dropout must be in [0, 1), got -0.1'),
     ('keep', 0.0, 'keep must be in (0, 1], got 0.0'),
     ('keep', 1.5, 'keep must be in (0, 1], got 1.5'),
+    ('lr', 0.0, 'lr must be > 0, got 0.0'),
+    ('lr', float('nan'), 'lr must be > 0, got nan'),
+    ('lr', float('inf'), 'lr must be finite, got inf'),
+    ('lr', 1.01e30, 'lr must be at most 1e+30, got 1.01e+30'),
     ('kind', 'c', "kind must be one of 'a', 'b', got 'c'"),
 ])
 def test_out_of_range_names_field_and_value(field, value, message):
@@ -78,6 +85,7 @@ def test_defaults_and_presets_are_valid():
      'diffusion_batch_size must be >= 1'),
     (DiffMMConfig, 'temperature', 0.0, 'temperature must be > 0'),
     (DiffMMConfig, 'denoiser_lr', 0.0, 'denoiser_lr must be > 0'),
+    (DiffMMConfig, 'denoiser_lr', 1e38, r'denoiser_lr must be at most 1e\+30'),
     (DiffMMConfig, 'reg_weight', -1.0, 'reg_weight must be >= 0'),
     (DiffMMConfig, 'cl_method', 2, 'cl_method must be one of 0, 1'),
     (DiffMMConfig, 'backend', 'dense', 'backend must be one of'),
@@ -89,6 +97,7 @@ def test_defaults_and_presets_are_valid():
      'gumbel_temperature must be > 0'),
     (MMSSLConfig, 'disc_hidden', 0, 'disc_hidden must be >= 1'),
     (MMSSLConfig, 'disc_lr', 0.0, 'disc_lr must be > 0'),
+    (MMSSLConfig, 'disc_lr', 1e38, r'disc_lr must be at most 1e\+30'),
     (MMSSLConfig, 'graph_rate', 0.0, r'graph_rate must be in \(0, 1\]'),
     (MMSSLConfig, 'graph_batch_size', 0, 'graph_batch_size must be >= 1'),
     (MMSSLConfig, 'weight_decay', -1.0, 'weight_decay must be >= 0'),

@@ -35,7 +35,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_config(self, at_least_one=('epochs', 'batch_size',
                                          'eval_batch_size', 'k'),
-                     non_negative=('patience', ), positive=('lr', ))
+                     non_negative=('patience', ),
+                     learning_rate=('lr', ))
         # Derived seeds (seed * 100003 + epoch) must stay within 64 bits.
         if not 0 <= self.seed < 2**32:
             raise ConfigError(f'seed must be in [0, 2**32), got {self.seed}')
