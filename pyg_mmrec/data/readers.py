@@ -14,7 +14,10 @@ Layouts (detected from the files present, see :func:`detect_layout`):
 
 In every layout, item features are ``image_feat.npy`` (visual),
 ``audio_feat.npy`` (acoustic) and ``text_feat.npy`` (textual); any non-empty
-subset, float16, float32 or float64, one row per item.
+subset, float16, float32 or float64, one row per item. The DiffMM layout
+takes the item count from its matrices' shape, the other two from the
+feature files' row count (the item catalogue, which may hold items without
+interactions).
 """
 import json
 import os
@@ -271,9 +274,10 @@ def _checked_coo(obj: object) -> sp.coo_matrix:
 # Features ####################################################################
 
 
-def load_features(path: str, num_items: int) -> np.ndarray:
-    r"""Loads one modality's ``.npy`` feature matrix and checks its shape,
-    dtype and values. Returns ``float32``."""
+def load_features(path: str, num_items: Optional[int]) -> np.ndarray:
+    r"""Loads one modality's ``.npy`` feature matrix and checks its shape
+    (:obj:`num_items` rows, unless :obj:`None`), dtype and values. Returns
+    ``float32``."""
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -288,7 +292,7 @@ def load_features(path: str, num_items: int) -> np.ndarray:
         raise DatasetError(
             path, f'features must be a 2-D [items, dim] array, got shape '
             f'{tuple(array.shape)}')
-    if array.shape[0] != num_items:
+    if num_items is not None and array.shape[0] != num_items:
         raise DatasetError(
             path, f'has {array.shape[0]} feature rows but the interactions '
             f'have {num_items} items')
@@ -311,12 +315,25 @@ def load_features(path: str, num_items: int) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def read_features(root: str, num_items: int) -> Dict[str, np.ndarray]:
-    features = {}
+def read_features(root: str, num_items: Optional[int]
+                  ) -> Dict[str, np.ndarray]:
+    r"""Loads every modality's feature file present in :obj:`root`, each
+    with :obj:`num_items` rows; with :obj:`None`, the first file's row
+    count, which every other file must match."""
+    features: Dict[str, np.ndarray] = {}
+    first = None
     for modality in MODALITIES:
         path = osp.join(root, FEATURE_FILES[modality])
-        if osp.exists(path):
-            features[modality] = load_features(path, num_items)
+        if not osp.exists(path):
+            continue
+        array = load_features(path, num_items)
+        if first is None:
+            first = (FEATURE_FILES[modality], array.shape[0])
+        elif array.shape[0] != first[1]:
+            raise DatasetError(
+                path, f'has {array.shape[0]} feature rows but {first[0]} '
+                f'has {first[1]}: every feature file needs one row per item')
+        features[modality] = array
     if not features:
         raise DatasetError(
             root, 'no item features found (expected at least one of ' +
@@ -351,18 +368,21 @@ def _note(notes: List[str], note: str) -> None:
 
 def _clean_edges(path: str, users: np.ndarray, items: np.ndarray,
                  num_users: int, num_items: int, split: str,
-                 notes: List[str]) -> np.ndarray:
+                 notes: List[str], item_range: str = 'the training range {}'
+                 ) -> np.ndarray:
     r"""Checks ids, removes duplicate pairs (with a note) and returns the
-    sorted keys ``user * num_items + item``."""
+    sorted keys ``user * num_items + item``. :obj:`item_range` says where
+    the item count comes from, for the error message (``{}``: the range)."""
     if users.size == 0:
         raise DatasetError(path, f'the {split} split has no interactions')
-    for name, ids, bound in (('user', users, num_users),
-                             ('item', items, num_items)):
+    for name, ids, bound, where in (
+            ('user', users, num_users, 'the training range {}'),
+            ('item', items, num_items, item_range)):
         bad = (ids < 0) | (ids >= bound)
         if bad.any():
             first = int(ids[np.flatnonzero(bad)[0]])
             what = 'negative' if first < 0 else \
-                f'outside the training range 0..{bound - 1}'
+                'outside ' + where.format(f'0..{bound - 1}')
             raise DatasetError(
                 path, f'{int(bad.sum())} {split} interactions have {name} '
                 f'ids {what} (first: {first})')
@@ -413,7 +433,18 @@ def _check_negatives(path: str, train: np.ndarray, num_items: int) -> None:
 
 
 def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
-            num_users: int, num_items: int) -> RawInteractions:
+            num_users: int, num_items: Optional[int] = None
+            ) -> RawInteractions:
+    r"""Checks and cleans the interactions and reads the features. Without
+    :obj:`num_items` the item count is the feature files' row count, so
+    that catalogue items without interactions keep their ids."""
+    item_range = 'the training range {}'
+    features, catalogue = None, None
+    if num_items is None:
+        features = read_features(root, None)
+        catalogue = FEATURE_FILES[next(iter(features))]
+        num_items = next(iter(features.values())).shape[0]
+        item_range = 'the item feature rows {} of ' + catalogue
     if num_users * num_items > MAX_ID:
         raise DatasetError(
             paths['train'], f'{num_users} users x {num_items} items is too '
@@ -422,7 +453,7 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
     notes: List[str] = []
     keys = {
         split: _clean_edges(paths[split], users, items, num_users, num_items,
-                            split, notes)
+                            split, notes, item_range)
         for split, (users, items) in pairs.items()
     }
     _check_negatives(paths['train'], keys['train'], num_items)
@@ -430,7 +461,11 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
     edges = {split: np.stack([key // num_items, key % num_items])
              for split, key in keys.items()}
     _note_unused_users(paths['train'], edges, num_users, notes)
-    features = read_features(root, num_items)
+    if features is None:
+        features = read_features(root, num_items)
+    else:
+        _note_trailing_items(osp.join(root, catalogue), edges, num_items,
+                             notes)
     return RawInteractions(num_users, num_items, edges, features, notes)
 
 
@@ -449,6 +484,20 @@ def _note_unused_users(path: str, edges: Dict[str, np.ndarray],
               f'0..{num_users - 1} have no interaction in any split (ids '
               f'are expected to run from 0 without large gaps; every user '
               f'table is sized by the largest id)')
+
+
+def _note_trailing_items(path: str, edges: Dict[str, np.ndarray],
+                         num_items: int, notes: List[str]) -> None:
+    r"""Notes feature rows past the largest item id of any interaction. They
+    are kept as catalogue items (ranked, never trained on), but trailing
+    rows are also what a feature file of another data set looks like."""
+    last = max(int(e[1].max()) for e in edges.values())
+    if last + 1 < num_items:
+        _note(notes, f'{path}: the last '
+              f'{_plural(num_items - last - 1, "feature row")} (items '
+              f'{last + 1}..{num_items - 1}) have no interaction in any '
+              f'split; they stay in the catalogue as items that are ranked '
+              f'but never trained on')
 
 
 def _require(root: str, names: Dict[str, str]) -> Dict[str, str]:
@@ -513,17 +562,16 @@ def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:
 
 
 def read_mmssl(root: str) -> RawInteractions:
-    r"""Reads the MMSSL layout (``{user: [items]}`` JSON files). The user and
-    item counts are those of the training split."""
+    r"""Reads the MMSSL layout (``{user: [items]}`` JSON files). The user
+    count is that of the training split, the item count the feature files'
+    row count."""
     paths = _require(root, MMSSL_FILES)
     pairs = {split: _json_pairs(path) for split, path in paths.items()}
     train_users, train_items = pairs['train']
     if train_users.size == 0:
         raise DatasetError(paths['train'], 'the train split has no '
                            'interactions')
-    num_users = int(train_users.max()) + 1
-    num_items = int(train_items.max()) + 1
-    return _finish(root, paths, pairs, num_users, num_items)
+    return _finish(root, paths, pairs, int(train_users.max()) + 1)
 
 
 def _parsed_ints(values) -> Optional[List[int]]:
@@ -569,7 +617,9 @@ def _table_ids(path: str, column) -> np.ndarray:
 
 def read_tabular(root: str) -> RawInteractions:
     r"""Reads the tabular layout (``interactions.csv`` or
-    ``interactions.parquet`` with ``user``, ``item``, ``split`` columns)."""
+    ``interactions.parquet`` with ``user``, ``item``, ``split`` columns). The
+    user count is that of the training split, the item count the feature
+    files' row count."""
     import pandas as pd
 
     path = next((osp.join(root, name) for name in TABULAR_FILES
@@ -610,10 +660,8 @@ def read_tabular(root: str) -> RawInteractions:
     train_users, train_items = pairs['train']
     if train_users.size == 0:
         raise DatasetError(path, 'the train split has no interactions')
-    num_users = int(train_users.max()) + 1
-    num_items = int(train_items.max()) + 1
     paths = {split: path for split in SPLITS}
-    return _finish(root, paths, pairs, num_users, num_items)
+    return _finish(root, paths, pairs, int(train_users.max()) + 1)
 
 
 READERS: Dict[str, Callable[[str], RawInteractions]] = {

@@ -482,8 +482,14 @@ def test_negative_ids(make_dataset, assert_rejected, tiny_splits, layout,
 @pytest.mark.parametrize('split,edge,problem', [
     ('val', (NUM_USERS, 0), f'1 val interactions have user ids outside the '
      f'training range 0..{NUM_USERS - 1} \\(first: {NUM_USERS}\\)'),
+    # Items are numbered by the feature rows (the catalogue), not by the
+    # training split.
     ('test', (0, NUM_ITEMS + 3), f'1 test interactions have item ids outside '
-     f'the training range 0..{NUM_ITEMS - 1} \\(first: {NUM_ITEMS + 3}\\)'),
+     f'the item feature rows 0..{NUM_ITEMS - 1} of image_feat.npy '
+     f'\\(first: {NUM_ITEMS + 3}\\)'),
+    ('train', (1, NUM_ITEMS), f'1 train interactions have item ids outside '
+     f'the item feature rows 0..{NUM_ITEMS - 1} of image_feat.npy '
+     f'\\(first: {NUM_ITEMS}\\)'),
 ])
 @pytest.mark.parametrize('layout', ['mmssl', 'tabular', 'parquet'])
 def test_heldout_ids_beyond_training_range(make_dataset, assert_rejected,
@@ -494,6 +500,39 @@ def test_heldout_ids_beyond_training_range(make_dataset, assert_rejected,
     name = {'mmssl': MMSSL_NAMES[split], 'tabular': 'interactions.csv',
             'parquet': 'interactions.parquet'}[layout]
     assert_rejected(root, root / name, problem)
+
+
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular', 'parquet'])
+def test_catalogue_items_without_interactions_keep_their_ids(
+        make_dataset, tiny_features, tiny_splits, layout):
+    # In these layouts the feature rows are the catalogue: items without any
+    # interaction are kept wherever their ids lie. The largest ids used to
+    # be refused (the item count was the largest training id + 1), lower
+    # ones accepted.
+    features = tiny_features(num_items=NUM_ITEMS + 2)
+    root = make_dataset(layout, tiny_splits, features=features)
+    with pytest.warns(UserWarning) as record:
+        raw = read_dataset(str(root))
+    assert raw.num_items == NUM_ITEMS + 2
+    assert raw.features['visual'].shape[0] == NUM_ITEMS + 2
+    note = (f'{root / "image_feat.npy"}: the last 2 feature rows (items '
+            f'{NUM_ITEMS}..{NUM_ITEMS + 1}) have no interaction in any split')
+    assert [str(w.message) for w in record][-1].startswith(note)
+    assert raw.notes[-1].startswith(note)
+    expected = sorted(tiny_splits['train'])
+    assert raw.edges['train'].T.tolist() == [list(e) for e in expected]
+
+
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular'])
+def test_feature_files_disagreeing_in_rows(make_dataset, assert_rejected,
+                                           tiny_features, layout):
+    features = tiny_features(('visual', 'acoustic'))
+    features['acoustic'] = tiny_features(('acoustic', ),
+                                         num_items=NUM_ITEMS + 1)['acoustic']
+    root = make_dataset(layout, features=features)
+    assert_rejected(root, root / 'audio_feat.npy', re.escape(
+        f'has {NUM_ITEMS + 1} feature rows but image_feat.npy has '
+        f'{NUM_ITEMS}: every feature file needs one row per item'))
 
 
 @pytest.mark.parametrize('split,name,edge,first', [
