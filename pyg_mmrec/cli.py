@@ -167,8 +167,14 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 def _run_info(args: argparse.Namespace) -> int:
     from pyg_mmrec.train.run import load_data
     data = load_data(args.dataset)
-    from pyg_mmrec.prepare.info import dataset_statistics, write_degree_plot
-    stats = dataset_statistics(data)
+    from pyg_mmrec.prepare.info import (
+        dataset_statistics,
+        feature_file_dtypes,
+        write_degree_plot,
+    )
+    file_dtypes = None if args.dataset == 'synthetic' else \
+        feature_file_dtypes(args.dataset)
+    stats = dataset_statistics(data, file_dtypes)
     if args.plot:
         write_degree_plot(data, args.plot)
         stats['plot'] = args.plot

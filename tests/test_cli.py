@@ -326,6 +326,24 @@ def test_real_process_exit_status(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+def test_info_reports_the_feature_files_dtypes(make_dataset, tiny_features,
+                                               capsys):
+    # Loaded features are float32 whatever the files hold; info describes
+    # the files.
+    features = tiny_features(('visual', 'acoustic'))
+    features['visual'] = features['visual'].astype(np.float16)
+    features['acoustic'] = features['acoustic'].astype(np.float64)
+    root = make_dataset('diffmm', features=features)
+    status, out, err = run(['info', '--dataset', str(root)], capsys)
+    assert status == 0, err
+    stats = json.loads(out)['features']
+    assert stats['visual']['dtype'] == 'float16'
+    assert stats['acoustic']['dtype'] == 'float64'
+    status, out, err = run(['info'], capsys)  # synthetic: in memory
+    assert {f['dtype'] for f in json.loads(out)['features'].values()} == \
+        {'float32'}
+
+
 def test_real_process_warnings_are_one_line(tmp_path, make_dataset,
                                             tiny_splits):
     tiny_splits['train'] += [(2, 3), (2, 3)]

@@ -10,6 +10,7 @@ and a ``recipe.json`` that :func:`rebuild` turns into the same bytes again.
 """
 from pyg_mmrec.prepare.info import (
     dataset_statistics,
+    feature_file_dtypes,
     format_statistics,
     write_degree_plot,
 )
@@ -31,5 +32,5 @@ __all__ = [
     'PrepareConfig', 'PrepareResult', 'prepare', 'prepare_dataset',
     'rebuild', 'kcore_mask', 'kcore_filter', 'split_interactions',
     'split_sizes', 'resolve_cold_items', 'dataset_statistics',
-    'format_statistics', 'write_degree_plot'
+    'feature_file_dtypes', 'format_statistics', 'write_degree_plot'
 ]

@@ -7,12 +7,14 @@ training edges, which is what a model sees; a user or item is *cold* in a
 held-out split when it appears there with no training interaction.
 """
 import math
-from typing import Any, Dict, List
+import os.path as osp
+from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 from torch_geometric.data import HeteroData
 
 from pyg_mmrec.data.hetero import (
+    FEATURE_FILES,
     ITEM,
     SPLITS,
     item_modalities,
@@ -65,7 +67,21 @@ def _feature_summary(features: np.ndarray) -> Dict[str, Any]:
     }
 
 
-def dataset_statistics(data: HeteroData) -> Dict[str, Any]:
+def feature_file_dtypes(root: str) -> Dict[str, str]:
+    r"""The dtype of each modality's feature file in the data set folder
+    :obj:`root`, read from the ``.npy`` headers (the data itself holds
+    float32 whatever the files hold)."""
+    dtypes = {}
+    for modality, name in FEATURE_FILES.items():
+        path = osp.join(root, name)
+        if osp.isfile(path):
+            dtypes[modality] = str(np.load(path, mmap_mode='r').dtype)
+    return dtypes
+
+
+def dataset_statistics(data: HeteroData,
+                       file_dtypes: Optional[Mapping[str, str]] = None
+                       ) -> Dict[str, Any]:
     r"""Statistics of a data set as a JSON-serialisable dict.
 
     Keys: ``num_users``, ``num_items``, ``interactions`` (per split and
@@ -76,6 +92,10 @@ def dataset_statistics(data: HeteroData) -> Dict[str, Any]:
     ``interactions`` with no training interaction) and ``features``
     (per modality: dim, dtype, mean, std, min, max, mean row norm, zero
     rows, non-finite values).
+
+    The features' ``dtype`` is that of the tensor in :obj:`data` (float32
+    for a loaded data set), unless :obj:`file_dtypes` gives the dtype of the
+    modality's file (:func:`feature_file_dtypes`).
     """
     num_users, num_items = num_users_items(data)
     counts = {s: int(split_edge_index(data, s).size(1)) for s in SPLITS}
@@ -99,6 +119,8 @@ def dataset_statistics(data: HeteroData) -> Dict[str, Any]:
     for modality in item_modalities(data):
         x = data[ITEM][modality].detach().cpu().numpy()
         features[modality] = _feature_summary(x)
+        if file_dtypes and modality in file_dtypes:
+            features[modality]['dtype'] = file_dtypes[modality]
 
     return {
         'num_users': num_users,
