@@ -22,7 +22,7 @@ from pyg_mmrec.data.readers import (
     detect_layout,
     read_dataset,
 )
-from pyg_mmrec.errors import DatasetError, describe
+from pyg_mmrec.errors import DatasetError, OutputError, describe
 from pyg_mmrec.io import atomic_path
 
 #: Bumped whenever the readers' validation or cleaning changes.
@@ -55,6 +55,22 @@ def _default_processed_dir(root: str) -> str:
     cache = os.environ.get('PYG_MMREC_CACHE') or osp.join(
         osp.expanduser('~'), '.cache', 'pyg_mmrec')
     return osp.join(cache, f'{osp.basename(osp.abspath(root))}-{digest}')
+
+
+def _cache_problem(folder: str, error: OSError) -> str:
+    # "File exists" or "Not a directory" do not say which path is in the
+    # way: name the file that stands where a folder of the path should be.
+    path = osp.abspath(folder)
+    while True:
+        if osp.lexists(path) and not osp.isdir(path):
+            return (f'the processed cache cannot be written: {path} is a '
+                    f'file, not a folder')
+        parent = osp.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return (f'the processed cache cannot be written '
+            f'({error.strerror or describe(error)})')
 
 
 class MultiModalRecDataset(InMemoryDataset):
@@ -177,10 +193,23 @@ class MultiModalRecDataset(InMemoryDataset):
         created = not osp.isdir(self.processed_dir)
         try:
             super()._process()
-        except BaseException:
+        except BaseException as e:
             if created:  # leave no empty cache folder behind
                 shutil.rmtree(self.processed_dir, ignore_errors=True)
+            if isinstance(e, OSError) and not isinstance(e, OutputError) \
+                    and self._in_cache(e.filename):
+                # PyG creates the folder and writes its records itself:
+                # a cache path under a file, or a read-only one, ends here.
+                raise OutputError(self.processed_dir,
+                                  _cache_problem(self.processed_dir, e)) \
+                    from None
             raise
+
+    def _in_cache(self, path: object) -> bool:
+        if not isinstance(path, str):
+            return False
+        cache = osp.abspath(self.processed_dir)
+        return osp.commonpath([cache, osp.abspath(path)]) == cache
 
     def process(self) -> None:
         raw = read_dataset(self.root, self.layout)

@@ -301,3 +301,28 @@ def test_read_only_data_set_caches_under_the_user_cache(
             str(tmp_path / 'home' / '.cache' / 'pyg_mmrec' / 'shared-'))
     finally:
         root.chmod(0o755)
+
+
+@pytest.mark.parametrize('where', ['cache_under_a_file', 'processed_file'])
+def test_unwritable_cache_folder_is_one_error(make_dataset, tmp_path,
+                                              where):
+    # PyG creates the cache folder itself; the OSError of a path blocked by
+    # a file used to escape as a traceback from info, train, evaluate, ...
+    from pyg_mmrec.errors import OutputError
+    root = make_dataset('mmssl')
+    if where == 'cache_under_a_file':
+        blocker = tmp_path / 'cache_file'
+        cache = blocker / 'sub'
+        kwargs = dict(processed_dir=str(cache))
+    else:
+        blocker = cache = root / 'processed'
+        kwargs = {}
+    blocker.write_text('not a folder')
+    before = sorted(p.name for p in root.iterdir())
+    with pytest.raises(OutputError) as info:
+        MultiModalRecDataset(str(root), **kwargs)
+    assert str(info.value) == (
+        f'{cache}: the processed cache cannot be written: {blocker} is a '
+        f'file, not a folder')
+    assert sorted(p.name for p in root.iterdir()) == before
+    assert blocker.read_text() == 'not a folder'
