@@ -108,6 +108,23 @@ def test_evaluate_reproduces_test_metrics(trained, capsys):
     assert report['val'] == pytest.approx(metrics['val'], abs=1e-6)
 
 
+def test_evaluate_reproduces_metrics_bit_for_bit(tmp_path, capsys):
+    # With the run's own evaluation batch size: another one splits the
+    # metric sums differently (NDCG differed in the 9th digit).
+    status, _, err = run(['train', *TINY, '--epochs', '1', '--quiet',
+                          '--set', 'train.eval_batch_size=7', '--set',
+                          'train.k=10', '--out', str(tmp_path)], capsys)
+    assert status == 0, err
+    status, out, err = run(['evaluate', '--checkpoint',
+                            str(tmp_path / 'checkpoint.pt')], capsys)
+    assert status == 0, err
+    with open(tmp_path / 'metrics.json') as f:
+        metrics = json.load(f)
+    report = json.loads(out)
+    assert (report['val'], report['test']) == (metrics['val'],
+                                               metrics['test'])
+
+
 def _training_items(trained):
     from pyg_mmrec.train.run import restore
     torch.manual_seed(0)
@@ -445,6 +462,47 @@ def test_incomplete_or_newer_checkpoint(trained, tmp_path, capsys):
     status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
     _assert_usage_error(status, out, err, f'{path}: holds settings this '
                         f'version of pyg_mmrec cannot read')
+
+
+def _no_train_state(ckpt):
+    ckpt['train_state'] = {}
+
+
+def _no_data_config(ckpt):
+    del ckpt['configs']['data']
+
+
+def _numeric_dataset(ckpt):
+    ckpt['dataset'] = 123
+
+
+def _text_configs(ckpt):
+    ckpt['configs'] = 'x'
+
+
+@pytest.mark.parametrize('corrupt, problem', [
+    (_no_train_state, "'train_state' lacks best_epoch, best_test, "
+     "best_val, epochs_without_improvement, history, next_epoch, "
+     "stopped_early"),
+    (_no_data_config, "'configs' does not hold the sections train, model "
+     "and data"),
+    (_numeric_dataset, "'dataset' is not a path"),
+    (_text_configs, "'configs' does not hold the sections train, model "
+     "and data"),
+])
+@pytest.mark.parametrize('command', ['evaluate', 'recommend'])
+def test_checkpoint_of_wrong_structure(trained, tmp_path, capsys, corrupt,
+                                       problem, command):
+    # Each used to end in a KeyError, TypeError or AttributeError.
+    ckpt = torch.load(trained / 'checkpoint.pt', weights_only=True)
+    corrupt(ckpt)
+    path = tmp_path / 'ckpt.pt'
+    torch.save(ckpt, path)
+    users = ['--users', '0'] if command == 'recommend' else []
+    status, out, err = run([command, '--checkpoint', str(path), *users],
+                           capsys)
+    _assert_usage_error(status, out, err, f'{path}: not a complete '
+                        f'pyg_mmrec checkpoint: {problem}')
 
 
 def test_checkpoint_finds_its_data_set_from_any_folder(

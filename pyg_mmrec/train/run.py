@@ -214,6 +214,10 @@ def load_checkpoint(path: str) -> dict:
         raise CheckpointError(path, f"holds a '{ckpt['model']}' model, which "
                               f"this version of pyg_mmrec does not know "
                               f"(available: {', '.join(MODELS)})")
+    problem = _structure_problem(ckpt)
+    if problem:
+        raise CheckpointError(path, f'not a complete pyg_mmrec checkpoint: '
+                              f'{problem}')
     try:
         configs_of(ckpt)
         TrainState.from_dict(ckpt['train_state'])
@@ -222,6 +226,30 @@ def load_checkpoint(path: str) -> dict:
                               f'pyg_mmrec cannot read ({describe(e)})'
                               ) from None
     return ckpt
+
+
+def _structure_problem(ckpt: dict) -> Optional[str]:
+    # What a hand-edited or foreign file lacks that every checkpoint written
+    # by train() has; the dataclasses would otherwise fill a missing field
+    # with its default (a train_state of {} reads as "no epoch yet").
+    if not isinstance(ckpt['dataset'], str):
+        return "'dataset' is not a path"
+    if ckpt['preset'] is not None and not isinstance(ckpt['preset'], str):
+        return "'preset' is not a name"
+    configs = ckpt['configs']
+    if not isinstance(configs, dict) or \
+            set(configs) != {'train', 'model', 'data'}:
+        return "'configs' does not hold the sections train, model and data"
+    for name, values in configs.items():
+        if not isinstance(values, dict):
+            return f"'configs.{name}' is not a mapping"
+    state = ckpt['train_state']
+    fields = {f.name for f in dataclasses.fields(TrainState)}
+    if not isinstance(state, dict) or not fields <= set(state):
+        missing = sorted(fields - set(state)) if isinstance(state, dict) \
+            else sorted(fields)
+        return f"'train_state' lacks {', '.join(missing)}"
+    return None
 
 
 def configs_of(ckpt: dict) -> Dict[str, Any]:
@@ -426,8 +454,11 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
                         device: str = 'cpu') -> dict:
     r"""Validation and test metrics of a saved model."""
     model, data, ckpt = restore(checkpoint, dataset, device)
-    k = ckpt['configs']['train']['k']
-    evaluator = RankingEvaluator(data, ks=(k, ))
+    train_config = configs_of(ckpt)['train']
+    # The batch size splits the float sums of the metrics: training's, so
+    # that metrics.json is reproduced to the last bit.
+    evaluator = RankingEvaluator(data, ks=(train_config.k, ),
+                                 batch_size=train_config.eval_batch_size)
     scores = model.score_fn(data)
     return {
         'model': ckpt['model'],
