@@ -15,7 +15,13 @@ from typing import List, Optional, Union
 import torch
 
 import pyg_mmrec
-from pyg_mmrec.errors import EXIT_USAGE, ConfigError, MMRecError
+from pyg_mmrec.errors import (
+    EXIT_USAGE,
+    ConfigError,
+    DatasetError,
+    MMRecError,
+    describe,
+)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -93,8 +99,12 @@ def _parse_users(spec: str, num_users: int) -> torch.Tensor:
         return torch.arange(num_users)
     text = spec
     if osp.isfile(spec):
-        with open(spec) as f:
-            text = f.read()
+        try:
+            with open(spec, encoding='utf-8') as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise DatasetError(spec, f'cannot be read as a list of user ids '
+                               f'({describe(e)})') from None
     try:
         users = [int(tok) for tok in text.replace(',', ' ').split()]
     except ValueError:
@@ -107,7 +117,9 @@ def _parse_users(spec: str, num_users: int) -> torch.Tensor:
     if bad:
         raise ConfigError(f'user id {bad[0]} is out of range 0..'
                           f'{num_users - 1}')
-    return torch.tensor(users)
+    # Each user once, in the order given: JSON keys cannot repeat, and the
+    # CSV should say the same.
+    return torch.tensor(list(dict.fromkeys(users)))
 
 
 def _add_recommend(sub: argparse._SubParsersAction) -> None:
@@ -115,7 +127,8 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                        help='top-k unseen items per user from a checkpoint')
     p.add_argument('--checkpoint', required=True)
     p.add_argument('--users', required=True,
-                   help="'all', ids like 0,5,7, or a file of ids")
+                   help="'all', ids like 0,5,7, or a file of ids (each "
+                   "user is listed once)")
     p.add_argument('--k', type=int, default=20)
     p.add_argument('--format', choices=('csv', 'json'), default='csv')
     p.add_argument('--output', help='write here instead of standard output')
@@ -173,7 +186,7 @@ def _run_info(args: argparse.Namespace) -> int:
         write_degree_plot,
     )
     file_dtypes = None if args.dataset == 'synthetic' else \
-        feature_file_dtypes(args.dataset)
+        feature_file_dtypes(osp.expanduser(args.dataset))
     stats = dataset_statistics(data, file_dtypes)
     if args.plot:
         write_degree_plot(data, args.plot)

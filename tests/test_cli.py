@@ -162,6 +162,17 @@ def test_recommend_csv_and_json(trained, capsys, tmp_path):
                          for u, r in from_csv.items()}
 
 
+def test_recommend_lists_a_repeated_user_once(trained, capsys):
+    argv = ['recommend', '--checkpoint', str(trained / 'checkpoint.pt'),
+            '--users', '1,0,1', '--k', '3']
+    status, out, _ = run(argv, capsys)
+    assert status == 0
+    users = [row[0] for row in csv.reader(io.StringIO(out))][1:]
+    assert users == ['1'] * 3 + ['0'] * 3
+    status, out, _ = run([*argv, '--format', 'json'], capsys)
+    assert list(json.loads(out)) == ['1', '0']
+
+
 def test_recommend_never_returns_training_items(trained, capsys):
     seen = _training_items(trained)
     users = [u for u in range(150) if len(seen[u]) >= 5][:40]
@@ -328,6 +339,28 @@ def test_recommend_bad_users(trained, tmp_path, capsys, users, match):
                             '--output', str(output)], capsys)
     _assert_usage_error(status, out, err, match)
     assert not output.exists()
+
+
+def test_recommend_users_file_not_text(trained, tmp_path, capsys):
+    users = tmp_path / 'users.txt'
+    users.write_bytes(b'0,1\n\xff\xfe\x00garbage')
+    status, out, err = run(['recommend', '--checkpoint',
+                            str(trained / 'checkpoint.pt'), '--users',
+                            str(users)], capsys)
+    _assert_usage_error(status, out, err, f'{users}: cannot be read as a '
+                        f'list of user ids (')
+
+
+def test_info_expands_the_home_folder(make_dataset, tiny_features,
+                                      monkeypatch, tmp_path, capsys):
+    features = tiny_features(('visual', ))
+    features['visual'] = features['visual'].astype(np.float16)
+    (tmp_path / 'home').mkdir()
+    make_dataset('mmssl', features=features, name='home/ds')
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    status, out, err = run(['info', '--dataset', '~/ds'], capsys)
+    assert status == 0, err
+    assert json.loads(out)['features']['visual']['dtype'] == 'float16'
 
 
 def test_real_process_exit_status(tmp_path):
