@@ -57,6 +57,13 @@ class SyntheticConfig:
             raise ConfigError(
                 f'synthetic modalities must be a non-empty subset of '
                 f'{MODALITIES}, got {self.modalities}')
+        repeated = [m for i, m in enumerate(self.modalities)
+                    if m in self.modalities[:i]]
+        if repeated:
+            # A repeat would draw the modality's features twice, the second
+            # overwriting the first.
+            raise ConfigError(f'synthetic modalities list {repeated[0]!r} '
+                              f'more than once: {self.modalities}')
         if not (0 < self.val_ratio and 0 < self.test_ratio
                 and self.val_ratio + self.test_ratio < 0.7):
             raise ConfigError('synthetic val_ratio and test_ratio must be '

@@ -141,6 +141,8 @@ def test_modality_subset():
     (dict(num_items=10, mean_degree=10), 'mean_degree must lie in'),
     (dict(modalities=('visual', 'smell')), 'non-empty subset'),
     (dict(modalities=()), 'non-empty subset'),
+    (dict(modalities=('visual', 'textual', 'visual')),
+     "list 'visual' more than once"),
     (dict(val_ratio=0.0), 'positive and sum to less than 0.7'),
     (dict(test_ratio=-0.1), 'positive and sum to less than 0.7'),
     (dict(val_ratio=0.35, test_ratio=0.35), 'sum to less than 0.7'),
