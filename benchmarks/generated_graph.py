@@ -2,10 +2,13 @@ r"""Benchmark: DiffMM's generated-graph build vs. one diffusion training pass.
 
 Acceptance: on TikTok the build of all modality graphs takes less than 10% of
 one diffusion training pass over all users (same denoisers, same machine).
-Prints one JSON object.
+Prints one JSON object to stdout and writes no file: redirect it to keep it
+(``benchmarks/results/generated_graph*.json`` were made so). Options are
+checked before the training pass.
 
     OMP_NUM_THREADS=2 python benchmarks/generated_graph.py \
-        --root ../shared/datasets/tiktok-dev --denoisers 3
+        --root ../shared/datasets/tiktok-dev --denoisers 3 \
+        > benchmarks/results/generated_graph.json
 """
 import argparse
 import json
@@ -16,7 +19,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from common import TIKTOK_ROOT
+from common import TIKTOK_ROOT, fraction, positive_int
 from pyg_mmrec.data import (
     INTERACTS,
     MODALITIES,
@@ -96,11 +99,16 @@ def main() -> None:
     parser.add_argument('--root', default=TIKTOK_ROOT)
     parser.add_argument('--denoisers', type=int, default=3, choices=[1, 2, 3],
                         help='number of denoisers (one per modality)')
-    parser.add_argument('--train-batch-size', type=int, default=1024)
-    parser.add_argument('--build-batch-size', type=int, default=2048)
-    parser.add_argument('--k', type=int, default=1)
-    parser.add_argument('--keep-rate', type=float, default=0.5)
-    parser.add_argument('--repeats', type=int, default=2,
+    parser.add_argument('--train-batch-size', type=positive_int,
+                        default=1024)
+    parser.add_argument('--build-batch-size', type=positive_int,
+                        default=2048)
+    parser.add_argument('--k', type=positive_int, default=1,
+                        help='generated edges per user (at most the number '
+                        'of items)')
+    parser.add_argument('--keep-rate', type=fraction, default=0.5,
+                        help='fraction of generated edges kept, in (0, 1]')
+    parser.add_argument('--repeats', type=positive_int, default=2,
                         help='graph builds timed (best is reported)')
     parser.add_argument('--hidden-dtype', choices=['float32', 'bfloat16'],
                         default='float32',
@@ -118,6 +126,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     data = MultiModalRecDataset(args.root)[0]
     num_users, num_items = num_users_items(data)
+    if args.k > num_items:  # top-k would fail only after the training pass
+        parser.error(f'argument --k: {args.k} is more than the {num_items} '
+                     f'items of {args.root}')
     modalities = item_modalities(data)
     edge_index = data[INTERACTS].edge_index
     rowptr, col = csr_of(edge_index, num_users)

@@ -15,18 +15,23 @@ Example::
 With :obj:`--max-batches N` only the first N batches of the epoch are timed
 and the epoch time is extrapolated (stated in the output as
 ``"extrapolated": true``); the graph regeneration of the epoch always runs in
-full. Prints JSON and writes ``benchmarks/results/mmssl_memory.json`` and a
-plot of the per-batch time and peak memory (``mmssl_memory.png``).
+full. Per-batch means (``seconds_per_batch``,
+``seconds_discriminator_per_batch``) leave out the first, warm-up batch
+(unless it is the only one timed). Prints JSON and writes
+``mmssl_memory.json`` and a plot of the per-batch time and peak memory,
+``mmssl_memory.png``, in the ``--out`` folder (``benchmarks/results`` by
+default). Options and the output folder are checked before the data is
+generated.
 """
 import argparse
 import dataclasses
 import json
-import os
 import os.path as osp
 import platform
 import sys
 import time
 import warnings
+from statistics import fmean
 
 import torch
 
@@ -34,7 +39,9 @@ warnings.filterwarnings('ignore', category=UserWarning)
 
 from torch_geometric.data import HeteroData  # noqa: E402
 
-from common import peak_rss_gib  # noqa: E402
+from common import (device_name, edge_count_problem,  # noqa: E402
+                    output_folder, peak_rss_gib, positive_int,
+                    thread_count, write_outputs)
 from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
 from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
 from pyg_mmrec.nn.models.base import device_clock  # noqa: E402
@@ -43,6 +50,8 @@ from pyg_mmrec.train.run import resolve_device  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 AMAZON_BOOK = dict(num_users=52_643, num_items=91_599, num_edges=2_984_108)
+#: The files written in ``--out``.
+OUTPUTS = ('mmssl_memory.json', 'mmssl_memory.png')
 
 
 def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
@@ -51,6 +60,9 @@ def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
     r"""Exactly :obj:`num_edges` distinct user-item pairs with heavy-tailed
     user activity and item popularity (log-normal weights), two random
     feature modalities; O(edges) memory."""
+    problem = edge_count_problem(num_users, num_items, num_edges)
+    if problem:  # the loop below would never end
+        raise ValueError(problem)
     gen = torch.Generator().manual_seed(seed)
     user_w = torch.exp(0.8 * torch.randn(num_users, generator=gen))
     item_w = torch.exp(1.0 * torch.randn(num_items, generator=gen))
@@ -75,21 +87,31 @@ def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--users', type=int, default=AMAZON_BOOK['num_users'])
-    parser.add_argument('--items', type=int, default=AMAZON_BOOK['num_items'])
-    parser.add_argument('--edges', type=int, default=AMAZON_BOOK['num_edges'])
-    parser.add_argument('--batch-size', type=int, default=1024)
-    parser.add_argument('--max-batches', type=int, default=None,
+    parser.add_argument('--users', type=positive_int,
+                        default=AMAZON_BOOK['num_users'])
+    parser.add_argument('--items', type=positive_int,
+                        default=AMAZON_BOOK['num_items'])
+    parser.add_argument('--edges', type=positive_int,
+                        default=AMAZON_BOOK['num_edges'],
+                        help='distinct user-item pairs (at most users x '
+                        'items)')
+    parser.add_argument('--batch-size', type=positive_int, default=1024)
+    parser.add_argument('--max-batches', type=positive_int, default=None,
                         help='time only this many batches and extrapolate')
     parser.add_argument('--discriminator', default='projected',
                         choices=['projected', 'paper'])
-    parser.add_argument('--threads', type=int, default=None)
-    parser.add_argument('--device', default='cpu',
-                        help="'cpu' (default), 'cuda' or 'auto'")
+    parser.add_argument('--threads', type=thread_count, default=None)
+    parser.add_argument('--device', type=device_name, default='cpu',
+                        help="'cpu' (default), 'cuda', 'cuda:N' or 'auto'")
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--out', default=osp.join(HERE, 'results'))
+    parser.add_argument('--out', default=osp.join(HERE, 'results'),
+                        help='output folder (default: benchmarks/results)')
     args = parser.parse_args()
-    if args.threads:
+    problem = edge_count_problem(args.users, args.items, args.edges)
+    if problem:
+        parser.error(f'--edges: {problem}')
+    output_folder(args.out, OUTPUTS)
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     cuda = device.type == 'cuda'
@@ -143,9 +165,10 @@ def main() -> None:
             print(f'batch {b + 1}/{timed}: {step_seconds[-1]:.2f} s, peak '
                   f'RSS {rss_trace[-1]:.2f} GiB', file=sys.stderr)
     seconds_steps = time.perf_counter() - step_start
-    # The first step pays for lazy set-up (optimiser state, caches).
-    steady = step_seconds[1:] or step_seconds
-    per_batch = sum(steady) / len(steady)
+    # The first step pays for lazy set-up (optimiser state, caches): both
+    # means leave it out (unless it is the only one).
+    steady = slice(1, None) if len(step_seconds) > 1 else slice(None)
+    per_batch = fmean(step_seconds[steady])
     epoch_seconds = (phases['graph'] + seconds_steps if timed == num_batches
                      else phases['graph'] + step_seconds[0] +
                      per_batch * (num_batches - 1))
@@ -164,8 +187,10 @@ def main() -> None:
         'seconds_prepare': seconds_prepare,
         'seconds_graph_regeneration': phases['graph'],
         'seconds_per_batch': per_batch,
-        'seconds_discriminator_per_batch': sum(disc_seconds) /
-        len(disc_seconds),
+        'seconds_discriminator_per_batch': fmean(disc_seconds[steady]),
+        'per_batch_means_over': (f'batches 2..{timed} (the first, warm-up '
+                                 f'batch left out)' if timed > 1 else
+                                 'batch 1 (the only one timed)'),
         'projected_rows': model.projected_rows,
         'batch_seconds': step_seconds,
         'batch_discriminator_seconds': disc_seconds,
@@ -192,13 +217,13 @@ def main() -> None:
                           f'graph regeneration measured in full')
     text = json.dumps(result, indent=2)
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    with open(osp.join(args.out, 'mmssl_memory.json'), 'w') as f:
-        f.write(text + '\n')
     memory = (cuda_trace, f'peak {device} memory (GiB)') if cuda else \
         (rss_trace, 'peak RSS (GiB)')
-    plot(step_seconds, disc_seconds, memory, num_batches,
-         osp.join(args.out, 'mmssl_memory.png'))
+    write_outputs(args.out, {
+        'mmssl_memory.json': text,
+        'mmssl_memory.png': lambda path: plot(step_seconds, disc_seconds,
+                                              memory, num_batches, path),
+    })
 
 
 def plot(step_seconds, disc_seconds, memory, num_batches: int,
@@ -224,7 +249,9 @@ def plot(step_seconds, disc_seconds, memory, num_batches: int,
     fig.suptitle(f'MMSSL at Amazon-Book size: {timed} {num_batches} '
                  f'batches of an epoch')
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # The path is a temporary name: say the format.
+    fig.savefig(path, dpi=110, format='png')
+    plt.close(fig)
 
 
 if __name__ == '__main__':

@@ -11,9 +11,10 @@ The graphs are the TikTok training graph and synthetic uniform bipartite
 graphs. CPU runs use one thread and all threads; on CUDA the achieved
 memory bandwidth is reported as a fraction of the device's peak.
 
-Prints one JSON object and writes ``benchmarks/results/spmm.json``,
-``benchmarks/results/spmm.png`` and ``benchmarks/results/spmm.md`` (the
-markdown tables of ``benchmarks/README.md``).
+Prints one JSON object and writes ``spmm.json``, ``spmm.png`` (bar plot)
+and ``spmm.md`` (the markdown tables of ``benchmarks/README.md``) in the
+``--out`` folder, ``benchmarks/results`` by default: all three or none.
+Options are checked, and the output folder tried, before anything is timed.
 
     python benchmarks/spmm.py                      # --quick (a few minutes)
     python benchmarks/spmm.py --sizes 1000000x200000x20000000 --threads 1
@@ -21,6 +22,7 @@ markdown tables of ``benchmarks/README.md``).
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -35,12 +37,15 @@ import torch_geometric
 import torch_geometric.typing
 from torch_geometric.nn import LGConv
 
-from common import TIKTOK_ROOT
-from pyg_mmrec.errors import exit_on_input_error
+from common import (TIKTOK_ROOT, device_name, edge_count_problem,
+                    non_negative_float, output_folder, positive_float,
+                    positive_int, write_outputs)
+from pyg_mmrec.errors import ConfigError, DatasetError, exit_on_input_error
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.models.base import device_clock
 from pyg_mmrec.nn.sparse import DEFAULT_BACKEND, to_adj
+from pyg_mmrec.train.run import resolve_device
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results')
 
@@ -71,21 +76,65 @@ PEAK_BANDWIDTH_GBS: List[Tuple[str, float]] = [
 SCATTER_COPIES = 4
 
 
+#: The files written in ``--out``.
+OUTPUTS = ('spmm.json', 'spmm.png', 'spmm.md')
+
+
 def parse_size(text: str) -> Tuple[int, int, int]:
+    r"""``USERSxITEMSxEDGES`` (``1e6`` notation allowed): three integers
+    :math:`\geq 1`, with no more edges than user-item pairs."""
     parts = text.lower().split('x')
-    if len(parts) != 3:
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(math.isfinite(v) and v >= 1
+                                   and v.is_integer() for v in values):
         raise argparse.ArgumentTypeError(
-            f"size must be USERSxITEMSxEDGES, e.g. 100000x20000x1000000 "
-            f"(got '{text}')")
-    return tuple(int(float(p)) for p in parts)  # type: ignore
+            f"must be USERSxITEMSxEDGES, three integers >= 1, e.g. "
+            f"100000x20000x1000000 (got '{text}')")
+    users, items, edges = (int(v) for v in values)
+    problem = edge_count_problem(users, items, edges)
+    if problem:
+        raise argparse.ArgumentTypeError(f"'{text}': {problem}")
+    return users, items, edges
+
+
+def backend_list(text: str) -> List[str]:
+    r"""Comma-separated names of :data:`BACKENDS` (each once)."""
+    known = [name for name, _ in BACKENDS]
+    names = [n.strip() for n in text.split(',') if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown backend(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join(known)}" if unknown else
+            f"no backend named; known: {', '.join(known)}")
+    return list(dict.fromkeys(names))
+
+
+def thread_list(text: str) -> List[int]:
+    r"""Comma-separated CPU thread counts :math:`\geq 1` or ``'all'``
+    (every core), each once."""
+    counts = []
+    for t in text.split(','):
+        n = (os.cpu_count() or 1) if t.strip() == 'all' else None
+        if n is None and t.strip().isdigit() and int(t) >= 1:
+            n = int(t)
+        if n is None:
+            raise argparse.ArgumentTypeError(
+                f"must be thread counts >= 1 or 'all', separated by "
+                f"commas, e.g. '1,all' (got '{text}')")
+        counts.append(n)
+    return list(dict.fromkeys(counts))
 
 
 def synthetic_edges(num_users: int, num_items: int, num_edges: int,
                     seed: int = 0) -> Tensor:
     r"""``num_edges`` distinct uniform random user-item pairs (sorted)."""
-    if num_edges > num_users * num_items:
-        raise ValueError(f'{num_edges} edges do not fit {num_users} x '
-                         f'{num_items}')
+    problem = edge_count_problem(num_users, num_items, num_edges)
+    if problem:  # the loop below would never end
+        raise ValueError(problem)
     gen = torch.Generator().manual_seed(seed)
     key = torch.empty(0, dtype=torch.long)
     while key.numel() < num_edges:
@@ -401,14 +450,17 @@ def plot(results: List[Dict[str, Any]], path: str) -> None:
         ax.set_ylabel('forward + backward [ms]')
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    # The path is a temporary name: say the format.
+    fig.savefig(path, dpi=110, format='png')
     plt.close(fig)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=TIKTOK_ROOT,
-                        help='TikTok data set (skipped if missing)')
+    parser.add_argument('--root', default=None,
+                        help='TikTok data set (default: the shared one, '
+                        'skipped if missing; a folder given here must '
+                        'exist)')
     parser.add_argument('--no-tiktok', action='store_true')
     parser.add_argument('--sizes', type=parse_size, nargs='*', default=None,
                         help='synthetic USERSxITEMSxEDGES graphs (default '
@@ -418,58 +470,69 @@ def main() -> None:
                         help='all synthetic sizes up to 1M x 200k x 20M')
     parser.add_argument('--quick', action='store_true',
                         help='the default: TikTok + one small synthetic')
-    parser.add_argument('--dim', type=int, default=64)
-    parser.add_argument('--threads', default='1,all',
+    parser.add_argument('--dim', type=positive_int, default=64)
+    parser.add_argument('--threads', type=thread_list, default='1,all',
                         help="CPU thread counts, e.g. '1,all'")
-    parser.add_argument('--device', default='auto',
-                        help="'cpu', 'cuda' or 'auto' (CPU, plus CUDA if "
-                        "present)")
-    parser.add_argument('--backends', default=','.join(n for n, _ in BACKENDS))
-    parser.add_argument('--min-time', type=float, default=1.0,
+    parser.add_argument('--device', type=device_name, default='auto',
+                        help="'cpu', 'cuda', 'cuda:N' or 'auto' (CPU, plus "
+                        "CUDA if present)")
+    parser.add_argument('--backends', type=backend_list,
+                        default=','.join(n for n, _ in BACKENDS),
+                        help='comma-separated, from: ' +
+                        ', '.join(n for n, _ in BACKENDS))
+    parser.add_argument('--min-time', type=non_negative_float, default=1.0,
                         help='seconds of timed repeats per measurement')
-    parser.add_argument('--max-repeats', type=int, default=30)
-    parser.add_argument('--max-seconds', type=float, default=60.0,
+    parser.add_argument('--max-repeats', type=positive_int, default=30)
+    parser.add_argument('--max-seconds', type=positive_float, default=60.0,
                         help='skip a measurement whose predicted step time '
                         'exceeds this')
-    parser.add_argument('--max-memory-gb', type=float, default=None,
+    parser.add_argument('--max-memory-gb', type=positive_float, default=None,
                         help='skip scatter-style backends above this '
                         "(default: half the device's memory: the GPU's for "
                         "CUDA, the host's for CPU)")
-    parser.add_argument('--peak-bandwidth', type=float, default=None,
+    parser.add_argument('--peak-bandwidth', type=positive_float,
+                        default=None,
                         help='device peak bandwidth in GB/s (CUDA: from a '
                         'table of known devices)')
-    parser.add_argument('--out', default=RESULTS)
+    parser.add_argument('--out', default=RESULTS,
+                        help='folder of spmm.json, spmm.png and spmm.md '
+                        '(default: benchmarks/results)')
     args = parser.parse_args()
-    args.backends = args.backends.split(',')
     if args.sizes is None:
         args.sizes = ([(100_000, 20_000, 1_000_000),
                        (300_000, 60_000, 5_000_000),
                        (1_000_000, 200_000, 20_000_000)]
                       if args.full else [(100_000, 20_000, 1_000_000)])
 
-    if args.device == 'cuda' and not torch.cuda.is_available():
-        parser.error('--device cuda: CUDA is not available')
     devices = []
-    if args.device in ('auto', 'cpu'):
+    if args.device == 'auto':
         devices.append(torch.device('cpu'))
-    if args.device == 'cuda' or (args.device == 'auto'
-                                 and torch.cuda.is_available()):
-        devices.append(torch.device('cuda'))
-    thread_counts = []
-    for t in args.threads.split(','):
-        n = (os.cpu_count() or 1) if t == 'all' else int(t)
-        if n not in thread_counts:
-            thread_counts.append(n)
+        if torch.cuda.is_available():
+            devices.append(torch.device('cuda'))
+    else:
+        devices.append(resolve_device(args.device))
+    # Only the default location may be absent (a checkout without the
+    # shared data); a folder the user named must be there.
+    root = TIKTOK_ROOT if args.root is None else args.root
+    missing = not os.path.isdir(root)
+    if missing and not args.no_tiktok and args.root is not None:
+        raise DatasetError(root, 'data set folder not found (--root; '
+                           'pass --no-tiktok to leave TikTok out)')
+    use_tiktok = not (args.no_tiktok or missing)
+    if not use_tiktok and not args.sizes:
+        raise ConfigError('nothing to measure: TikTok is left out ('
+                          + ('--no-tiktok' if args.no_tiktok else
+                             f'{root} not found') + ') and --sizes is empty')
+    output_folder(args.out, OUTPUTS)
 
     graphs: List[Tuple[str, Tensor, int, int]] = []
     skipped_graphs = []
-    if not args.no_tiktok:
-        if os.path.isdir(args.root):
-            ei, u, i = tiktok_edges(args.root)
-            graphs.append(('tiktok', ei, u, i))
-        else:
-            skipped_graphs.append({'graph': 'tiktok',
-                                   'skipped': f'{args.root} not found'})
+    if use_tiktok:
+        ei, u, i = tiktok_edges(root)
+        graphs.append(('tiktok', ei, u, i))
+    elif not args.no_tiktok:
+        skipped_graphs.append({'graph': 'tiktok',
+                               'skipped': f'{root} not found'})
     for u, i, e in args.sizes:
         graphs.append((f'synthetic_{u}x{i}x{e}', synthetic_edges(u, i, e),
                        u, i))
@@ -479,7 +542,7 @@ def main() -> None:
     default_threads = torch.get_num_threads()
     for label, ei, u, i in graphs:
         for device in devices:
-            for threads in (thread_counts if device.type == 'cpu' else
+            for threads in (args.threads if device.type == 'cpu' else
                             [None]):
                 if threads is not None:
                     torch.set_num_threads(threads)
@@ -505,8 +568,11 @@ def main() -> None:
         'machine': {
             'cpu': platform.processor() or platform.machine(),
             'cpu_count': os.cpu_count(),
-            'cuda': (torch.cuda.get_device_name(0)
-                     if torch.cuda.is_available() else None),
+            # The CUDA device measured (device 0 on a CPU-only run).
+            'cuda': next((torch.cuda.get_device_name(d) for d in devices
+                          if d.type == 'cuda'),
+                         torch.cuda.get_device_name(0)
+                         if torch.cuda.is_available() else None),
         },
         'method': ('median wall time of forward + backward (out.backward('
                    'random grad)) after one warm-up; gb_per_s counts the '
@@ -517,13 +583,13 @@ def main() -> None:
         'skipped_graphs': skipped_graphs,
         'results': results,
     }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, 'spmm.json'), 'w') as f:
-        json.dump(report, f, indent=1)
-    plot(results, os.path.join(args.out, 'spmm.png'))
-    with open(os.path.join(args.out, 'spmm.md'), 'w') as f:
-        f.write(markdown_table(results))
-    print(json.dumps(report, indent=1))
+    text = json.dumps(report, indent=1)
+    write_outputs(args.out, {
+        'spmm.json': text,
+        'spmm.png': lambda path: plot(results, path),
+        'spmm.md': markdown_table(results),
+    })
+    print(text)
 
 
 if __name__ == '__main__':

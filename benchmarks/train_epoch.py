@@ -10,22 +10,29 @@ Example::
     python benchmarks/train_epoch.py --model diffmm --preset tiktok \
         --dataset ../shared/datasets/tiktok-dev --epochs 2
 
-Prints JSON and writes ``benchmarks/results/train_epoch_<model>.json`` and a
-stacked-bar plot next to it.
+Prints JSON and writes ``train_epoch_<model>.json`` and a stacked-bar plot
+of the last epoch's phases, ``train_epoch_<model>.png``, in the ``--out``
+folder (``benchmarks/results`` by default); ``--tag T`` makes the names
+``train_epoch_<model>_T.json`` and ``.png``, to keep runs of one model with
+other settings apart. Options and the output folder are checked before the
+data set is loaded.
 """
 import argparse
 import json
-import os
 import os.path as osp
 import platform
+import re
 import sys
 import warnings
+from typing import Any, Dict, List
 
 import torch
 
 warnings.filterwarnings('ignore', category=DeprecationWarning)
 
-from common import peak_rss_gib  # noqa: E402
+from common import (device_name, output_folder,  # noqa: E402
+                    peak_rss_gib, positive_int, thread_count,
+                    write_outputs)
 from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
 from pyg_mmrec.nn.models.base import device_clock  # noqa: E402
 from pyg_mmrec.train.config import parse_overrides  # noqa: E402
@@ -39,28 +46,42 @@ from pyg_mmrec.train.run import (  # noqa: E402
 HERE = osp.dirname(osp.abspath(__file__))
 
 
+def file_tag(text: str) -> str:
+    r"""A suffix for the output file names: letters, digits, ``.``, ``_``
+    and ``-`` (no path separators, so the files stay in ``--out``)."""
+    if not re.fullmatch(r'[A-Za-z0-9._-]*', text):
+        raise argparse.ArgumentTypeError(
+            f"may hold only letters, digits, '.', '_' and '-', got "
+            f"'{text}'")
+    return text
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', default='diffmm')
     parser.add_argument('--preset', default=None)
     parser.add_argument('--dataset', default='synthetic')
-    parser.add_argument('--epochs', type=int, default=2,
+    parser.add_argument('--epochs', type=positive_int, default=2,
                         help='epochs to time (the first includes warm-up)')
-    parser.add_argument('--device', default='cpu')
-    parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument('--device', type=device_name, default='cpu')
+    parser.add_argument('--threads', type=thread_count, default=None)
     parser.add_argument('--set', dest='overrides', action='append',
                         default=[], metavar='KEY=VALUE')
-    parser.add_argument('--tag', default='', help='suffix of output files')
-    parser.add_argument('--out', default=osp.join(HERE, 'results'))
+    parser.add_argument('--tag', type=file_tag, default='',
+                        help='suffix of the output file names')
+    parser.add_argument('--out', default=osp.join(HERE, 'results'),
+                        help='output folder (default: benchmarks/results)')
     args = parser.parse_args()
-    if args.threads:
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
 
     options = RunOptions(model=args.model, dataset=args.dataset,
                          preset=args.preset,
                          overrides=parse_overrides(
                              [*args.overrides, f'train.device={args.device}']))
-    configs = build_configs(options)
+    configs = build_configs(options)  # checks the model and overrides
+    stem = f'train_epoch_{args.model}{("_" + args.tag) if args.tag else ""}'
+    output_folder(args.out, [stem + '.json', stem + '.png'])
     run = assemble(args.model, args.dataset, configs)
     data, model, optimizer = run.data, run.model, run.optimizer
     sampler, evaluator = run.sampler, run.evaluator
@@ -104,29 +125,38 @@ def main() -> None:
     }
     text = json.dumps(result, indent=2)
     print(text)
-    os.makedirs(args.out, exist_ok=True)
-    stem = f'train_epoch_{args.model}{("_" + args.tag) if args.tag else ""}'
-    with open(osp.join(args.out, stem + '.json'), 'w') as f:
-        f.write(text + '\n')
+    outputs: Dict[str, Any] = {stem + '.json': text}
     try:
         import matplotlib
+    except ImportError:  # the plot is optional
+        pass
+    else:
         matplotlib.use('Agg')
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return
+        outputs[stem + '.png'] = lambda path: plot(epochs[-1], phases,
+                                                   result, args, path)
+    write_outputs(args.out, outputs)
+
+
+def plot(record: Dict[str, Any], phases: List[str], result: Dict[str, Any],
+         args: argparse.Namespace, path: str) -> None:
+    r"""Stacked bar of the last epoch's :obj:`phases`."""
+    import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3))
     left = 0.0
     for phase in phases:
-        value = epochs[-1][phase]
+        value = record[phase]
         ax.barh([args.model], [value], left=left,
                 label=phase.replace('seconds_', ''))
         left += value
     ax.set_xlabel('seconds per epoch (last epoch)')
     ax.set_title(f'{args.model} on {osp.basename(args.dataset)} '
-                 f'({device}, peak RSS {result["peak_rss_gib"]:.2f} GiB)')
+                 f'({result["device"]}, peak RSS '
+                 f'{result["peak_rss_gib"]:.2f} GiB)')
     ax.legend(fontsize='small', loc='lower right')
     fig.tight_layout()
-    fig.savefig(osp.join(args.out, stem + '.png'), dpi=120)
+    # The path is a temporary name: say the format.
+    fig.savefig(path, dpi=120, format='png')
+    plt.close(fig)
 
 
 if __name__ == '__main__':

@@ -17,6 +17,7 @@ from torch import Tensor
 from pyg_mmrec.data import INTERACTS, item_modalities
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import make_synthetic
+from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn import (CrossModalAttention, ModalityProjection,
                           SymNormConv, bpr_loss, to_adj)
@@ -76,6 +77,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--epochs', type=int, default=20)
     args = parser.parse_args()
+    # Checked here, before the data and the model are built.
+    config = TrainConfig(epochs=args.epochs, batch_size=512)
 
     data = make_synthetic()
     torch.manual_seed(0)
@@ -83,7 +86,6 @@ def main() -> None:
     model = FusedLightGCN(data['user'].num_nodes, data['item'].num_nodes,
                           channels)
     data = model.prepare(data)
-    config = TrainConfig(epochs=args.epochs, batch_size=512)
     sampler = BPRSampler(data[INTERACTS].edge_index, model.num_users,
                          model.num_items, config.batch_size)
     state = fit(model, data, sampler, model.configure_optimizer(config.lr),
@@ -92,4 +94,5 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    with exit_on_input_error('custom_recommender.py'):
+        main()

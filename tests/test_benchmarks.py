@@ -1,15 +1,24 @@
 import json
 import math
+import os
 import os.path as osp
+import runpy
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+BENCHMARKS = osp.join(ROOT, 'benchmarks')
 SMALL = ['--users', '120', '--items', '80', '--edges', '1500',
          '--batch-size', '256', '--threads', '1']
+# Small settings of each script, so that a bad value that slips through
+# costs seconds; the bad value comes last and overrides them.
+SMALL_SPMM = ['--no-tiktok', '--sizes', '20x10x50', '--threads', '1',
+              '--dim', '4', '--min-time', '0', '--max-repeats', '1']
+SMALL_EPOCH = ['--model', 'lightgcn', '--epochs', '1', '--threads', '1']
 
 
 def run_mmssl_memory(out: str, *extra: str) -> dict:
@@ -45,6 +54,14 @@ def test_mmssl_memory_epoch_is_measured_or_marked_extrapolated(
         assert result['seconds_epoch'] == pytest.approx(
             result['seconds_graph_regeneration'] + steps[0] +
             mean_rest * (num_batches - 1))
+    # Both per-batch means leave out the same, first (warm-up) batch.
+    disc = result['batch_discriminator_seconds']
+    assert result['seconds_per_batch'] == pytest.approx(
+        sum(steps[1:]) / len(steps[1:]))
+    assert result['seconds_discriminator_per_batch'] == pytest.approx(
+        sum(disc[1:]) / len(disc[1:]))
+    assert result['per_batch_means_over'].startswith(
+        f'batches 2..{len(steps)}')
     assert result['device'] == 'cpu' and result['peak_cuda_gib'] is None
     assert 0 < result['peak_rss_gib_after_data'] <= result['peak_rss_gib']
     assert osp.getsize(tmp_path / 'mmssl_memory.png') > 0
@@ -111,3 +128,219 @@ def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch):
     for backend in ('default', 'coo'):
         assert by_backend[(backend, 1)] is None
         assert by_backend[(backend, 3)] is None
+
+
+def run_script(path, args, monkeypatch, capsys):
+    r"""Runs the script :obj:`path` in this process (one torch import for
+    all cases) as ``__main__``; expects bad input: exit status 2 and no
+    traceback. Returns the last line of stderr."""
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    monkeypatch.setattr(sys, 'argv', [osp.basename(path), *args])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(path, run_name='__main__')
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert 'Traceback' not in err
+    return err.splitlines()[-1]
+
+
+def bench(name):
+    return osp.join(BENCHMARKS, name)
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--train-batch-size', '-5'], 'argument --train-batch-size: must be '
+     "an integer >= 1, got '-5'"),
+    (['--train-batch-size', '0'], 'argument --train-batch-size'),
+    (['--build-batch-size', '-1'], 'argument --build-batch-size'),
+    (['--k', '0'], "argument --k: must be an integer >= 1, got '0'"),
+    (['--k', '6'], 'argument --k: 6 is more than the 5 items of'),
+    (['--keep-rate', '0'], "argument --keep-rate: must be a number in "
+     "(0, 1], got '0'"),
+    (['--repeats', '0'], 'argument --repeats'),
+])
+def test_generated_graph_refuses_bad_options_up_front(
+        monkeypatch, capsys, make_dataset, args, message):
+    root = make_dataset('diffmm')
+    err = run_script(bench('generated_graph.py'),
+                     ['--root', str(root), '--denoisers', '1', *args],
+                     monkeypatch, capsys)
+    assert err.startswith('generated_graph.py: error: ' + message)
+
+
+def test_mmssl_memory_refuses_more_edges_than_pairs_at_once(tmp_path):
+    # It used to draw pairs forever; now one line before any work.
+    proc = subprocess.run(
+        [sys.executable, bench('mmssl_memory.py'), '--users', '10',
+         '--items', '10', '--edges', '101', '--out', str(tmp_path / 'o')],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and 'Traceback' not in proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        'mmssl_memory.py: error: --edges: 101 edges do not fit 10 users x '
+        '10 items (at most 100 distinct pairs)')
+    assert not (tmp_path / 'o').exists()
+
+
+# Bad values of each script, refused at once (parse time, or before any
+# data is made): (script, bad arguments, start of the error message).
+BAD_OPTIONS = [
+    ('mmssl_memory.py', ['--max-batches', '0'], 'argument --max-batches: '
+     "must be an integer >= 1, got '0'"),
+    ('mmssl_memory.py', ['--batch-size', '0'], 'argument --batch-size'),
+    ('mmssl_memory.py', ['--threads', '-2'], 'argument --threads: must be '
+     "an integer >= 1, got '-2'"),
+    ('mmssl_memory.py', ['--users', '0'], 'argument --users'),
+    ('mmssl_memory.py', ['--device', 'gpu'], "argument --device: unknown "
+     "device 'gpu'"),
+    ('spmm.py', ['--device', 'gpu'], "argument --device: unknown device "
+     "'gpu'"),
+    ('spmm.py', ['--backends', 'bogus'], "argument --backends: unknown "
+     "backend(s) 'bogus'; known: lgconv_plain, scatter, coo, csr, "
+     "sparse_tensor, edge_index, default"),
+    ('spmm.py', ['--backends', 'default,edgeindex'], 'argument --backends: '
+     "unknown backend(s) 'edgeindex'"),
+    ('spmm.py', ['--sizes', '0x0x0'], 'argument --sizes: must be '
+     'USERSxITEMSxEDGES'),
+    ('spmm.py', ['--sizes=-5x10x10'], 'argument --sizes: must be '
+     'USERSxITEMSxEDGES'),
+    ('spmm.py', ['--sizes', '10x10x1000'], "argument --sizes: '10x10x1000': "
+     '1000 edges do not fit 10 users x 10 items'),
+    ('spmm.py', ['--dim', '0'], "argument --dim: must be an integer >= 1, "
+     "got '0'"),
+    ('spmm.py', ['--dim', '-3'], 'argument --dim'),
+    ('spmm.py', ['--max-repeats', '0'], 'argument --max-repeats'),
+    ('spmm.py', ['--threads', '0'], 'argument --threads: must be thread '
+     'counts >= 1'),
+    ('spmm.py', ['--threads', 'foo'], 'argument --threads'),
+    ('spmm.py', ['--no-tiktok', '--sizes'], 'nothing to measure'),
+    ('train_epoch.py', ['--epochs', '0'], 'argument --epochs: must be an '
+     "integer >= 1, got '0'"),
+    ('train_epoch.py', ['--epochs', '-1'], 'argument --epochs'),
+    ('train_epoch.py', ['--threads', '-1'], 'argument --threads: must be '
+     "an integer >= 1, got '-1'"),
+    ('train_epoch.py', ['--threads', '0'], 'argument --threads'),
+    ('train_epoch.py', ['--tag', '../x'], 'argument --tag'),
+]
+SMALL_ARGS = {'mmssl_memory.py': SMALL, 'spmm.py': SMALL_SPMM,
+              'train_epoch.py': SMALL_EPOCH}
+
+
+@pytest.mark.parametrize('script, args, message', BAD_OPTIONS)
+def test_bad_options_are_refused_before_any_output(monkeypatch, capsys,
+                                                   tmp_path, script, args,
+                                                   message):
+    err = run_script(bench(script), [*SMALL_ARGS[script], '--out',
+                                     str(tmp_path / 'o'), *args],
+                     monkeypatch, capsys)
+    assert err.startswith(f'{script}: error: {message}')
+    assert not (tmp_path / 'o').exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available')
+def test_spmm_refuses_cuda_index_without_cuda(monkeypatch, capsys,
+                                              tmp_path):
+    err = run_script(bench('spmm.py'), [*SMALL_SPMM, '--device', 'cuda:0',
+                                        '--out', str(tmp_path)],
+                     monkeypatch, capsys)
+    assert err == ("spmm.py: error: argument --device: device 'cuda:0' "
+                   "requested but CUDA is not available")
+    assert os.listdir(tmp_path) == []
+
+
+def test_spmm_explicit_missing_root_is_an_error(monkeypatch, capsys,
+                                                tmp_path):
+    missing = str(tmp_path / 'no-such-data')
+    args = [*SMALL_SPMM[1:], '--root', missing, '--out', str(tmp_path / 'o')]
+    err = run_script(bench('spmm.py'), args, monkeypatch, capsys)
+    assert err == (f'spmm.py: error: {missing}: data set folder not found '
+                   f'(--root; pass --no-tiktok to leave TikTok out)')
+    assert not (tmp_path / 'o').exists()
+
+
+def test_spmm_writes_all_outputs(monkeypatch, capsys, tmp_path):
+    # --no-tiktok ignores a missing --root; the backends run in report
+    # order, each once.
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    monkeypatch.setattr(sys, 'argv', [
+        'spmm.py', *SMALL_SPMM, '--root', str(tmp_path / 'nope'),
+        '--backends', 'default,csr,default', '--out', str(tmp_path / 'o')])
+    runpy.run_path(bench('spmm.py'), run_name='__main__')
+    report = json.loads(capsys.readouterr().out)
+    assert [r['backend'] for r in report['results']] == [
+        'csr', 'csr', 'default', 'default']
+    with open(tmp_path / 'o' / 'spmm.json') as f:
+        assert json.load(f) == report
+    assert sorted(os.listdir(tmp_path / 'o')) == [
+        'spmm.json', 'spmm.md', 'spmm.png']
+
+
+@pytest.mark.parametrize('script', sorted(SMALL_ARGS))
+def test_unwritable_out_fails_before_the_run(monkeypatch, capsys, tmp_path,
+                                             script):
+    afile = tmp_path / 'afile'
+    afile.write_text('keep me')
+    args = SMALL_ARGS[script]
+    err = run_script(bench(script), [*args, '--out', str(afile)],
+                     monkeypatch, capsys)
+    assert err == f'{script}: error: {afile}: is a file, not a folder'
+    err = run_script(bench(script), [*args, '--out', str(afile / 'sub')],
+                     monkeypatch, capsys)
+    assert err == (f'{script}: error: {afile / "sub"}: cannot be created: '
+                   f'{afile} is a file, not a folder')
+    assert afile.read_text() == 'keep me'
+
+
+def test_output_folder_refuses_an_output_name_that_is_a_folder(
+        monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import common
+    from pyg_mmrec.errors import OutputError
+    (tmp_path / 'spmm.png').mkdir()
+    with pytest.raises(OutputError, match='spmm.png: is a folder'):
+        common.output_folder(str(tmp_path), ['spmm.json', 'spmm.png'])
+
+
+def test_write_outputs_writes_all_files_or_none(monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import common
+
+    def broken(path):
+        raise RuntimeError('plot failed')
+
+    with pytest.raises(RuntimeError, match='plot failed'):
+        common.write_outputs(str(tmp_path), {'a.json': '{}',
+                                             'a.png': broken})
+    assert os.listdir(tmp_path) == []  # no a.json, no temporary file
+    common.write_outputs(str(tmp_path), {'a.json': '{}'})
+    assert (tmp_path / 'a.json').read_text() == '{}\n'
+
+
+def test_custom_recommender_example_bad_epochs_is_one_line(monkeypatch,
+                                                           capsys):
+    err = run_script(osp.join(ROOT, 'examples', 'custom_recommender.py'),
+                     ['--epochs', '0'], monkeypatch, capsys)
+    assert err == 'custom_recommender.py: error: epochs must be >= 1, got 0'
+
+
+def test_readme_quotes_the_skip_reason_spmm_prints(monkeypatch):
+    import argparse
+    import importlib.util
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    spec = importlib.util.spec_from_file_location('spmm_bench',
+                                                  bench('spmm.py'))
+    spmm = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(spmm)
+    args = argparse.Namespace(backends=['scatter'], dim=8,
+                              max_memory_gb=1e-9, max_seconds=5.0,
+                              min_time=0.0, max_repeats=1,
+                              peak_bandwidth=None)
+    edge_index = torch.stack([torch.arange(30) % 10, torch.arange(30) % 7])
+    rows = spmm.bench_graph('tiny', edge_index, 10, 7, args,
+                            torch.device('cpu'), 1, {})
+    reason = rows[0]['skipped']
+    # 'needs ~X GiB for [nnz, d] messages > Y GiB (--max-memory-gb)'
+    tail = reason[reason.index(' GiB for'):reason.index('> ') + 2]
+    with open(osp.join(BENCHMARKS, 'README.md')) as f:
+        readme = f.read()
+    assert tail in readme and ' GiB (--max-memory-gb)' in readme
+    assert '> --max-memory-gb' in readme  # only in the note on old files
