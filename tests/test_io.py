@@ -31,8 +31,11 @@ def test_copy_file_falls_back_to_a_byte_copy(tmp_path, monkeypatch):
 
 
 def test_copy_file_missing_source_leaves_nothing(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        copy_file(str(tmp_path / 'missing.pt'), str(tmp_path / 'out.pt'))
+    src = str(tmp_path / 'missing.pt')
+    with pytest.raises(FileNotFoundError) as info:
+        copy_file(src, str(tmp_path / 'out.pt'))
+    # The error names the missing source, not the temporary file.
+    assert info.value.filename == src
     assert os.listdir(tmp_path) == []
 
 

@@ -104,6 +104,12 @@ def test_sparse_adj_structure():
                         'dtype=torch.float64, device=cpu)')
     moved = adj.to(torch.float32)
     assert moved.dtype == torch.float32 and moved.size() == (2, 3)
+    # The cast keeps the values and the transpose cached by adj.t() above.
+    dense = dense_adj_t(edge_index, weight, 3, 2).float()
+    assert_close(moved.to_dense(), dense)
+    assert_close(moved.t().to_dense(), dense.t())
+    x = torch.randn(2, 4)
+    assert_close(moved.t().matmul(x), dense.t() @ x)
 
 
 @pytest.mark.parametrize('symmetric', [False, True])

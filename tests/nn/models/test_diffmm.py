@@ -78,6 +78,46 @@ def test_contrastive_views_equal_dense_formulas():
         torch.testing.assert_close(z, c + A @ c)
 
 
+def dense_info_nce(z1, z2, index, tau):
+    # MODELS.md: -mean_n log softmax_j(<z1_n, z2_j> / tau)[n], L2-normed.
+    z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    logits = z1[index] @ z2.t() / tau
+    return -(logits[torch.arange(index.numel()), index] -
+             logits.exp().sum(1).log()).mean()
+
+
+@pytest.mark.parametrize('cl_method', [0, 1])
+def test_loss_equals_the_formula(cl_method):
+    # Three modalities: cl_method=0 sums three unordered pairs of views.
+    # Large weights so that a wrong regulariser or view term shows.
+    model, data = small_model(('visual', 'acoustic', 'textual'),
+                              cl_method=cl_method, ssl_weight=0.7,
+                              reg_weight=0.05, temperature=0.3)
+    U = model.num_users
+    users = torch.tensor([0, 3, 3, 9, 17])
+    pos = torch.tensor([1, 4, 4, 22, 0])
+    neg = torch.tensor([5, 2, 29, 8, 6])
+    loss, parts = model.loss(data, users, pos, neg)
+
+    e, views = model.embeddings(data, with_views=True)
+    e_u, e_i = e[:U], e[U:]
+    diff = (e_u[users] * e_i[pos]).sum(1) - (e_u[users] * e_i[neg]).sum(1)
+    bpr = -torch.log(torch.sigmoid(diff)).mean()
+    reg = 0.05 * (model.user_emb.pow(2).sum() + model.item_emb.pow(2).sum())
+    if cl_method == 1:  # the main view against each modality view
+        pairs = [(e, views[m]) for m in model.modalities]
+    else:
+        z = [views[m] for m in model.modalities]
+        pairs = [(z[0], z[1]), (z[0], z[2]), (z[1], z[2])]
+    cl = 0.7 * sum(dense_info_nce(a[:U], b[:U], users, 0.3) +
+                   dense_info_nce(a[U:], b[U:], pos, 0.3)
+                   for a, b in pairs)
+    assert parts['bpr'] == pytest.approx(bpr.item(), rel=1e-5)
+    assert parts['reg'] == pytest.approx(reg.item(), rel=1e-5)
+    assert parts['cl'] == pytest.approx(cl.item(), rel=1e-5)
+    torch.testing.assert_close(loss, bpr + reg + cl)
+
+
 @pytest.mark.parametrize('cl_method', [0, 1])
 def test_training_step_lowers_loss_on_fixed_batch(cl_method):
     model, data = small_model(cl_method=cl_method, ssl_weight=0.1)

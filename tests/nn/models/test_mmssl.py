@@ -287,9 +287,74 @@ def test_train_step_any_modalities_and_discriminator(kind, cls, modalities):
     model, data = small_model(modalities, discriminator=kind)
     assert isinstance(model.discriminator, cls)
     model.train()
+    before = [p.detach().clone() for p in (model.user_emb,
+                                           *model.discriminator.parameters())]
     parts = model.train_step(data, fixed_batch(data),
                              model.configure_optimizer(1e-3))
     assert all(math.isfinite(v) for v in parts.values())
+    # The reported totals are the sums of their terms (each term is checked
+    # against the formula in test_generator_loss_equals_the_formula) ...
+    terms = ('bpr', 'reg', 'feat_reg', 'cl', 'adv')
+    assert parts['loss'] == pytest.approx(sum(parts[k] for k in terms),
+                                          rel=1e-5)
+    assert parts['d_loss'] == pytest.approx(
+        parts['d_fake'] - parts['d_real'] + parts['gp'], rel=1e-5)
+    # ... and both the generator and the discriminator took a step.
+    after = [model.user_emb, *model.discriminator.parameters()]
+    assert not torch.equal(after[0], before[0])
+    assert any(not torch.equal(a, b) for a, b in zip(after[1:], before[1:]))
+
+
+def dense_grace(a, b, tau):
+    # Symmetric GRACE InfoNCE: for node n the negatives are the other
+    # nodes in both views.
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+
+    def side(x, y):
+        inter, intra = (x @ y.t() / tau).exp(), (x @ x.t() / tau).exp()
+        den = inter.sum(1) + intra.sum(1) - intra.diag()
+        return -(inter.diag() / den).log()
+
+    return 0.5 * (side(a, b) + side(b, a)).mean()
+
+
+@pytest.mark.parametrize('kind', ['projected', 'paper'])
+def test_generator_loss_equals_the_formula(kind):
+    # Every term weighted so that it shows; eval mode: no dropout, and the
+    # discriminator's BatchNorm uses its running statistics.
+    model, data = small_model(('visual', 'acoustic', 'textual'),
+                              discriminator=kind, reg_weight=0.1,
+                              feature_reg_weight=0.2, cl_weight=0.5,
+                              cl_temperature=0.4, adv_weight=0.01)
+    model.before_epoch(data, epoch=1)  # o^u_m on generated graphs
+    model.eval()
+    users = torch.tensor([5, 0, 5, 12, 0, 33])
+    pos = torch.tensor([3, 1, 7, 7, 20, 2])
+    neg = torch.tensor([9, 0, 4, 28, 11, 6])
+    loss, parts = model.loss(data, users, pos, neg)
+
+    emb = model.embeddings(data)  # itself checked by the dense forward
+    u, i, n = emb.user[users], emb.item[pos], emb.item[neg]
+    bpr = -torch.log(torch.sigmoid((u * i).sum(1) - (u * n).sum(1))).mean()
+    reg = 0.1 * (u.pow(2).sum() + i.pow(2).sum() + n.pow(2).sum()) / 12
+    I = model.num_items
+    feat_reg = 0.2 * sum(emb.feature_user[m].pow(2).sum() +
+                         emb.feature_item[m].pow(2).sum()
+                         for m in model.modalities) / (2 * I)
+    batch = torch.tensor([0, 5, 12, 33])  # the distinct batch users
+    cl = 0.5 * sum(dense_grace(emb.id_user[m][batch], emb.user[batch], 0.4)
+                   for m in model.modalities)
+    # S_m = norm((y^u_m[B] y^i_m^T) * (1 - R_B)), stacked over modalities.
+    R = torch.zeros(model.num_users, I)
+    R[tuple(data[INTERACTS].edge_index)] = 1.0
+    fake = torch.cat([
+        F.normalize((emb.feature_user[m][batch] @ emb.feature_item[m].t()) *
+                    (1 - R[batch]), dim=1) for m in model.modalities])
+    adv = -0.01 * model.discriminator(fake).mean()
+    for key, want in [('bpr', bpr), ('reg', reg), ('feat_reg', feat_reg),
+                      ('cl', cl), ('adv', adv)]:
+        assert parts[key] == pytest.approx(want.item(), rel=1e-4), key
+    torch.testing.assert_close(loss, bpr + reg + feat_reg + cl + adv)
 
 
 def test_before_epoch_regenerates_from_feature_preferences():
