@@ -23,7 +23,9 @@ def test_custom_recommender_trains_one_epoch(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert 'best epoch 0' in out
     recall = float(out.split("'recall@20': ")[1].split(',')[0])
-    assert recall > 0.05  # well above random (20 of 800 items: 0.025)
+    # One epoch gives 0.19; random is 0.025 (20 of 800 items), and a
+    # flipped BPR sign 0.013.
+    assert recall > 0.12
 
 
 def test_train_diffmm_example_one_epoch(monkeypatch, capsys):
