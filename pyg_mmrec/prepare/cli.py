@@ -70,7 +70,8 @@ def add_prepare_parser(subparsers: Any) -> None:
                     help='output folder (created; must be empty unless '
                     '--overwrite)')
     io.add_argument('--overwrite', action='store_true', default=None,
-                    help='replace a data set previously prepared in --out')
+                    help='replace a data set previously prepared in --out '
+                    '(refused if it holds files prepare did not write)')
     io.add_argument('--recipe', metavar='JSON',
                     help='rebuild from a recipe.json (inputs are checked '
                     'against its checksums); --interactions/--items may '

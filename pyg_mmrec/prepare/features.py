@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Union
 import numpy as np
 import pandas as pd
 
-from pyg_mmrec.errors import ConfigError, DatasetError
+from pyg_mmrec.errors import ConfigError, DatasetError, describe
 
 Encoder = Callable[[pd.DataFrame], Any]
 
@@ -43,8 +43,17 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit='item', disable=None)
 
 
+#: Names the item at a position of a feature matrix in an error message.
+RowName = Callable[[int], str]
+
+
+def _position(index: int) -> str:
+    return f'row {index}'
+
+
 def _check_matrix(array: Any, num_rows: int, source: str, modality: str,
-                  error: Callable[[str], Exception]) -> np.ndarray:
+                  error: Callable[[str], Exception],
+                  row_name: RowName = _position) -> np.ndarray:
     try:
         array = np.asarray(array)
     except Exception as e:  # e.g. ragged lists
@@ -55,19 +64,33 @@ def _check_matrix(array: Any, num_rows: int, source: str, modality: str,
     if array.ndim != 2 or array.shape[0] != num_rows or array.shape[1] == 0:
         raise error(f'{modality} features must have shape ({num_rows}, d) '
                     f'with d > 0 ({source}), got {tuple(array.shape)}')
-    array = np.ascontiguousarray(array, dtype=np.float32)
+    # Checked before the cast to float32, which would turn values beyond
+    # its range into infinities (with a warning) and hide the cause.
     finite = np.isfinite(array).all(axis=1)
     if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise error(f'{modality} features have NaN or infinite values in '
-                    f'{bad.size} rows (first: row {int(bad[0])})')
-    return array
+        raise error(_bad_rows(modality, 'NaN or infinite values', ~finite,
+                              row_name))
+    if array.dtype.kind == 'f' and array.dtype.itemsize > 4:
+        large = (np.abs(array) > np.finfo(np.float32).max).any(axis=1)
+        if large.any():
+            raise error(_bad_rows(
+                modality, 'values beyond the float32 range (|x| > 3.4e38)',
+                large, row_name))
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+def _bad_rows(modality: str, problem: str, bad: np.ndarray,
+              row_name: RowName) -> str:
+    rows = np.flatnonzero(bad)
+    return (f'{modality} features have {problem} in {rows.size} rows '
+            f'(first: {row_name(int(rows[0]))})')
 
 
 def load_precomputed(path: str, modality: str, table_rows: int,
                      rows: np.ndarray) -> np.ndarray:
     r"""Loads a ``[table_rows, d]`` ``.npy`` aligned with the item table and
-    returns the :obj:`rows` (kept items, new id order) as ``float32``."""
+    returns the :obj:`rows` (kept items, new id order) as ``float32``.
+    Problems are reported with the row of the file, not the new id."""
     try:
         array = np.load(path, allow_pickle=False, mmap_mode='r')
     except FileNotFoundError:
@@ -84,7 +107,22 @@ def load_precomputed(path: str, modality: str, table_rows: int,
         return DatasetError(path, problem)
 
     return _check_matrix(np.asarray(array[rows]), len(rows),
-                         'one row per kept item', modality, error)
+                         'one row per kept item', modality, error,
+                         lambda i: f'row {int(rows[i])}')
+
+
+def check_device(device: str, option: str = '--device') -> None:
+    r"""Raises :class:`ConfigError` (naming :obj:`option`) unless PyTorch
+    can place a tensor on :obj:`device`: checked before the text model is
+    loaded, so that a missing GPU is not reported as a broken model."""
+    import torch
+
+    try:
+        torch.empty(0, device=torch.device(device))
+    except Exception as e:  # bad names, missing backends: many types
+        raise ConfigError(f"{option} '{device}' cannot be used on this "
+                          f'machine ({describe(e)}); use cpu or an available '
+                          'device') from None
 
 
 def default_text_model() -> str:
@@ -113,6 +151,7 @@ def encode_text(texts: List[str], model: str, batch_size: int = 64,
     if not osp.isdir(model):
         raise ConfigError(f"--text-model '{model}' is not a model folder: "
                           'only local models are used (no downloads)')
+    check_device(device)
     try:
         encoder = SentenceTransformer(model, device=device,
                                       local_files_only=True)
@@ -133,7 +172,8 @@ def encode_text(texts: List[str], model: str, batch_size: int = 64,
             bar.update(len(batch))
     if not chunks:
         return np.zeros((0, 1), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32)
+    # Cast (and range-checked) by check_text_features.
+    return np.concatenate(chunks)
 
 
 # Callable encoders ###########################################################
@@ -219,10 +259,16 @@ def describe_encoder(encoder: Union[str, Encoder]) -> Dict[str, Any]:
 
 
 def run_encoder(encoder: Encoder, items: pd.DataFrame, modality: str,
-                name: str, batch_size: int = 256) -> np.ndarray:
+                name: str, batch_size: int = 256,
+                row_name: RowName = _position) -> np.ndarray:
     r"""Runs :obj:`encoder` on batches of :obj:`items` and checks the
-    result."""
+    result. :obj:`row_name` names the item at a position of :obj:`items`
+    in error messages (default: ``row <position>``)."""
     chunks = []
+
+    def error(problem: str) -> ConfigError:
+        return ConfigError(f"encoder '{name}': {problem}")
+
     with _progress(len(items), f'encoding {modality}') as bar:
         for start in range(0, len(items), batch_size):
             batch = items.iloc[start:start + batch_size].reset_index(
@@ -232,12 +278,10 @@ def run_encoder(encoder: Encoder, items: pd.DataFrame, modality: str,
             except Exception as e:
                 raise ConfigError(f"encoder '{name}' for {modality} failed "
                                   f'({type(e).__name__}: {e})') from None
-
-            def error(problem: str) -> ConfigError:
-                return ConfigError(f"encoder '{name}': {problem}")
-
-            chunks.append(_check_matrix(out, len(batch), 'one row per item '
-                                        'of the batch', modality, error))
+            # Positions in the batch are named as positions in `items`.
+            chunks.append(_check_matrix(
+                out, len(batch), 'one row per item of the batch', modality,
+                error, lambda i, start=start: row_name(start + i)))
             bar.update(len(batch))
     dims = {c.shape[1] for c in chunks}
     if len(dims) > 1:
@@ -246,14 +290,14 @@ def run_encoder(encoder: Encoder, items: pd.DataFrame, modality: str,
     return np.concatenate(chunks)
 
 
-def check_text_features(array: np.ndarray, num_rows: int,
-                        model: str) -> np.ndarray:
+def check_text_features(array: np.ndarray, num_rows: int, model: str,
+                        row_name: RowName = _position) -> np.ndarray:
     r"""Checks the text encoder's output like any other encoder's."""
     def error(problem: str) -> ConfigError:
         return ConfigError(f"--text-model '{model}': {problem}")
 
     return _check_matrix(array, num_rows, 'one row per item', 'textual',
-                         error)
+                         error, row_name)
 
 
 def file_sha256(path: str) -> str:

@@ -30,12 +30,20 @@ Output folder (read by :class:`~pyg_mmrec.data.MultiModalRecDataset`)::
 All the work, encoders included, is done in memory before anything is
 written; the files are then written to a temporary folder beside the output
 that is renamed into place, so a failed run writes nothing and a reader never
-sees half a data set.
+sees half a data set. The checks the reader makes are made before writing
+(e.g. every user needs an item without a training interaction), so that
+nothing is written that it would refuse. ``overwrite`` replaces only a folder
+that holds nothing but the files of an earlier build (checked against its
+``recipe.json``) and the loader's cache, and no input may lie inside it.
 """
 import dataclasses
+import inspect
 import io
+import math
+import numbers
 import os
 import os.path as osp
+import re
 import shutil
 import tempfile
 import warnings
@@ -58,10 +66,14 @@ from pyg_mmrec.prepare import features as feat
 from pyg_mmrec.prepare import recipe as rcp
 from pyg_mmrec.prepare.kcore import kcore_mask
 from pyg_mmrec.prepare.split import (
+    COLD_ITEM_POLICIES,
+    SPLIT_METHODS,
     SPLIT_NAMES,
     TEST,
     TRAIN,
     VAL,
+    check_ratio_types,
+    parse_ratios,
     resolve_cold_items,
     split_interactions,
 )
@@ -172,7 +184,19 @@ class PrepareResult:
         return self.recipe['result']
 
 
-def _modality_sources(config: PrepareConfig) -> Dict[str, str]:
+def option_flag(name: str) -> str:
+    r"""How the command line spells the :class:`PrepareConfig` field
+    :obj:`name` (used in error messages)."""
+    return '--' + {'encoders': 'encoder'}.get(name, name).replace('_', '-')
+
+
+def recipe_field(name: str) -> str:
+    r"""Where a ``recipe.json`` records the field :obj:`name`."""
+    return ('inputs.' if name in _INPUT_FIELDS else 'options.') + name
+
+
+def _modality_sources(config: PrepareConfig,
+                      name: Callable[[str], str]) -> Dict[str, str]:
     sources: Dict[str, str] = {}
     wanted = [(m, 'features') for m in config.features] + \
         [(m, 'encoders') for m in config.encoders]
@@ -180,48 +204,99 @@ def _modality_sources(config: PrepareConfig) -> Dict[str, str]:
         wanted.append(('textual', 'text_columns'))
     for modality, source in wanted:
         if modality not in MODALITIES:
-            raise ConfigError(f"unknown modality '{modality}' (expected one "
-                              f"of {', '.join(MODALITIES)})")
+            raise ConfigError(f"unknown modality '{modality}' in "
+                              f'{name(source)} (expected one of '
+                              f"{', '.join(MODALITIES)})")
         if modality in sources:
             raise ConfigError(f"modality '{modality}' has two sources "
-                              f'({sources[modality]} and {source})')
+                              f'({name(sources[modality])} and '
+                              f'{name(source)})')
         sources[modality] = source
     if not sources:
-        raise ConfigError('no item features: give at least one of '
-                          '--features MODALITY=FILE.npy, --text-columns or '
-                          '--encoder MODALITY=module:function')
+        raise ConfigError(f"no item features: give at least one of "
+                          f"{name('features')} MODALITY=FILE.npy, "
+                          f"{name('text_columns')} or {name('encoders')} "
+                          'MODALITY=module:function')
     return sources
 
 
-def validate_config(config: PrepareConfig) -> Dict[str, str]:
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and \
+        not isinstance(value, bool)
+
+
+def _check_types(config: PrepareConfig, name: Callable[[str], str]) -> None:
+    r"""Checks the type (and range) of every field on its own, so that a
+    malformed value (from the Python API or an edited recipe) fails here
+    and not as a ``TypeError`` deep inside pandas."""
+    def fail(field_name: str, requirement: str) -> None:
+        raise ConfigError(f'{name(field_name)} must be {requirement}, got '
+                          f'{getattr(config, field_name)!r}')
+
+    for key in ('interactions', 'items', 'user_col', 'item_col', 'device'):
+        if not isinstance(getattr(config, key), str):
+            fail(key, 'a string')
+    for key in ('item_id_col', 'rating_col', 'timestamp_col', 'text_model'):
+        if not isinstance(getattr(config, key), (str, type(None))):
+            fail(key, 'a string')
+    for key, allowed in (('ids', ID_TYPES), ('split', SPLIT_METHODS),
+                         ('cold_items', COLD_ITEM_POLICIES)):
+        value = getattr(config, key)
+        if not isinstance(value, str) or value not in allowed:
+            fail(key, 'one of ' + ', '.join(allowed))
+    threshold = config.rating_threshold
+    if threshold is not None and not (
+            isinstance(threshold, numbers.Real) and
+            not isinstance(threshold, bool) and math.isfinite(threshold)):
+        fail('rating_threshold', 'a finite number')
+    for key in ('user_k', 'item_k', 'seed'):
+        value = getattr(config, key)
+        if not _is_int(value) or value < 0:
+            fail(key, 'a non-negative integer')
+    for key in ('text_batch_size', 'encoder_batch_size'):
+        value = getattr(config, key)
+        if not _is_int(value) or value < 1:
+            fail(key, 'a positive integer')
+    if not isinstance(config.text_columns, (list, tuple)) or not all(
+            isinstance(c, str) for c in config.text_columns):
+        fail('text_columns', 'a list of column names')
+    if not isinstance(config.features, dict) or not all(
+            isinstance(k, str) and isinstance(v, str)
+            for k, v in config.features.items()):
+        fail('features', 'a mapping of modality to .npy file')
+    if not isinstance(config.encoders, dict) or not all(
+            isinstance(k, str) and (isinstance(v, str) or callable(v))
+            for k, v in config.encoders.items()):
+        fail('encoders', 'a mapping of modality to a callable or '
+             "'module:function'")
+
+
+def validate_config(config: PrepareConfig,
+                    name: Callable[[str], str] = option_flag
+                    ) -> Dict[str, str]:
     r"""Checks the options (raising :class:`ConfigError`) and returns the
-    source of each modality."""
-    if config.ids not in ID_TYPES:
-        raise ConfigError(f"--ids must be one of {', '.join(ID_TYPES)}, got "
-                          f"'{config.ids}'")
-    for name in ('user_k', 'item_k', 'seed'):
-        value = getattr(config, name)
-        if isinstance(value, bool) or \
-                not isinstance(value, (int, np.integer)) or value < 0:
-            raise ConfigError(f'--{name.replace("_", "-")} must be a '
-                              f'non-negative integer, got {value!r}')
-    for name in ('text_batch_size', 'encoder_batch_size'):
-        value = getattr(config, name)
-        if not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(f'--{name.replace("_", "-")} must be a positive '
-                              f'integer, got {value!r}')
+    source of each modality. :obj:`name` spells a field in the messages
+    (default: its command-line flag; :func:`recipe_field` for recipes)."""
+    _check_types(config, name)
+    if config.split == 'loo':  # the ratios are unused but recorded
+        check_ratio_types(config.ratios, name('ratios'))
+    else:
+        parse_ratios(config.ratios, name('ratios'))
     if config.rating_threshold is not None and config.rating_col is None:
-        raise ConfigError('--rating-threshold needs --rating-col')
+        raise ConfigError(f"{name('rating_threshold')} needs "
+                          f"{name('rating_col')}")
     if config.split == 'temporal' and config.timestamp_col is None:
-        raise ConfigError('--split temporal needs --timestamp-col')
-    # Validates the split method, ratios and policy on an empty input.
-    split_interactions(np.zeros(0), np.zeros(0), config.split,
-                       config.ratios, config.seed,
-                       np.zeros(0) if config.timestamp_col else None)
-    resolve_cold_items(np.zeros(0), np.zeros(0), config.cold_items)
+        raise ConfigError(f"{name('split')} temporal needs "
+                          f"{name('timestamp_col')}")
     if config.text_model is not None and not config.text_columns:
-        raise ConfigError('--text-model needs --text-columns')
-    return _modality_sources(config)
+        raise ConfigError(f"{name('text_model')} needs "
+                          f"{name('text_columns')}")
+    sources = _modality_sources(config, name)
+    if config.text_columns:
+        # Before the text model is loaded: a missing GPU is not a broken
+        # model.
+        feat.check_device(config.device, name('device'))
+    return sources
 
 
 # Building ####################################################################
@@ -281,6 +356,43 @@ def _empty_error(config: PrepareConfig, stats: Dict[str, int],
         f'user_k={config.user_k}, item_k={config.item_k}'
         + (f', rating_threshold={config.rating_threshold}'
            if config.rating_threshold is not None else '') + ')')
+
+
+def _check_loadable(config: PrepareConfig, frame: pd.DataFrame,
+                    codes: np.ndarray, cold: int) -> None:
+    r"""Refuses a split the reader of the output would refuse: an empty
+    validation or test split, or a user with a training interaction with
+    every item (BPR samples negatives among the others). Both can follow
+    the cold-item policy: dropping items can leave a user with every item
+    that is left, moving held-out interactions into training can fill a
+    user's row or empty a split."""
+    moved = 'dropped' if config.cold_items == 'drop' else 'moved to train'
+    policy = f'{cold} held-out interactions of items without a training ' \
+        f'interaction {moved} (cold_items={config.cold_items})' if cold \
+        else ''
+    for code, split in ((VAL, 'val'), (TEST, 'test')):
+        if not (codes == code).any():
+            raise DatasetError(
+                config.interactions, f'the {split} split is empty after '
+                f'splitting ({len(frame)} interactions, split={config.split},'
+                f' ratios={list(config.ratios)}' +
+                (f'; {policy}' if policy else '') + '): users need more '
+                'interactions (raise the k-core) or larger held-out shares')
+    users, user_idx = np.unique(frame['user'].to_numpy(),
+                                return_inverse=True)
+    num_items = frame['item'].nunique()
+    degree = np.bincount(user_idx[codes == TRAIN], minlength=len(users))
+    full = np.flatnonzero(degree >= num_items)
+    if full.size:
+        others = f' (and {full.size - 1} other users)' if full.size > 1 \
+            else ''
+        raise DatasetError(
+            config.interactions, f"user '{users[full[0]]}'{others} has a "
+            f'training interaction with every one of the {num_items} items '
+            'left after filtering and splitting' +
+            (f' ({policy})' if policy else '') + ', so no negative item can '
+            'be sampled for it in training; remove such users from the '
+            'interactions table or keep more items')
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -371,13 +483,7 @@ def build(config: PrepareConfig,
         = cold
     frame = frame[keep].reset_index(drop=True)
     codes = codes[keep]
-    for code, name in ((VAL, 'val'), (TEST, 'test')):
-        if not (codes == code).any():
-            raise DatasetError(
-                config.interactions, f'the {name} split is empty after '
-                f'splitting ({len(frame)} interactions, split={config.split},'
-                f' ratios={list(config.ratios)}): users need more '
-                f'interactions (raise the k-core) or larger held-out shares')
+    _check_loadable(config, frame, codes, cold)
 
     # Ids in sorted order of the raw ids: stable under row order changes.
     raw_users, user_new = np.unique(frame['user'].to_numpy(),
@@ -386,6 +492,10 @@ def build(config: PrepareConfig,
                                     return_inverse=True)
     table_rows = pd.Index(item_ids).get_indexer(raw_items)
     kept_items = items_raw.iloc[table_rows].reset_index(drop=True)
+
+    def item_name(index: int) -> str:  # of a kept item, for messages
+        return (f"item '{raw_items[index]}', row {table_rows[index]} of "
+                f'{config.items}')
 
     arrays: Dict[str, np.ndarray] = {}
     inputs: Dict[str, Any] = {
@@ -408,13 +518,13 @@ def build(config: PrepareConfig,
             inputs['encoders'][modality] = info
             arrays[modality] = feat.run_encoder(
                 resolved[modality], kept_items, modality, info['callable'],
-                config.encoder_batch_size)
+                config.encoder_batch_size, item_name)
         elif source == 'text_columns':
             texts = text_of(kept_items, list(config.text_columns))
             encoded = feat.encode_text(texts, text_model,
                                        config.text_batch_size, config.device)
-            arrays[modality] = feat.check_text_features(encoded, len(texts),
-                                                        text_model)
+            arrays[modality] = feat.check_text_features(
+                encoded, len(texts), text_model, item_name)
             inputs['text_model'] = {
                 'path': osp.abspath(text_model),
                 'sha256': feat.tree_sha256(text_model),
@@ -483,10 +593,45 @@ def _sha256(data: bytes) -> str:
 # Writing #####################################################################
 
 
+#: Files the loader (:class:`~pyg_mmrec.data.MultiModalRecDataset`) caches
+#: in ``<data set>/processed``: derived data, which ``--overwrite`` may
+#: replace along with the data set (it would be stale anyway).
+_LOADER_CACHE = re.compile(r'data_[0-9a-f]{16}\.pt|pre_transform\.pt|'
+                           r'pre_filter\.pt')
+
+
+def _foreign_files(out: str) -> List[str]:
+    r"""The entries of the prepared data set :obj:`out` that prepare did not
+    write: anything but ``recipe.json``, the outputs it records (with their
+    recorded checksums, so that a file edited or replaced since is kept)
+    and the loader's cache. Everything, if the recipe records no outputs."""
+    outputs = rcp.recorded_outputs(osp.join(out, rcp.RECIPE_FILE))
+    names = sorted(os.listdir(out))
+    if outputs is None:
+        return names
+    foreign = []
+    for name in names:
+        path = osp.join(out, name)
+        if osp.islink(path):  # prepare writes no links
+            foreign.append(name)
+        elif name == rcp.RECIPE_FILE:
+            continue
+        elif name == 'processed' and osp.isdir(path):
+            foreign += [osp.join(name, n) for n in sorted(os.listdir(path))
+                        if not _LOADER_CACHE.fullmatch(n)
+                        or not osp.isfile(osp.join(path, n))
+                        or osp.islink(osp.join(path, n))]
+        elif name not in outputs or not osp.isfile(path) or \
+                feat.file_sha256(path) != outputs[name]:
+            foreign.append(name)
+    return foreign
+
+
 def check_output(out: str, overwrite: bool) -> None:
     r"""Refuses an output that exists and is not an empty folder, unless
     :obj:`overwrite` is set and it holds a prepared data set (a
-    ``recipe.json``): never delete a folder we did not make."""
+    ``recipe.json``) and nothing else: never delete a file we did not
+    write."""
     if not osp.exists(out):
         return
     if not osp.isdir(out):
@@ -500,13 +645,61 @@ def check_output(out: str, overwrite: bool) -> None:
         raise ConfigError(f"--out '{out}' is not empty and holds no "
                           f'{rcp.RECIPE_FILE}: refusing to replace a folder '
                           'that is not a prepared data set')
+    try:
+        foreign = _foreign_files(out)
+    except OSError as e:
+        raise OutputError(out, f'cannot be read ({e.strerror})') from None
+    if foreign:
+        more = f' (and {len(foreign) - 1} more)' if len(foreign) > 1 else ''
+        raise ConfigError(
+            f"--out '{out}' holds {foreign[0]}{more}, which prepare did not "
+            'write or which changed since it did: refusing to replace the '
+            'folder; move such files elsewhere or choose another --out')
+
+
+def _input_files(config: PrepareConfig) -> List[Tuple[str, str]]:
+    r"""``(what, path)`` of every input file or folder of :obj:`config`
+    whose location is known without running it."""
+    inputs = [('interactions table', config.interactions),
+              ('item table', config.items)]
+    inputs += [(f'{m} feature file', p) for m, p in config.features.items()]
+    for modality, spec in config.encoders.items():
+        path = None
+        if isinstance(spec, str):  # a module name lives on sys.path
+            module = spec.rpartition(':')[0]
+            path = module if module.endswith('.py') else None
+        else:
+            try:
+                path = inspect.getsourcefile(spec)
+            except TypeError:  # built-in: no file
+                pass
+        if path:
+            inputs.append((f'{modality} encoder module', path))
+    if config.text_model:
+        inputs.append(('text model', config.text_model))
+    return inputs
+
+
+def check_inputs_outside(config: PrepareConfig, out: str) -> None:
+    r"""Refuses an input that lies inside :obj:`out`: writing replaces the
+    whole folder, which would delete it."""
+    real_out = osp.realpath(out)
+    for what, path in _input_files(config):
+        real = osp.realpath(path)
+        if osp.commonpath([real, real_out]) == real_out:
+            raise ConfigError(
+                f"the {what} '{path}' lies inside --out '{out}', which "
+                'prepare replaces as a whole: keep the inputs outside the '
+                'output folder')
 
 
 def write_folder(out: str, files: Dict[str, bytes],
                  overwrite: bool = False) -> None:
     r"""Writes :obj:`files` to a temporary folder beside :obj:`out` and
     renames it to :obj:`out` (replacing an old data set there), so that
-    :obj:`out` is never a mix of two builds."""
+    :obj:`out` is never a mix of two builds. A failure (a full disk, a file
+    size limit) removes the temporary folder and raises
+    :class:`~pyg_mmrec.errors.OutputError`."""
     out = osp.abspath(out)
     check_output(out, overwrite)
     parent = osp.dirname(out)
@@ -517,21 +710,29 @@ def write_folder(out: str, files: Dict[str, bytes],
     except OSError as e:
         raise OutputError(out, f'cannot be written ({e.strerror})') from None
     old = None
+    target = out  # what is being written, for the error message
     try:
         for name, data in files.items():
+            target = osp.join(out, name)
             with open(osp.join(staging, name), 'wb') as f:
                 f.write(data)
+        target = out
         # mkdtemp makes the folder private; give it the usual mode.
         os.chmod(staging, 0o777 & ~current_umask())
         if osp.exists(out):
             old = staging + '.old'
             os.rename(out, old)
         os.rename(staging, out)
-    except BaseException:
+    except BaseException as e:
         if old is not None and not osp.exists(out):
             os.rename(old, out)  # put the previous data set back
             old = None
         shutil.rmtree(staging, ignore_errors=True)
+        # Every OSError here comes from the storage (space, quotas, size
+        # limits, permissions) of our own files, not from the input.
+        if isinstance(e, OSError):
+            raise OutputError(target, 'cannot be written '
+                              f'({e.strerror or describe(e)})') from None
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -548,7 +749,10 @@ def prepare_dataset(config: PrepareConfig, out: str,
     (see the module doc); raises :class:`~pyg_mmrec.errors.DatasetError` or
     :class:`~pyg_mmrec.errors.ConfigError` and writes nothing on bad input.
     """
-    check_output(osp.abspath(out), overwrite)  # fail before the work
+    # Fail before the work.
+    validate_config(config)
+    check_inputs_outside(config, out)
+    check_output(osp.abspath(out), overwrite)
     files, recipe = build(config, encoders)
     write_folder(out, files, overwrite)
     return PrepareResult(osp.abspath(out), recipe, sorted(files))
@@ -587,31 +791,28 @@ def config_from_recipe(recipe: Dict[str, Any], path: str = rcp.RECIPE_FILE,
     options = dict(recipe['options'])
     rcp.check_options(options, defaults, path)
     inputs = recipe['inputs']
-    tables = dict(
-        interactions=rcp.verify_file(inputs['interactions'], interactions,
-                                     'interactions table'),
-        items=rcp.verify_file(inputs['items'], items, 'item table'))
-    try:
-        if 'ratios' in options:
-            options['ratios'] = tuple(options['ratios'])
-        config = PrepareConfig(**tables, **options)
-    except ConfigError as e:  # its messages name the command's options
-        raise ConfigError(f'{path}: {e}') from None
-    except (TypeError, ValueError) as e:  # a value of the wrong type
-        raise DatasetError(path, f'malformed recipe option '
-                           f'({describe(e)})') from None
-    for modality, record in (inputs.get('features') or {}).items():
-        config.features[modality] = rcp.verify_file(
-            record, None, f'{modality} feature file')
-    for modality, record in (inputs.get('encoders') or {}).items():
-        config.encoders[modality] = record['callable']
     model = inputs.get('text_model')
-    if model:
-        if not osp.isdir(model['path']) or \
-                feat.tree_sha256(model['path']) != model['sha256']:
-            raise DatasetError(model['path'], 'text model of the recipe not '
-                               'found or changed (checksum mismatch)')
-        config.text_model = model['path']
+    config = PrepareConfig(
+        interactions=interactions or inputs['interactions']['path'],
+        items=items or inputs['items']['path'], **options,
+        features={m: r['path'] for m, r in
+                  (inputs.get('features') or {}).items()},
+        encoders={m: r['callable'] for m, r in
+                  (inputs.get('encoders') or {}).items()},
+        text_model=model['path'] if model else None)
+    try:  # the cheap checks first, then the checksums
+        validate_config(config, recipe_field)
+    except ConfigError as e:  # name the recipe and its field
+        raise DatasetError(path, str(e)) from None
+    rcp.verify_file(inputs['interactions'], config.interactions,
+                    'interactions table')
+    rcp.verify_file(inputs['items'], config.items, 'item table')
+    for modality, record in (inputs.get('features') or {}).items():
+        rcp.verify_file(record, None, f'{modality} feature file')
+    if model and (not osp.isdir(model['path']) or
+                  feat.tree_sha256(model['path']) != model['sha256']):
+        raise DatasetError(model['path'], 'text model of the recipe not '
+                           'found or changed (checksum mismatch)')
     return config
 
 
@@ -628,7 +829,6 @@ def rebuild(recipe_path: str, out: str, overwrite: bool = False,
     gives a warning.
     """
     recipe = rcp.load_recipe(recipe_path)
-    check_output(osp.abspath(out), overwrite)
     config = config_from_recipe(recipe, recipe_path, interactions, items)
     encoders = dict(encoders or {})
     for modality, record in (recipe['inputs'].get('encoders') or {}).items():
@@ -644,6 +844,8 @@ def rebuild(recipe_path: str, out: str, overwrite: bool = False,
                 f"'{record['callable']}' was not importable (defined in a "
                 'script?); rebuild with the Python API and pass it: '
                 f"rebuild(..., encoders={{'{modality}': fn}})")
+    check_inputs_outside(config, out)
+    check_output(osp.abspath(out), overwrite)
     if recipe.get('library_version') != pyg_mmrec.__version__:
         warnings.warn(f"{recipe_path}: made by pyg-mmrec "
                       f"{recipe.get('library_version')}, rebuilding with "

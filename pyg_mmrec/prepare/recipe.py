@@ -69,7 +69,33 @@ def load_recipe(path: str) -> Dict[str, Any]:
             isinstance(model.get(k), str) for k in ('path', 'sha256'))):
         raise DatasetError(path, "recipe inputs.text_model must have a "
                            "'path' and a 'sha256'")
+    if 'outputs' in recipe and valid_outputs(recipe['outputs']) is None:
+        raise DatasetError(path, 'recipe outputs must map each file name to '
+                           'its SHA-256')
     return recipe
+
+
+def valid_outputs(outputs: Any) -> Optional[Dict[str, str]]:
+    r"""The ``outputs`` of a recipe (file name -> SHA-256), or :obj:`None`
+    if they do not have that shape."""
+    if isinstance(outputs, dict) and all(
+            isinstance(k, str) and isinstance(v, str)
+            for k, v in outputs.items()):
+        return outputs
+    return None
+
+
+def recorded_outputs(path: str) -> Optional[Dict[str, str]]:
+    r"""The ``outputs`` recorded in the recipe file :obj:`path`, or
+    :obj:`None` if it cannot be read or records none."""
+    try:
+        with open(path) as f:
+            recipe = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(recipe, dict):
+        return None
+    return valid_outputs(recipe.get('outputs'))
 
 
 def verify_file(record: Dict[str, Any], path: Optional[str] = None,

@@ -23,6 +23,8 @@ which keeps every per-user count (and so the ratios) unchanged. What is left
 (and anything of a ``'temporal'`` split, where a swap would break the time
 order) is handled by :func:`resolve_cold_items`.
 """
+import math
+import numbers
 from fractions import Fraction
 from typing import Optional, Sequence, Tuple
 
@@ -36,25 +38,33 @@ TRAIN, VAL, TEST = 0, 1, 2
 SPLIT_NAMES = ('train', 'val', 'test')
 
 
-def parse_ratios(ratios: Sequence[float]) -> Tuple[Fraction, Fraction,
-                                                   Fraction]:
+def check_ratio_types(ratios: Sequence[float],
+                      option: str = '--ratios') -> None:
+    r"""Checks that :obj:`ratios` are three numbers (their values are
+    checked by :func:`parse_ratios`)."""
+    if not isinstance(ratios, (list, tuple, np.ndarray)) or \
+            len(ratios) != 3:
+        raise ConfigError(f'{option} needs three values train:val:test, '
+                          f'got {ratios!r}')
+    if not all(isinstance(r, numbers.Real) and not isinstance(r, bool)
+               for r in ratios):
+        raise ConfigError(f'{option} must be numbers, got {list(ratios)}')
+
+
+def parse_ratios(ratios: Sequence[float], option: str = '--ratios'
+                 ) -> Tuple[Fraction, Fraction, Fraction]:
     r"""Normalises three positive ratios (train, validation, test) to exact
     fractions summing to one. Exact arithmetic keeps the rounding of
     per-user counts stable: ``0.1 * 5`` is ``0.5`` here, not
-    ``0.49999...``."""
-    if len(ratios) != 3:
-        raise ConfigError(f'--ratios needs three values train:val:test, got '
-                          f'{len(ratios)}')
-    try:
-        parts = [Fraction(repr(float(r))) for r in ratios]
-    except (TypeError, ValueError):
-        raise ConfigError(f'--ratios must be numbers, got {list(ratios)}') \
-            from None
-    if any(p < 0 for p in parts) or parts[0] == 0:
-        raise ConfigError('--ratios must be non-negative with a positive '
-                          f'training share, got {list(ratios)}')
+    ``0.49999...``. Errors name :obj:`option`."""
+    check_ratio_types(ratios, option)
+    finite = all(math.isfinite(r) for r in ratios)
+    parts = [Fraction(repr(float(r))) if finite else 0 for r in ratios]
+    if not finite or any(p < 0 for p in parts) or parts[0] == 0:
+        raise ConfigError(f'{option} must be finite and non-negative with a '
+                          f'positive training share, got {list(ratios)}')
     if parts[1] == 0 or parts[2] == 0:
-        raise ConfigError('--ratios needs positive validation and test '
+        raise ConfigError(f'{option} needs positive validation and test '
                           'shares: the data set layout requires non-empty '
                           f'val and test splits (got {list(ratios)})')
     total = sum(parts)

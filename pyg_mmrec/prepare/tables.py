@@ -91,23 +91,65 @@ def parse_ids(path: str, frame: pd.DataFrame, column: str,
         return values.astype(str).reset_index(drop=True)
     if pd.api.types.is_integer_dtype(values) and \
             not pd.api.types.is_bool_dtype(values):
+        if pd.api.types.is_unsigned_integer_dtype(values):
+            # A cast would turn ids above 2**63-1 into negative ones.
+            big = (values.to_numpy(np.uint64) > _INT64_MAX)
+            if big.any():
+                raise _out_of_range(path, column, big,
+                                    values.astype(str).to_numpy())
         return values.astype(np.int64).reset_index(drop=True)
     # Strings (CSV) or floats (Parquet): accept only exact integers.
     text = values.astype(str).str.strip()
     numbers = pd.to_numeric(text, errors='coerce')
-    bad = numbers.isna().to_numpy()
-    if not bad.any():
-        as_float = numbers.to_numpy(dtype=np.float64)
-        bad = (as_float != np.round(as_float)) | ~np.isfinite(as_float) | \
-            (np.abs(as_float) > 2**53)
+    if numbers.dtype == np.int64:
+        # Integer text parsed exactly (no float64 round trip, which would
+        # corrupt ids above 2**53).
+        return pd.Series(numbers.to_numpy(), name=column)
+    return pd.Series(_exact_ints(path, column, text, numbers), name=column)
+
+
+_INT64_MAX = int(np.iinfo(np.int64).max)
+_INTEGER_TEXT = r'[+-]?[0-9]+'
+
+
+def _exact_ints(path: str, column: str, text: pd.Series,
+                numbers: pd.Series) -> np.ndarray:
+    r"""The ids :obj:`text` (parsed by pandas into :obj:`numbers`, not all
+    as ``int64``) as exact ``int64``: integer text is parsed with Python's
+    unbounded integers and must fit in ``int64``; other text must be a
+    number that is an integer exactly representable as a float (e.g.
+    ``3.0`` from a float column)."""
+    out = np.zeros(len(text), dtype=np.int64)
+    is_int = text.str.fullmatch(_INTEGER_TEXT).to_numpy(dtype=bool)
+    ints = [int(t) for t in text.to_numpy()[is_int]]
+    big = np.zeros(len(text), dtype=bool)
+    big[is_int] = [not -_INT64_MAX - 1 <= i <= _INT64_MAX for i in ints]
+    if big.any():
+        raise _out_of_range(path, column, big, text.to_numpy())
+    out[is_int] = ints
+    as_float = numbers.to_numpy(dtype=np.float64)[~is_int]
+    # NaN (not a number) compares unequal to itself: rejected too.
+    bad_float = ~((as_float == np.round(as_float)) &
+                  (np.abs(as_float) <= 2**53))
+    bad = np.zeros(len(text), dtype=bool)
+    bad[~is_int] = bad_float
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DatasetError(
             path, f"column '{column}' has {int(bad.sum())} non-numeric ids "
             f"but integer ids were declared (first: '{text.iloc[row]}' on "
             f"data row {row}); use --ids str for string ids")
-    return pd.Series(numbers.to_numpy(dtype=np.float64).astype(np.int64),
-                     name=column)
+    out[~is_int] = as_float[~bad_float].astype(np.int64)
+    return out
+
+
+def _out_of_range(path: str, column: str, bad: np.ndarray,
+                  text: np.ndarray) -> DatasetError:
+    row = int(np.flatnonzero(bad)[0])
+    return DatasetError(
+        path, f"column '{column}' has {int(bad.sum())} integer ids outside "
+        f"the int64 range -2**63..2**63-1 (first: '{text[row]}' on data "
+        f'row {row}); use --ids str for such ids')
 
 
 def parse_numbers(path: str, frame: pd.DataFrame, column: str,

@@ -135,7 +135,23 @@ def test_rebuild_is_byte_identical(tables, tmp_path, tree):
     (lambda r: r['inputs']['items'].update(path=3), DatasetError,
      'recipe has no inputs.items.path'),
     (lambda r: r['options'].update(ratios=5), DatasetError,
-     r'malformed recipe option \(.*not iterable\)'),
+     r'recipe\.json: options\.ratios needs three values train:val:test, '
+     r'got 5$'),
+    # Fields of the wrong type are named as the recipe spells them.
+    (lambda r: r['options'].update(user_col=5), DatasetError,
+     r'recipe\.json: options\.user_col must be a string, got 5$'),
+    (lambda r: r['options'].update(item_id_col=3), DatasetError,
+     r'recipe\.json: options\.item_id_col must be a string, got 3$'),
+    (lambda r: r['options'].update(text_columns='title'), DatasetError,
+     r"options\.text_columns must be a list of column names, got 'title'$"),
+    (lambda r: r['options'].update(seed=None), DatasetError,
+     r'recipe\.json: options\.seed must be a non-negative integer, got '
+     r'None$'),
+    (lambda r: r['options'].update(split='temporal', timestamp_col=None),
+     DatasetError, r'options\.split temporal needs options\.timestamp_col$'),
+    (lambda r: r.update(outputs=[1]), DatasetError,
+     r'recipe\.json: recipe outputs must map each file name to its '
+     r'SHA-256$'),
 ])
 def test_malformed_recipe_is_one_error(tables, tmp_path, tamper, error,
                                        match):
