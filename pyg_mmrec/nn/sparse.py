@@ -267,6 +267,10 @@ class SparseAdj:
                              f" but features are {x.dtype}")
         if x.dim() != 2:
             raise ValueError(f'expected 2-D features (got {x.dim()}-D)')
+        if x.device != self.device:
+            raise ValueError(f'device mismatch: adjacency is on '
+                             f'{self.device} but features are on {x.device} '
+                             f'(move both, e.g. with data.to(device))')
         return SparseAdjMM.apply(self.value, x, self)
 
     def t(self) -> 'SparseAdj':
@@ -283,7 +287,21 @@ class SparseAdj:
     def to(self, *args: Any, **kwargs: Any) -> 'SparseAdj':
         r"""Moves to a device and/or casts the values (indices keep their
         dtype)."""
-        value = self.value.to(*args, **kwargs)
+        return self._with_value(self.value.to(*args, **kwargs))
+
+    # PyG's `data.cuda()` / `data.cpu()` call these on every attribute and
+    # silently keep any object that lacks them where it was.
+    def cuda(self, device: Any = None,
+             non_blocking: bool = False) -> 'SparseAdj':
+        r"""The matrix on a CUDA device (as :meth:`torch.Tensor.cuda`)."""
+        return self._with_value(self.value.cuda(device,
+                                                non_blocking=non_blocking))
+
+    def cpu(self) -> 'SparseAdj':
+        r"""The matrix in CPU memory."""
+        return self._with_value(self.value.cpu())
+
+    def _with_value(self, value: Tensor) -> 'SparseAdj':
         device = value.device
         out = SparseAdj(self.rowptr.to(device), self.col.to(device), value,
                         self.sparse_size, self.symmetric)

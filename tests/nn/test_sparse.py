@@ -112,6 +112,31 @@ def test_sparse_adj_structure():
     assert_close(moved.t().matmul(x), dense.t() @ x)
 
 
+def test_sparse_adj_follows_data_cuda_and_cpu(monkeypatch):
+    # PyG's data.cuda()/.cpu() call .cuda()/.cpu() on every attribute and
+    # silently keep objects without them in place: the adjacency stayed on
+    # the CPU while the features moved. 'meta' stands in for the GPU.
+    from torch_geometric.data import HeteroData
+    edge_index, weight = sym_graph()[:2]
+    adj = SparseAdj.from_edge_index(edge_index, weight, (7, 7))
+    adj.t()  # cache a transpose too
+    data = HeteroData()
+    data['user'].x = torch.randn(3, 2)
+    data['user', 'to', 'user'].adj_t = adj
+    monkeypatch.setattr(torch.Tensor, 'cuda',
+                        lambda self, device=None, non_blocking=False:
+                        self.to('meta'))
+    moved = data.cuda()['user', 'to', 'user'].adj_t
+    assert isinstance(moved, SparseAdj)
+    assert moved.device.type == 'meta' and moved.rowptr.device.type == 'meta'
+    with pytest.raises(ValueError, match=r'device mismatch: adjacency is on '
+                       r'meta but features are on cpu \(move both'):
+        moved.matmul(torch.randn(7, 2, dtype=DT))
+    # .cpu() is delegated the same way (here to 'meta' as well).
+    monkeypatch.setattr(torch.Tensor, 'cpu', lambda self: self.to('meta'))
+    assert data.cpu()['user', 'to', 'user'].adj_t.device.type == 'meta'
+
+
 @pytest.mark.parametrize('symmetric', [False, True])
 def test_sparse_adj_matches_dense_forward_backward(symmetric):
     if symmetric:
