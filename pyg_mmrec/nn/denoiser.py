@@ -111,11 +111,16 @@ def _float32_accumulation(device: torch.device) -> Iterator[None]:
         return
     flags = torch.backends.cuda.matmul
     before = flags.allow_bf16_reduced_precision_reduction
+    # Newer releases pair the flag with a split-K one, which assigning a
+    # bare bool resets to True: restore both as they were.
+    split_k = getattr(flags, 'allow_bf16_reduced_precision_reduction_split_k',
+                      None)
     flags.allow_bf16_reduced_precision_reduction = False
     try:
         yield
     finally:
-        flags.allow_bf16_reduced_precision_reduction = before
+        flags.allow_bf16_reduced_precision_reduction = \
+            before if split_k is None else (before, split_k)
 
 
 def _rescore(h: Tensor, cand: Tensor, weight: Tensor, bias: Tensor,

@@ -260,3 +260,24 @@ def test_screen_bound_is_rigorous_and_tight(scale):
     worst = 4 * bound.unit * (torch.outer(h.norm(dim=1), bound.w_norm) +
                               den.lin2.bias.abs())
     assert bool((eps < 0.5 * worst.double()).all())
+
+
+def test_float32_accumulation_restores_both_cublas_flags():
+    # The flags are process-wide Python settings (no GPU needed to set
+    # them). Restoring a bare bool used to reset the split-K half to True.
+    from pyg_mmrec.nn.denoiser import _float32_accumulation
+    flags = torch.backends.cuda.matmul
+    if not hasattr(torch._C,
+                   '_get_cublas_allow_bf16_reduced_precision_reduction'):
+        pytest.skip('this torch has no cuBLAS reduction flags')
+    before = torch._C._get_cublas_allow_bf16_reduced_precision_reduction()
+    if not isinstance(before, tuple):
+        pytest.skip('this torch keeps one reduction flag')
+    try:
+        flags.allow_bf16_reduced_precision_reduction = (False, False)
+        setting = torch._C._get_cublas_allow_bf16_reduced_precision_reduction
+        with _float32_accumulation(torch.device('cuda')):
+            assert flags.allow_bf16_reduced_precision_reduction is False
+        assert setting() == (False, False)
+    finally:
+        flags.allow_bf16_reduced_precision_reduction = before
