@@ -60,12 +60,14 @@ BACKENDS: List[Tuple[str, Optional[str]]] = [
     ('default', 'auto'),
 ]
 
-#: Peak DRAM bandwidth in GB/s by device-name substring (first match wins).
+#: Peak DRAM bandwidth in GB/s by device-name substring (the longest
+#: matching substring wins, so 'GH200' is not read as 'H200').
 PEAK_BANDWIDTH_GBS: List[Tuple[str, float]] = [
     ('H200', 4800.), ('GH200', 4000.), ('H100 NVL', 3900.),
-    ('H100 PCIe', 2000.), ('H100', 3350.), ('H800', 3350.),
-    ('A100-SXM4-80GB', 2039.), ('A100 80GB PCIe', 1935.),
-    ('A100', 1555.), ('A800', 2039.), ('L40S', 864.), ('L40', 864.),
+    ('H100 PCIe', 2000.), ('H100', 3350.), ('H800 PCIe', 2000.),
+    ('H800', 3350.), ('A100-SXM4-80GB', 2039.), ('A100 80GB PCIe', 1935.),
+    ('A100', 1555.), ('A800 80GB PCIe', 1935.), ('A800', 2039.),
+    ('L40S', 864.), ('L40', 864.),
     ('L4', 300.), ('A10G', 600.), ('A10', 600.), ('V100', 900.),
     ('T4', 320.), ('RTX 4090', 1008.), ('RTX 3090', 936.),
     ('B200', 8000.), ('MI300X', 5300.),
@@ -169,11 +171,15 @@ def peak_bandwidth(device: torch.device,
         return override
     if device.type != 'cuda':
         return None
-    name = torch.cuda.get_device_name(device)
-    for key, gbs in PEAK_BANDWIDTH_GBS:
-        if key in name:
-            return gbs
-    return None
+    return bandwidth_of(torch.cuda.get_device_name(device))
+
+
+def bandwidth_of(name: str) -> Optional[float]:
+    r"""The peak bandwidth of the GPU called :obj:`name` (GB/s), from its
+    most specific entry in :data:`PEAK_BANDWIDTH_GBS`, or :obj:`None`."""
+    matches = [(len(key), gbs) for key, gbs in PEAK_BANDWIDTH_GBS
+               if key in name]
+    return max(matches)[1] if matches else None
 
 
 def memory_limit_gb(device: torch.device, explicit: Optional[float]) -> float:

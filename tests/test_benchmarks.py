@@ -95,18 +95,23 @@ def test_generated_graph_benchmark_reports_ratio_and_phases(
     assert result['fast_path_top_k_agreement_with_literal'] == 1.0
 
 
-def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch):
-    # One backend that does not fit on a GPU must not lose the others'
-    # measurements (simulated on CPU).
-    import argparse
+def load_spmm(monkeypatch):
+    r"""benchmarks/spmm.py as a module (it imports its sibling common)."""
     import importlib.util
-
-    import torch
     monkeypatch.syspath_prepend(osp.join(ROOT, 'benchmarks'))
     spec = importlib.util.spec_from_file_location(
         'spmm_bench', osp.join(ROOT, 'benchmarks', 'spmm.py'))
     spmm = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(spmm)
+    return spmm
+
+
+def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch):
+    # One backend that does not fit on a GPU must not lose the others'
+    # measurements (simulated on CPU).
+    import argparse
+
+    spmm = load_spmm(monkeypatch)
     real = spmm.make_conv_out
 
     def make_conv_out(name, *args):
@@ -344,3 +349,19 @@ def test_readme_quotes_the_skip_reason_spmm_prints(monkeypatch):
         readme = f.read()
     assert tail in readme and ' GiB (--max-memory-gb)' in readme
     assert '> --max-memory-gb' in readme  # only in the note on old files
+
+
+@pytest.mark.parametrize('name, gbs', [
+    ('NVIDIA GH200 480GB', 4000.),  # 'H200' matched first, giving 4800
+    ('NVIDIA H200', 4800.),
+    ('NVIDIA H100 80GB HBM3', 3350.),
+    ('NVIDIA H100 PCIe', 2000.),
+    ('NVIDIA H800 PCIe', 2000.),
+    ('NVIDIA A800 80GB PCIe', 1935.),
+    ('NVIDIA A100-SXM4-80GB', 2039.),
+    ('NVIDIA A100-SXM4-40GB', 1555.),
+    ('Some Future GPU', None),
+])
+def test_spmm_peak_bandwidth_of_the_most_specific_name(
+        monkeypatch, name, gbs):
+    assert load_spmm(monkeypatch).bandwidth_of(name) == gbs
