@@ -14,15 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pyg_mmrec.data import INTERACTS, item_modalities
-from pyg_mmrec.data.sampling import BPRSampler
-from pyg_mmrec.data.synthetic import make_synthetic
+from pyg_mmrec.data import (INTERACTS, BPRSampler, item_modalities,
+                            make_synthetic)
 from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn import (CrossModalAttention, ModalityProjection,
                           SymNormConv, bpr_loss, to_adj)
 from pyg_mmrec.nn.models import Recommender, batch_embeddings
-from pyg_mmrec.train import TrainConfig, fit
+from pyg_mmrec.train import TrainConfig, fit, resolve_device
 from pyg_mmrec.transforms import SymmetricNorm
 
 
@@ -46,11 +45,10 @@ class FusedLightGCN(Recommender):
         return data
 
     def propagate(self, x: Tensor, adj) -> Tensor:
-        out = x  # LightGCN: mean of the layer outputs
+        layers = [x]  # LightGCN: mean of the layer outputs
         for _ in range(self.num_layers):
-            x = self.conv(x, adj)
-            out = out + x
-        return out / (self.num_layers + 1)
+            layers.append(self.conv(layers[-1], adj))
+        return torch.stack(layers).mean(dim=0)
 
     def forward(self, data) -> Tuple[Tensor, Tensor]:
         adj, ids = data[INTERACTS].adj, self.embedding.weight
@@ -77,15 +75,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--epochs', type=int, default=20)
     args = parser.parse_args()
-    # Checked here, before the data and the model are built.
-    config = TrainConfig(epochs=args.epochs, batch_size=512)
+    config = TrainConfig(epochs=args.epochs, batch_size=512)  # checked
+    device = resolve_device(config.device)  # 'auto': CUDA if there is one
 
     data = make_synthetic()
     torch.manual_seed(0)
     channels = {m: data['item'][m].size(1) for m in item_modalities(data)}
     model = FusedLightGCN(data['user'].num_nodes, data['item'].num_nodes,
-                          channels)
-    data = model.prepare(data)
+                          channels).to(device)
+    data = model.prepare(data.to(device))
     sampler = BPRSampler(data[INTERACTS].edge_index, model.num_users,
                          model.num_items, config.batch_size)
     state = fit(model, data, sampler, model.configure_optimizer(config.lr),

@@ -19,7 +19,7 @@ from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
 from pyg_mmrec.nn.models.diffmm import build_diffmm
-from pyg_mmrec.train import TrainConfig, fit
+from pyg_mmrec.train import TrainConfig, fit, resolve_device
 
 
 def main() -> None:
@@ -29,7 +29,10 @@ def main() -> None:
                         default='tiktok')
     parser.add_argument('--epochs', type=int, default=11)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--device', default='auto',
+                        help="'cpu', 'cuda', 'cuda:N' or 'auto'")
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     if args.dataset == 'synthetic':
         data = make_synthetic()
@@ -39,8 +42,9 @@ def main() -> None:
     train_config = TrainConfig(epochs=args.epochs, seed=args.seed)
 
     torch.manual_seed(args.seed)
-    model = build_diffmm(data, config, seed=args.seed)
-    data = model.prepare(data)  # normalised A and the first generated graphs
+    model = build_diffmm(data, config, seed=args.seed).to(device)
+    # The normalised A and the first generated graphs, on the device.
+    data = model.prepare(data.to(device))
     print(model)
 
     sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,

@@ -23,7 +23,7 @@ from pyg_mmrec.errors import exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.mmssl import MMSSL_PRESETS, MMSSLConfig
 from pyg_mmrec.nn.models.mmssl import build_mmssl
-from pyg_mmrec.train import TrainConfig, fit
+from pyg_mmrec.train import TrainConfig, fit, resolve_device
 
 
 def main() -> None:
@@ -35,7 +35,10 @@ def main() -> None:
     parser.add_argument('--discriminator', choices=['projected', 'paper'],
                         default='projected')
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--device', default='auto',
+                        help="'cpu', 'cuda', 'cuda:N' or 'auto'")
     args = parser.parse_args()
+    device = resolve_device(args.device)
 
     if args.dataset == 'synthetic':
         data = make_synthetic()
@@ -48,8 +51,9 @@ def main() -> None:
                                patience=7, seed=args.seed)
 
     torch.manual_seed(args.seed)
-    model = build_mmssl(data, config, seed=args.seed)
-    data = model.prepare(data)  # P, Q and the initial modality graphs
+    model = build_mmssl(data, config, seed=args.seed).to(device)
+    # P, Q and the initial modality graphs, on the device.
+    data = model.prepare(data.to(device))
     print(model)
 
     sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,

@@ -47,6 +47,11 @@ def test_train_diffmm_example_one_epoch(monkeypatch, capsys):
      'train_diffmm.py: error: NOPE: data set folder not found'),
     ('train_mmssl.py', ['--epochs', '0'],
      'train_mmssl.py: error: epochs must be >= 1, got 0'),
+    # The examples now place model and data on --device (default 'auto').
+    ('train_diffmm.py', ['--device', 'mps'], "train_diffmm.py: error: "
+     "device 'mps' is not supported: use 'cpu', 'cuda', 'cuda:N' or 'auto'"),
+    ('train_mmssl.py', ['--device', 'gpu'], "train_mmssl.py: error: "
+     "unknown device 'gpu'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, name, args,
                                           message):

@@ -10,9 +10,12 @@ from pyg_mmrec.data.hetero import (
 )
 from pyg_mmrec.data.readers import RawInteractions, detect_layout, read_dataset
 from pyg_mmrec.data.dataset import MultiModalRecDataset, to_hetero_data
+from pyg_mmrec.data.sampling import BPRSampler
+from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
 
 __all__ = [
     'USER', 'ITEM', 'INTERACTS', 'MODALITIES', 'item_modalities',
     'num_users_items', 'split_edge_index', 'RawInteractions', 'detect_layout',
-    'read_dataset', 'MultiModalRecDataset', 'to_hetero_data'
+    'read_dataset', 'MultiModalRecDataset', 'to_hetero_data', 'BPRSampler',
+    'SyntheticConfig', 'make_synthetic'
 ]

@@ -30,6 +30,7 @@ multiplies by the very same CSR matrix; otherwise the transposed CSR is built
 once and cached. The kernel itself is PyTorch's native CSR SpMM, so nothing
 here needs :obj:`torch-scatter` or :obj:`torch-sparse`.
 """
+import warnings
 from typing import Any, Optional, Tuple, Union
 
 import torch
@@ -63,9 +64,12 @@ def _ptr_from_sorted(index: Tensor, num_rows: int) -> Tensor:
 def _csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor,
                 size: Tuple[int, int]) -> Tensor:
     # Built from arrays this module sorted itself, so the (costly)
-    # invariant checks are skipped on purpose.
-    return torch.sparse_csr_tensor(rowptr, col, value, size,
-                                   check_invariants=False)
+    # invariant checks are skipped on purpose. torch's "beta" notice on
+    # the first CSR tensor is noise in every user's first forward pass.
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
+        return torch.sparse_csr_tensor(rowptr, col, value, size,
+                                       check_invariants=False)
 
 
 def _csr_mm(csr: Tensor, x: Tensor) -> Tensor:

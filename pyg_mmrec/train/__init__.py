@@ -8,6 +8,7 @@ from pyg_mmrec.train.run import (
     RunOptions,
     assemble,
     evaluate_checkpoint,
+    resolve_device,
     restore,
     train,
 )
@@ -15,5 +16,5 @@ from pyg_mmrec.train.run import (
 __all__ = [
     'TrainConfig', 'TrainState', 'fit', 'run_epoch', 'ModelSpec',
     'register_model', 'RunOptions', 'assemble', 'train', 'restore',
-    'evaluate_checkpoint'
+    'evaluate_checkpoint', 'resolve_device'
 ]

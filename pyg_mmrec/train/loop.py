@@ -106,7 +106,11 @@ def fit(
         sampler (BPRSampler): Draws the epoch's BPR triples.
         optimizer (torch.optim.Optimizer): The recommender's optimiser.
         evaluator (RankingEvaluator): Full-ranking validation and test.
-        config (TrainConfig): Epochs, patience, :math:`K`, seed, device.
+        config (TrainConfig): Epochs, patience, :math:`K` and seed. Its
+            :obj:`device` is not applied here: batches go to the model's
+            device, so move the model and the data there first (e.g. with
+            :func:`~pyg_mmrec.train.resolve_device`, as
+            :func:`~pyg_mmrec.train.assemble` does).
         state (TrainState, optional): Resume from this state.
         on_epoch_end (callable, optional): Called as
             ``on_epoch_end(state, improved)`` after every epoch (write
