@@ -67,6 +67,7 @@ def test_train_writes_metrics_and_checkpoint(trained):
     assert metrics['dataset'] == 'synthetic'
     assert metrics['seed'] == 0
     assert metrics['threads'] == torch.get_num_threads()
+    assert metrics['device'] == 'cpu'
     assert isinstance(metrics['best_epoch'], int)
     assert set(metrics['val']) == METRIC_KEYS
     assert set(metrics['test']) == METRIC_KEYS

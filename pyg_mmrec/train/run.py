@@ -142,11 +142,13 @@ def build_optimizer(model: Recommender,
 
 
 def metrics_report(model: str, dataset: str, state: TrainState,
-                   seed: Optional[int] = None) -> dict:
+                   seed: Optional[int] = None,
+                   device: Optional[str] = None) -> dict:
     r"""The ``metrics.json`` document: model, data set, best epoch, its
     validation and test metrics, and every epoch's record. It also records the
-    seed and the number of CPU threads: together they fix the result on
-    CPU (the thread count decides how float sums are split)."""
+    seed, the number of CPU threads and the device: on CPU the first two fix
+    the result (the thread count decides how float sums are split), and
+    another device rounds differently."""
     return {
         'model': model,
         'dataset': dataset,
@@ -156,6 +158,7 @@ def metrics_report(model: str, dataset: str, state: TrainState,
         'stopped_early': state.stopped_early,
         'seed': seed,
         'threads': torch.get_num_threads(),
+        'device': device,
         'epochs': state.history,
     }
 
@@ -349,6 +352,7 @@ def train(options: RunOptions) -> dict:
     train_config: TrainConfig = configs['train']
     run = assemble(options.model, options.dataset, configs)
     data, model, optimizer = run.data, run.model, run.optimizer
+    device = str(next(model.parameters()).device)
     state = None
     if ckpt is not None:
         load_model_state(model, ckpt, options.resume)
@@ -386,14 +390,14 @@ def train(options: RunOptions) -> dict:
         else:
             save_torch(ckpt, last_path)
         save_json(metrics_report(options.model, options.dataset, state,
-                                 train_config.seed), metrics_path)
+                                 train_config.seed, device), metrics_path)
 
     state = fit(model, data, run.sampler, optimizer, run.evaluator,
                 train_config,
                 state=state, on_epoch_end=on_epoch_end,
                 progress=options.progress)
     report = metrics_report(options.model, options.dataset, state,
-                            train_config.seed)
+                            train_config.seed, device)
     save_json(report, metrics_path)
     return report
 
