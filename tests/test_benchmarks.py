@@ -365,3 +365,18 @@ def test_readme_quotes_the_skip_reason_spmm_prints(monkeypatch):
 def test_spmm_peak_bandwidth_of_the_most_specific_name(
         monkeypatch, name, gbs):
     assert load_spmm(monkeypatch).bandwidth_of(name) == gbs
+
+
+def test_spmm_leaves_out_cpu_time_on_cuda(monkeypatch):
+    # On CUDA the process time is the host spinning in the synchronisation
+    # (simulated here with a plain clock for the 'cuda' device).
+    import time
+    spmm = load_spmm(monkeypatch)
+    monkeypatch.setattr(spmm, 'device_clock', lambda device: time.time())
+    calls = []
+    for device, has_cpu_time in (('cpu', True), ('cuda', False)):
+        timing = spmm.time_fn(lambda: calls.append(1), torch.device(device),
+                              0.0, 3, 10.0)
+        assert timing['repeats'] == 3
+        assert (timing['cpu_ms_median'] is not None) == has_cpu_time
+    assert len(calls) == 8  # a warm-up and three timed calls, twice
