@@ -83,7 +83,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('evaluate', help='evaluate a saved checkpoint')
     p.add_argument('--checkpoint', required=True)
     p.add_argument('--dataset', help='data set (default: the training one)')
-    p.add_argument('--device', default='cpu')
+    p.add_argument('--device', help="'cpu', 'cuda' or 'cuda:N' (default: "
+                   'the one it trained on, if this machine has it, else '
+                   'cpu)')
     p.set_defaults(func=_run_evaluate)
 
 
@@ -133,7 +135,9 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--format', choices=('csv', 'json'), default='csv')
     p.add_argument('--output', help='write here instead of standard output')
     p.add_argument('--dataset', help='data set (default: the training one)')
-    p.add_argument('--device', default='cpu')
+    p.add_argument('--device', help="'cpu', 'cuda' or 'cuda:N' (default: "
+                   'the one it trained on, if this machine has it, else '
+                   'cpu)')
     p.set_defaults(func=_run_recommend)
 
 

@@ -68,6 +68,8 @@ def test_train_writes_metrics_and_checkpoint(trained):
     assert metrics['seed'] == 0
     assert metrics['threads'] == torch.get_num_threads()
     assert metrics['device'] == 'cpu'
+    ckpt = torch.load(trained / 'checkpoint.pt', weights_only=True)
+    assert ckpt['device'] == 'cpu'
     assert isinstance(metrics['best_epoch'], int)
     assert set(metrics['val']) == METRIC_KEYS
     assert set(metrics['test']) == METRIC_KEYS
@@ -124,6 +126,20 @@ def test_evaluate_reproduces_metrics_bit_for_bit(tmp_path, capsys):
     report = json.loads(out)
     assert (report['val'], report['test']) == (metrics['val'],
                                                metrics['test'])
+
+
+def test_evaluation_defaults_to_the_training_device(monkeypatch):
+    # A GPU run is evaluated on its GPU where there is one (a CPU rounds
+    # differently), else on the CPU; old checkpoints count as CPU runs.
+    from pyg_mmrec.train.run import checkpoint_device
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert checkpoint_device({'device': 'cuda:0'}) == 'cpu'
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    assert checkpoint_device({'device': 'cuda:0'}) == 'cuda:0'
+    assert checkpoint_device({'device': 'cuda:1'}) == 'cpu'
+    assert checkpoint_device({'device': 'cpu'}) == 'cpu'
+    assert checkpoint_device({}) == 'cpu'
 
 
 def _training_items(trained):

@@ -178,6 +178,9 @@ def _checkpoint(options: RunOptions, configs: Dict[str, Any],
         'state_dict': model.state_dict(),
         'optimizer': optimizer.state_dict(),
         'train_state': state.to_dict(),
+        # Where it trained: evaluation there reproduces its metrics (a GPU
+        # rounds differently, and DiffMM rebuilds its graphs on load).
+        'device': str(next(model.parameters()).device),
         'rng': torch.get_rng_state(),
         # Dropout and noise drawn on the GPU come from its own generators;
         # without their state a resumed run would replay them from the seed.
@@ -437,13 +440,29 @@ def load_model_state(model: Recommender, ckpt: dict, path: str) -> None:
                               ) from None
 
 
+def checkpoint_device(ckpt: dict) -> str:
+    r"""The device :obj:`ckpt` was trained on if this machine has it (so
+    that evaluation reproduces the run's metrics), else ``'cpu'``.
+    Checkpoints that do not record it count as CPU runs."""
+    saved = ckpt.get('device')
+    if not isinstance(saved, str) or not saved.startswith('cuda'):
+        return 'cpu'
+    try:
+        resolve_device(saved)
+    except ConfigError:  # no (such) GPU here
+        return 'cpu'
+    return saved
+
+
 def restore(checkpoint: str, dataset: Optional[str] = None,
-            device: str = 'cpu') -> Tuple[Recommender, HeteroData, dict]:
-    r"""The trained model of :obj:`checkpoint` and its (prepared) data."""
+            device: Optional[str] = None
+            ) -> Tuple[Recommender, HeteroData, dict]:
+    r"""The trained model of :obj:`checkpoint` and its (prepared) data, on
+    :obj:`device` (default: :func:`checkpoint_device`)."""
     ckpt = load_checkpoint(checkpoint)
     configs = configs_of(ckpt)
     data = load_data(dataset or ckpt['dataset'], configs['data'])
-    torch_device = resolve_device(device)
+    torch_device = resolve_device(device or checkpoint_device(ckpt))
     # The training seed, not 0: DiffMM draws its generated graphs' edge drops
     # from it, and a restored model must rebuild the graphs it was scored on.
     model = build_model(ckpt['model'], data, configs['model'],
@@ -455,7 +474,7 @@ def restore(checkpoint: str, dataset: Optional[str] = None,
 
 
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
-                        device: str = 'cpu') -> dict:
+                        device: Optional[str] = None) -> dict:
     r"""Validation and test metrics of a saved model."""
     model, data, ckpt = restore(checkpoint, dataset, device)
     train_config = configs_of(ckpt)['train']
