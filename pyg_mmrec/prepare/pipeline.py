@@ -154,6 +154,16 @@ class PrepareConfig:
     encoder_batch_size: int = 256
     device: str = 'cpu'
 
+    def __post_init__(self) -> None:
+        # pathlib paths are as good as strings (the recipe records text).
+        for name in ('interactions', 'items', 'text_model'):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
+        if isinstance(self.features, dict):
+            self.features = {
+                m: os.fspath(p) if isinstance(p, os.PathLike) else p
+                for m, p in self.features.items()}
+
     def options(self) -> Dict[str, Any]:
         r"""The options recorded in the recipe (all but the inputs)."""
         out = {f.name: getattr(self, f.name)
@@ -594,10 +604,11 @@ def _sha256(data: bytes) -> str:
 
 
 #: Files the loader (:class:`~pyg_mmrec.data.MultiModalRecDataset`) caches
-#: in ``<data set>/processed``: derived data, which ``--overwrite`` may
+#: in ``<data set>/processed`` (and the temporary files of an interrupted
+#: write): derived data, which ``--overwrite`` may
 #: replace along with the data set (it would be stale anyway).
-_LOADER_CACHE = re.compile(r'data_[0-9a-f]{16}\.pt|pre_transform\.pt|'
-                           r'pre_filter\.pt')
+_LOADER_CACHE = re.compile(r'\.?(data_[0-9a-f]{16}\.pt|pre_transform\.pt|'
+                           r'pre_filter\.pt)(\.[^/]*\.tmp)?')
 
 
 def _foreign_files(out: str) -> List[str]:
@@ -632,6 +643,10 @@ def check_output(out: str, overwrite: bool) -> None:
     :obj:`overwrite` is set and it holds a prepared data set (a
     ``recipe.json``) and nothing else: never delete a file we did not
     write."""
+    if osp.islink(out):
+        # Replacing it would replace the link, not the folder it names.
+        raise ConfigError(f"--out '{out}' is a symbolic link: give the "
+                          f'folder it points to ({osp.realpath(out)})')
     if not osp.exists(out):
         return
     if not osp.isdir(out):
@@ -749,13 +764,15 @@ def prepare_dataset(config: PrepareConfig, out: str,
     (see the module doc); raises :class:`~pyg_mmrec.errors.DatasetError` or
     :class:`~pyg_mmrec.errors.ConfigError` and writes nothing on bad input.
     """
+    # Absolute now: replacing '.' moves the working directory away.
+    out = osp.abspath(out)
     # Fail before the work.
     validate_config(config)
     check_inputs_outside(config, out)
     check_output(osp.abspath(out), overwrite)
     files, recipe = build(config, encoders)
     write_folder(out, files, overwrite)
-    return PrepareResult(osp.abspath(out), recipe, sorted(files))
+    return PrepareResult(out, recipe, sorted(files))
 
 
 def prepare(interactions: str, items: str, out: str, *,
@@ -828,6 +845,8 @@ def rebuild(recipe_path: str, out: str, overwrite: bool = False,
     checksums; a difference (e.g. other package versions for a text model)
     gives a warning.
     """
+    # Absolute now: replacing '.' moves the working directory away.
+    out = osp.abspath(out)
     recipe = rcp.load_recipe(recipe_path)
     config = config_from_recipe(recipe, recipe_path, interactions, items)
     encoders = dict(encoders or {})
@@ -866,4 +885,4 @@ def rebuild(recipe_path: str, out: str, overwrite: bool = False,
                       f"outputs in {', '.join(differ)} (other package "
                       'versions or hardware?)', stacklevel=2)
     write_folder(out, files, overwrite)
-    return PrepareResult(osp.abspath(out), new_recipe, sorted(files))
+    return PrepareResult(out, new_recipe, sorted(files))

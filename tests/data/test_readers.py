@@ -492,9 +492,8 @@ def test_negative_ids(make_dataset, assert_rejected, tiny_splits, layout,
      f'\\(first: {NUM_ITEMS}\\)'),
 ])
 @pytest.mark.parametrize('layout', ['mmssl', 'tabular', 'parquet'])
-def test_heldout_ids_beyond_training_range(make_dataset, assert_rejected,
-                                           tiny_splits, layout, split, edge,
-                                           problem):
+def test_ids_beyond_their_range(make_dataset, assert_rejected, tiny_splits,
+                                layout, split, edge, problem):
     tiny_splits[split].append(edge)
     root = make_dataset(layout, tiny_splits)
     name = {'mmssl': MMSSL_NAMES[split], 'tabular': 'interactions.csv',

@@ -198,6 +198,46 @@ def test_overwrite_keeps_files_prepare_did_not_write(tables, tmp_path, tree):
         'seed'] == 3
 
 
+def test_pathlib_paths_are_accepted(tables, tmp_path):
+    # A pathlib feature path was refused by the type checks (not a str).
+    from pathlib import Path
+    result = prepare(Path(tables['inter.csv']), Path(tables['items.csv']),
+                     tmp_path / 'ds',
+                     features={'visual': Path(tables['vis.npy'])}, **BASE)
+    assert 'image_feat.npy' in result.files
+
+
+def test_rebuild_in_place_from_inside_the_folder(tables, tmp_path,
+                                                 monkeypatch, capsys):
+    # '--out .' names the working directory, which the replacement moves
+    # away: the result path used to be computed afterwards (traceback).
+    out = tmp_path / 'ds'
+    prepared(tables, out)
+    loader_leftover = out / 'processed' / '.data_0123456789abcdef.pt.x1.tmp'
+    loader_leftover.parent.mkdir()
+    loader_leftover.write_bytes(b'an interrupted cache write')
+    monkeypatch.chdir(out)
+    status = main(['prepare', '--recipe', 'recipe.json', '--out', '.',
+                   '--overwrite'])
+    assert status == 0, capsys.readouterr().err
+    outputs = json.loads((out / 'recipe.json').read_text())['outputs']
+    assert sorted(os.listdir(out)) == sorted([*outputs, 'recipe.json'])
+
+
+def test_symlinked_out_is_refused(tables, tmp_path, tree):
+    # Replacing the link replaced the link, not the folder it names, and
+    # left the old folder's link behind.
+    out = tmp_path / 'ds'
+    prepared(tables, out)
+    link = tmp_path / 'link'
+    link.symlink_to(out)
+    before = tree(out)
+    with pytest.raises(ConfigError, match=f"--out '{link}' is a symbolic "
+                       f'link: give the folder it points to'):
+        prepared(tables, link, overwrite=True)
+    assert tree(out) == before and link.is_symlink()
+
+
 def test_storage_error_is_one_output_error(tables, tmp_path, monkeypatch,
                                            capsys):
     def full_disk(path, mode='r', *args, **kwargs):
