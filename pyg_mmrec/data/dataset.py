@@ -23,7 +23,7 @@ from pyg_mmrec.data.readers import (
     read_dataset,
 )
 from pyg_mmrec.errors import DatasetError, OutputError, describe
-from pyg_mmrec.io import atomic_path
+from pyg_mmrec.io import atomic_path, folder_problem
 
 #: Bumped whenever the readers' validation or cleaning changes.
 CACHE_VERSION = 2
@@ -55,22 +55,6 @@ def _default_processed_dir(root: str) -> str:
     cache = os.environ.get('PYG_MMREC_CACHE') or osp.join(
         osp.expanduser('~'), '.cache', 'pyg_mmrec')
     return osp.join(cache, f'{osp.basename(osp.abspath(root))}-{digest}')
-
-
-def _cache_problem(folder: str, error: OSError) -> str:
-    # "File exists" or "Not a directory" do not say which path is in the
-    # way: name the file that stands where a folder of the path should be.
-    path = osp.abspath(folder)
-    while True:
-        if osp.lexists(path) and not osp.isdir(path):
-            return (f'the processed cache cannot be written: {path} is a '
-                    f'file, not a folder')
-        parent = osp.dirname(path)
-        if parent == path:
-            break
-        path = parent
-    return (f'the processed cache cannot be written '
-            f'({error.strerror or describe(error)})')
 
 
 class MultiModalRecDataset(InMemoryDataset):
@@ -200,9 +184,14 @@ class MultiModalRecDataset(InMemoryDataset):
                     and self._in_cache(e.filename):
                 # PyG creates the folder and writes its records itself:
                 # a cache path under a file, or a read-only one, ends here.
-                raise OutputError(self.processed_dir,
-                                  _cache_problem(self.processed_dir, e)) \
-                    from None
+                # "File exists" or "Not a directory" do not say which path
+                # is in the way; folder_problem names it.
+                problem = folder_problem(self.processed_dir)
+                raise OutputError(
+                    self.processed_dir,
+                    f'the processed cache cannot be written: {problem}'
+                    if problem else f'the processed cache cannot be written '
+                    f'({e.strerror or describe(e)})') from None
             raise
 
     def _in_cache(self, path: object) -> bool:

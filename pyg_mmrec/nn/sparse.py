@@ -61,11 +61,11 @@ def _ptr_from_sorted(index: Tensor, num_rows: int) -> Tensor:
     return ptr
 
 
-def _csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor,
-                size: Tuple[int, int]) -> Tensor:
-    # Built from arrays this module sorted itself, so the (costly)
-    # invariant checks are skipped on purpose. torch's "beta" notice on
-    # the first CSR tensor is noise in every user's first forward pass.
+def csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor,
+               size: Tuple[int, int]) -> Tensor:
+    r"""A :obj:`torch.sparse_csr` tensor of arrays that are already a valid
+    CSR (the costly invariant checks are skipped), without torch's "beta"
+    notice, which would be noise in every user's first forward pass."""
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
         return torch.sparse_csr_tensor(rowptr, col, value, size,
@@ -211,11 +211,11 @@ class SparseAdj:
             # Not cached: the values may change between calls (training).
             value = self.value
         if value is not None:
-            return _csr_tensor(self.rowptr, self.col, value.detach(),
-                               self.sparse_size)
+            return csr_tensor(self.rowptr, self.col, value.detach(),
+                              self.sparse_size)
         if self._csr is None:
-            self._csr = _csr_tensor(self.rowptr, self.col,
-                                    self.value.detach(), self.sparse_size)
+            self._csr = csr_tensor(self.rowptr, self.col,
+                                   self.value.detach(), self.sparse_size)
         return self._csr
 
     def csr_t(self, value: OptTensor = None) -> Tensor:
@@ -232,12 +232,12 @@ class SparseAdj:
         t_rowptr, t_col, perm = self._t
         if value is None and not self.value.requires_grad:
             if self._csr_t is None:
-                self._csr_t = _csr_tensor(t_rowptr, t_col, self.value[perm],
-                                          self.sparse_size[::-1])
+                self._csr_t = csr_tensor(t_rowptr, t_col, self.value[perm],
+                                         self.sparse_size[::-1])
             return self._csr_t
         value = self.value if value is None else value
-        return _csr_tensor(t_rowptr, t_col, value.detach()[perm],
-                           self.sparse_size[::-1])
+        return csr_tensor(t_rowptr, t_col, value.detach()[perm],
+                          self.sparse_size[::-1])
 
     def check_symmetric(self, atol: float = 1e-6) -> None:
         r"""Raises :class:`ValueError` unless the matrix equals its

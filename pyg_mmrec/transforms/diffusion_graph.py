@@ -1,5 +1,4 @@
 r"""DiffMM's diffusion-generated modality graphs as a transform."""
-import warnings
 from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Union
 
 import torch
@@ -16,6 +15,7 @@ from pyg_mmrec.data.hetero import (
     require_modalities,
 )
 from pyg_mmrec.graph import csr_of, csr_row_entries, sym_norm_bipartite
+from pyg_mmrec.nn.sparse import csr_tensor
 
 if TYPE_CHECKING:  # pragma: no cover
     from pyg_mmrec.nn.diffusion import GaussianDiffusion
@@ -40,12 +40,7 @@ def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
     ptr, row, cols = csr_row_entries(rowptr, col, index)
     if layout == torch.sparse_csr:
         values = torch.ones(cols.numel(), dtype=dtype, device=col.device)
-        with warnings.catch_warnings():
-            # The "beta" notice of sparse CSR is noise on every call.
-            warnings.simplefilter('ignore', UserWarning)
-            return torch.sparse_csr_tensor(ptr, cols, values,
-                                           (index.numel(), num_items),
-                                           check_invariants=False)
+        return csr_tensor(ptr, cols, values, (index.numel(), num_items))
     if layout != torch.strided:
         raise ValueError(f'layout must be torch.strided or torch.sparse_csr, '
                          f'got {layout}')
