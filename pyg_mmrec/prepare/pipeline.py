@@ -769,7 +769,7 @@ def prepare_dataset(config: PrepareConfig, out: str,
     # Fail before the work.
     validate_config(config)
     check_inputs_outside(config, out)
-    check_output(osp.abspath(out), overwrite)
+    check_output(out, overwrite)
     files, recipe = build(config, encoders)
     write_folder(out, files, overwrite)
     return PrepareResult(out, recipe, sorted(files))
@@ -864,7 +864,7 @@ def rebuild(recipe_path: str, out: str, overwrite: bool = False,
                 'script?); rebuild with the Python API and pass it: '
                 f"rebuild(..., encoders={{'{modality}': fn}})")
     check_inputs_outside(config, out)
-    check_output(osp.abspath(out), overwrite)
+    check_output(out, overwrite)
     if recipe.get('library_version') != pyg_mmrec.__version__:
         warnings.warn(f"{recipe_path}: made by pyg-mmrec "
                       f"{recipe.get('library_version')}, rebuilding with "
