@@ -94,8 +94,9 @@ def describe(err: BaseException, path: Optional[str] = None) -> str:
     return f'{path}: {msg}' if path else msg
 
 
-def _is_integer(value: Any) -> bool:
-    # Python and NumPy integers, but neither bool nor float (1.0 included).
+def is_integer(value: Any) -> bool:
+    r"""Whether :obj:`value` is a Python or NumPy integer (neither a
+    ``bool`` nor a float, ``1.0`` included)."""
     return isinstance(value, numbers.Integral) and \
         not isinstance(value, bool)
 
@@ -151,7 +152,7 @@ def check_config(config: Any, *, at_least_one: Sequence[str] = (),
                           f'{getattr(config, name)!r}')
 
     for name in (*_int_fields(config), *at_least_one):
-        if not _is_integer(getattr(config, name)):
+        if not is_integer(getattr(config, name)):
             fail(name, 'an integer')
     # Written as ``not (in range)`` so that NaN, which compares false with
     # everything, is rejected too.

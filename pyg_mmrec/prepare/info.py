@@ -46,7 +46,8 @@ def _train_degrees(data: HeteroData):
             np.bincount(edges[1], minlength=num_items))
 
 
-def _feature_summary(features: np.ndarray) -> Dict[str, Any]:
+def _feature_summary(features: np.ndarray,
+                     dtype: Optional[str] = None) -> Dict[str, Any]:
     # In float64: squares of large float32 features would overflow the
     # std and norms to inf, which JSON cannot hold.
     x = features.astype(np.float64)
@@ -55,7 +56,7 @@ def _feature_summary(features: np.ndarray) -> Dict[str, Any]:
     norms = np.linalg.norm(np.where(finite, x, 0.0), axis=1)
     return {
         'dim': int(x.shape[1]),
-        'dtype': str(features.dtype),
+        'dtype': dtype or str(features.dtype),
         'mean': float(values.mean()) if values.size else math.nan,
         'std': float(values.std()) if values.size else math.nan,
         'min': float(values.min()) if values.size else math.nan,
@@ -118,9 +119,8 @@ def dataset_statistics(data: HeteroData,
     features = {}
     for modality in item_modalities(data):
         x = data[ITEM][modality].detach().cpu().numpy()
-        features[modality] = _feature_summary(x)
-        if file_dtypes and modality in file_dtypes:
-            features[modality]['dtype'] = file_dtypes[modality]
+        features[modality] = _feature_summary(
+            x, (file_dtypes or {}).get(modality))
 
     return {
         'num_users': num_users,

@@ -60,6 +60,7 @@ from pyg_mmrec.errors import (
     DatasetError,
     OutputError,
     describe,
+    is_integer,
 )
 from pyg_mmrec.io import current_umask
 from pyg_mmrec.prepare import features as feat
@@ -230,11 +231,6 @@ def _modality_sources(config: PrepareConfig,
     return sources
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and \
-        not isinstance(value, bool)
-
-
 def _check_types(config: PrepareConfig, name: Callable[[str], str]) -> None:
     r"""Checks the type (and range) of every field on its own, so that a
     malformed value (from the Python API or an edited recipe) fails here
@@ -261,11 +257,11 @@ def _check_types(config: PrepareConfig, name: Callable[[str], str]) -> None:
         fail('rating_threshold', 'a finite number')
     for key in ('user_k', 'item_k', 'seed'):
         value = getattr(config, key)
-        if not _is_int(value) or value < 0:
+        if not is_integer(value) or value < 0:
             fail(key, 'a non-negative integer')
     for key in ('text_batch_size', 'encoder_batch_size'):
         value = getattr(config, key)
-        if not _is_int(value) or value < 1:
+        if not is_integer(value) or value < 1:
             fail(key, 'a positive integer')
     if not isinstance(config.text_columns, (list, tuple)) or not all(
             isinstance(c, str) for c in config.text_columns):
@@ -369,7 +365,8 @@ def _empty_error(config: PrepareConfig, stats: Dict[str, int],
 
 
 def _check_loadable(config: PrepareConfig, frame: pd.DataFrame,
-                    codes: np.ndarray, cold: int) -> None:
+                    codes: np.ndarray, cold: int, users: np.ndarray,
+                    user_idx: np.ndarray, num_items: int) -> None:
     r"""Refuses a split the reader of the output would refuse: an empty
     validation or test split, or a user with a training interaction with
     every item (BPR samples negatives among the others). Both can follow
@@ -388,9 +385,6 @@ def _check_loadable(config: PrepareConfig, frame: pd.DataFrame,
                 f' ratios={list(config.ratios)}' +
                 (f'; {policy}' if policy else '') + '): users need more '
                 'interactions (raise the k-core) or larger held-out shares')
-    users, user_idx = np.unique(frame['user'].to_numpy(),
-                                return_inverse=True)
-    num_items = frame['item'].nunique()
     degree = np.bincount(user_idx[codes == TRAIN], minlength=len(users))
     full = np.flatnonzero(degree >= num_items)
     if full.size:
@@ -493,13 +487,13 @@ def build(config: PrepareConfig,
         = cold
     frame = frame[keep].reset_index(drop=True)
     codes = codes[keep]
-    _check_loadable(config, frame, codes, cold)
-
     # Ids in sorted order of the raw ids: stable under row order changes.
     raw_users, user_new = np.unique(frame['user'].to_numpy(),
                                     return_inverse=True)
     raw_items, item_new = np.unique(frame['item'].to_numpy(),
                                     return_inverse=True)
+    _check_loadable(config, frame, codes, cold, raw_users, user_new,
+                    len(raw_items))
     table_rows = pd.Index(item_ids).get_indexer(raw_items)
     kept_items = items_raw.iloc[table_rows].reset_index(drop=True)
 
