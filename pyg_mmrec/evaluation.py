@@ -45,9 +45,30 @@ class RankingEvaluator:
         self.ks = sorted(set(int(k) for k in ks))
         self.batch_size = batch_size
         self._csr = {
-            split: csr_of(split_edge_index(data, split).cpu(), self.num_users)
+            split: csr_of(self._checked_edges(data, split), self.num_users)
             for split in ('train', 'val', 'test')
         }
+
+    def _checked_edges(self, data: HeteroData, split: str) -> Tensor:
+        # Held-out edges live beside the training edges under their own
+        # keys, which PyG's subgraph, to_homogeneous and batching do not
+        # renumber: refuse ids outside the data rather than score them.
+        edge_index = split_edge_index(data, split).cpu()
+        if edge_index.dim() != 2 or edge_index.size(0) != 2 or \
+                edge_index.is_floating_point():
+            raise ValueError(f'the {split} edges must be a [2, E] integer '
+                             f'tensor, got {edge_index.dtype} of shape '
+                             f'{tuple(edge_index.shape)}')
+        for row, noun, count in ((0, 'user', self.num_users),
+                                 (1, 'item', self.num_items)):
+            ids = edge_index[row]
+            if ids.numel() and (ids.min() < 0 or ids.max() >= count):
+                bad = ids[(ids < 0) | (ids >= count)][0]
+                raise ValueError(
+                    f'the {split} edges hold {noun} id {int(bad)}, outside '
+                    f'the data set\'s {noun}s 0..{count - 1} (were they '
+                    f'renumbered without the training edges?)')
+        return edge_index.long()
 
     def check_users(self, users: Union[Tensor, Sequence[int]]) -> Tensor:
         r""":obj:`users` as a 1-D ``long`` tensor on the CPU; raises unless

@@ -231,3 +231,29 @@ def test_non_finite_scores_are_refused(bad):
     with pytest.raises(DivergenceError, match='the model scores items as '
                        'NaN or infinite: it diverged'):
         evaluator.evaluate(broken, 'val')
+
+
+@pytest.mark.parametrize('split,key,value,message', [
+    ('val', 'val_edge_index', [[0, 1], [5, 6]],
+     'the val edges hold item id 6, outside the data set\'s items 0..5'),
+    ('test', 'test_edge_index', [[3], [0]],
+     'the test edges hold user id 3, outside the data set\'s users 0..2'),
+    ('train', 'edge_index', [[-1], [0]],
+     'the train edges hold user id -1, outside the data set\'s users 0..2'),
+    ('val', 'val_edge_index', [[0.0], [1.0]],
+     'the val edges must be a [2, E] integer tensor, got torch.float32'),
+])
+def test_edges_outside_the_data_are_refused(split, key, value, message):
+    # PyG's subgraph() renumbers edge_index but not the held-out edges
+    # stored beside it: an item subgraph used to be scored (recall 0.45)
+    # against ids of items that were no longer there.
+    data = _data()
+    data['user', 'interacts', 'item'][key] = torch.tensor(value)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        RankingEvaluator(data)
+
+
+def test_item_subgraph_with_stale_held_out_ids_is_refused():
+    data = _data().subgraph({'item': torch.tensor([0, 1, 2])})
+    with pytest.raises(ValueError, match='outside the data set'):
+        RankingEvaluator(data)
