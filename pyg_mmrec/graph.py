@@ -9,7 +9,9 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch_geometric.utils import scatter
+from torch_geometric.index import index2ptr
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
+from torch_geometric.utils import cumsum, degree
 
 
 def to_homogeneous(edge_index: Tensor, num_users: int) -> Tensor:
@@ -52,22 +54,13 @@ def sym_norm_bipartite(
         (user to item, then item to user) followed by ``U + I`` self-loops if
         requested. The matrix is symmetric.
     """
-    num_nodes = num_users + num_items
-    full_index = to_homogeneous(edge_index, num_users)
-    if edge_weight is None:
-        edge_weight = torch.ones(edge_index.size(1), dtype=dtype,
-                                 device=edge_index.device)
-    weight = torch.cat([edge_weight, edge_weight]).to(dtype)
-    if add_self_loops:
-        loop = torch.arange(num_nodes, device=edge_index.device)
-        full_index = torch.cat([full_index, loop.repeat(2, 1)], dim=1)
-        weight = torch.cat([weight, weight.new_ones(num_nodes)])
-    deg = scatter(weight, full_index[0], dim=0, dim_size=num_nodes,
-                  reduce='sum')
-    deg_inv_sqrt = deg.pow(-0.5)
-    deg_inv_sqrt.masked_fill_(deg_inv_sqrt == float('inf'), 0.)
-    weight = deg_inv_sqrt[full_index[0]] * weight * deg_inv_sqrt[full_index[1]]
-    return full_index, weight
+    # PyG's GCN normalisation on the homogeneous graph is exactly this
+    # matrix (its self-loops are appended after the 2E edges).
+    if edge_weight is not None:
+        edge_weight = torch.cat([edge_weight, edge_weight]).to(dtype)
+    return gcn_norm(to_homogeneous(edge_index, num_users), edge_weight,
+                    num_users + num_items, add_self_loops=add_self_loops,
+                    dtype=dtype)
 
 
 def one_sided_norm(
@@ -92,10 +85,8 @@ def one_sided_norm(
         :obj:`edge_index`: ``P[u, i] = user_weight[e]`` and
         ``Q[i, u] = item_weight[e]`` for edge ``e = (u, i)``.
     """
-    ones = torch.ones(edge_index.size(1), dtype=dtype,
-                      device=edge_index.device)
-    deg_user = scatter(ones, edge_index[0], dim=0, dim_size=num_users)
-    deg_item = scatter(ones, edge_index[1], dim=0, dim_size=num_items)
+    deg_user = degree(edge_index[0], num_users, dtype=dtype)
+    deg_item = degree(edge_index[1], num_items, dtype=dtype)
     return (deg_user.pow(-0.5)[edge_index[0]],
             deg_item.pow(-0.5)[edge_index[1]])
 
@@ -104,11 +95,12 @@ def csr_of(edge_index: Tensor, num_rows: int) -> Tuple[Tensor, Tensor]:
     r"""``(rowptr, col)`` of edges sorted by row (stable on column order)."""
     perm = torch.argsort(edge_index[0], stable=True)
     row, col = edge_index[0, perm], edge_index[1, perm]
-    counts = torch.bincount(row, minlength=num_rows)
-    rowptr = torch.zeros(num_rows + 1, dtype=torch.long,
-                         device=edge_index.device)
-    torch.cumsum(counts, 0, out=rowptr[1:])
-    return rowptr, col
+    # index2ptr does not check its input and writes out of bounds on a row
+    # id >= num_rows; sorted rows make the check two reads.
+    if row.numel() and (int(row[0]) < 0 or int(row[-1]) >= num_rows):
+        bad = int(row[0]) if int(row[0]) < 0 else int(row[-1])
+        raise ValueError(f'row id {bad} is outside 0..{num_rows - 1}')
+    return index2ptr(row, num_rows), col
 
 
 def csr_row_entries(rowptr: Tensor, col: Tensor,
@@ -123,9 +115,7 @@ def csr_row_entries(rowptr: Tensor, col: Tensor,
     """
     start = rowptr[index]
     count = rowptr[index + 1] - start
-    ptr = torch.zeros(index.numel() + 1, dtype=torch.long,
-                      device=rowptr.device)
-    torch.cumsum(count, 0, out=ptr[1:])
+    ptr = cumsum(count)
     total = int(ptr[-1])
     row = torch.repeat_interleave(
         torch.arange(index.numel(), device=rowptr.device), count,

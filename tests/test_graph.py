@@ -1,4 +1,6 @@
 r"""Bipartite graph functions against dense matrix math."""
+import re
+
 import pytest
 import torch
 
@@ -90,3 +92,16 @@ def test_csr_of():
     rowptr, col = csr_of(edges, 4)
     assert rowptr.tolist() == [0, 2, 3, 5, 5]
     assert col.tolist() == [1, 2, 3, 4, 0]  # stable within each row
+
+
+@pytest.mark.parametrize('rows,message', [
+    ([0, 4], 'row id 4 is outside 0..3'),
+    ([-1, 2], 'row id -1 is outside 0..3'),
+])
+def test_csr_of_refuses_rows_out_of_range(rows, message):
+    # The row pointer is built by a kernel that does not check its input
+    # (an id past the end corrupted the heap); before that, bincount
+    # silently grew the pointer past num_rows + 1.
+    edges = torch.tensor([rows, [0, 1]])
+    with pytest.raises(ValueError, match=re.escape(message)):
+        csr_of(edges, 4)
