@@ -18,7 +18,8 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     require_modalities,
 )
-from pyg_mmrec.graph import csr_of, csr_row_entries, one_sided_norm
+from pyg_mmrec.graph import csr_of, csr_row_entries
+from pyg_mmrec.transforms.normalize import OneSidedNorm
 
 
 def _batch_training_pairs(rowptr: Tensor, col: Tensor, index: Tensor
@@ -299,18 +300,24 @@ class AdversarialGraph(BaseTransform):
     \mathbf{y}^{i\top}_m) \odot (1 - \mathbf{R}))`
     (:func:`preference_topk_edges`), with MMSSL's one-sided normalisation
     :math:`\mathbf{P}_m = \mathbf{D}_u^{-1/2} \mathbf{R}_m`,
-    :math:`\mathbf{Q}_m = \mathbf{D}_i^{-1/2} \mathbf{R}_m^\top`
-    (:func:`~pyg_mmrec.graph.one_sided_norm`).
+    :math:`\mathbf{Q}_m = \mathbf{D}_i^{-1/2} \mathbf{R}_m^\top` written
+    by :class:`~pyg_mmrec.transforms.OneSidedNorm` itself, in its
+    ``source -> target`` layout. For each modality :obj:`m`:
 
-    For each modality :obj:`m` the edge type
-    ``('user', f'{relation}_{m}', 'item')`` gets:
+    * ``('user', f'{relation}_{m}', 'item')`` (:meth:`edge_type`) gets
+      :obj:`edge_index` ``[2, U k]``, the generated user-item edges (item
+      ids from 0) sorted by user, then by decreasing preference, and
+      :obj:`edge_weight` ``[U k]`` :math:`= \mathbf{Q}_m`, :math:`d_i^{-1/2}`
+      of the edge's item (items aggregate users);
+    * ``('item', f'rev_{relation}_{m}', 'user')`` (:meth:`rev_edge_type`)
+      gets the flipped :obj:`edge_index` (same edge order) and
+      :obj:`edge_weight` :math:`= \mathbf{P}_m`, :math:`d_u^{-1/2}` of the
+      edge's user (users aggregate items).
 
-    * :obj:`edge_index` ``[2, U k]``: the generated user-item edges (item ids
-      from 0), sorted by user, then by decreasing preference;
-    * :obj:`edge_weight` ``[U k]``: :math:`\mathbf{P}_m` (users aggregate
-      items), :math:`D_u^{-1/2}` of the edge's user;
-    * :obj:`rev_edge_weight` ``[U k]``: :math:`\mathbf{Q}_m` (items aggregate
-      users), :math:`D_i^{-1/2}` of the edge's item.
+    As for :class:`~pyg_mmrec.transforms.OneSidedNorm`, a
+    :class:`~torch_geometric.transforms.ToUndirected` applied *after* this
+    transform would replace :math:`\mathbf{P}_m` by :math:`\mathbf{Q}_m`;
+    apply it before.
 
     Deterministic (no randomness); the data is shallow-copied.
 
@@ -347,6 +354,11 @@ class AdversarialGraph(BaseTransform):
         r"""The edge type that holds the graph of :obj:`modality`."""
         return (USER, f'{self.relation}_{modality}', ITEM)
 
+    def rev_edge_type(self, modality: str) -> Tuple[str, str, str]:
+        r"""The reverse edge type of :obj:`modality`'s graph (the name
+        :class:`~torch_geometric.transforms.ToUndirected` would give it)."""
+        return (ITEM, f'rev_{self.relation}_{modality}', USER)
+
     def forward(self, data: HeteroData) -> HeteroData:
         require_modalities(data, self.user_emb)
         num_users, num_items = num_users_items(data)
@@ -356,12 +368,13 @@ class AdversarialGraph(BaseTransform):
                                         self.item_emb[name].detach(),
                                         edge_index, num_users, num_items,
                                         self.rate, self.batch_size)
-            user_weight, item_weight = one_sided_norm(gen, num_users,
-                                                      num_items)
-            store = data[self.edge_type(name)]
-            store.edge_index = gen
-            store.edge_weight = user_weight
-            store.rev_edge_weight = item_weight
+            edge_type = self.edge_type(name)
+            data[edge_type].edge_index = gen
+            # OneSidedNorm's own code, so that the generated graphs cannot
+            # drift from the training graph's layout. forward(), not
+            # __call__: data is already this transform's copy.
+            data = OneSidedNorm(edge_type, self.rev_edge_type(name)).forward(
+                data)
         return data
 
     def __repr__(self) -> str:

@@ -103,6 +103,22 @@ class OneSidedNorm(BaseTransform):
       :math:`= \mathbf{P}_{u i} = d_u^{-1/2}`; users aggregate items.
 
     Degrees count edges (:math:`\mathbf{R}` is binary), as in the paper.
+    :class:`~pyg_mmrec.transforms.AdversarialGraph` applies this transform
+    to the graphs it generates, so they have the same layout.
+
+    .. warning::
+        Apply :class:`~torch_geometric.transforms.ToUndirected` *before*
+        this transform, never after it. :class:`ToUndirected` gives the
+        reverse edge type a copy of every edge-level attribute of the
+        forward one, and so replaces :math:`\mathbf{P}` on
+        :obj:`rev_edge_type` by :math:`\mathbf{Q}` (silently: both are
+        ``[E]`` tensors of the same edge order). No choice of attributes
+        avoids this while :obj:`edge_weight` means each direction's own
+        normalisation, since the two directions' weights differ. Run
+        first, :class:`ToUndirected` writes the reverse :obj:`edge_index`
+        this transform writes (the flipped index, same edge order), so the
+        edge-level attributes it copied stay aligned with
+        :obj:`edge_weight`.
 
     Args:
         edge_type (tuple): The ``(user, relation, item)`` edge type

@@ -16,6 +16,7 @@ from pyg_mmrec.transforms.adversarial import (
     projected_real_rows,
     sparse_sharpening_is_exact,
 )
+from pyg_mmrec.transforms.normalize import OneSidedNorm
 
 U, I, D = 6, 8, 3
 EDGES = torch.tensor([[0, 0, 1, 2, 3, 3, 3, 5],
@@ -109,12 +110,45 @@ def test_transform_equals_naive_loop(rate):
         ref = torch.tensor(edges).t()
         store = out['user', f'adversarial_{name}', 'item']
         assert torch.equal(store.edge_index, ref)
-        # P = D_u^-1/2 R_m, Q = D_i^-1/2 R_m^T (one-sided).
+        # OneSidedNorm's source -> target layout: items aggregate users
+        # with Q = D_i^-1/2 R_m^T, users aggregate items (reverse edges)
+        # with P = D_u^-1/2 R_m.
         deg_u = torch.bincount(ref[0], minlength=U).float()
         deg_i = torch.bincount(ref[1], minlength=I).float()
-        assert torch.allclose(store.edge_weight, deg_u[ref[0]].pow(-0.5))
-        assert torch.allclose(store.rev_edge_weight, deg_i[ref[1]].pow(-0.5))
+        assert torch.allclose(store.edge_weight, deg_i[ref[1]].pow(-0.5))
+        rev = out['item', f'rev_adversarial_{name}', 'user']
+        assert transform.rev_edge_type(name) == rev._key
+        assert torch.equal(rev.edge_index, ref.flip(0))
+        assert torch.allclose(rev.edge_weight, deg_u[ref[0]].pow(-0.5))
+        assert set(store.keys()) == {'edge_index', 'edge_weight'}
+        assert set(rev.keys()) == {'edge_index', 'edge_weight'}
     assert ('user', 'adversarial_visual', 'item') not in data.edge_types
+
+
+def test_transform_writes_onesidednorms_layout():
+    # A generated graph is stored exactly as OneSidedNorm stores the
+    # training graph, so a PyG layer reads either the same way.
+    torch.manual_seed(4)
+    user = {'visual': torch.randn(U, D)}
+    item = {'visual': torch.randn(I, D)}
+    transform = AdversarialGraph(user, item, rate=0.3, relation='gen')
+    out = transform(tiny_data())
+    fwd, rev = transform.edge_type('visual'), transform.rev_edge_type('visual')
+    ref = HeteroData()
+    ref['user'].num_nodes, ref['item'].num_nodes = U, I
+    ref[fwd].edge_index = out[fwd].edge_index
+    ref = OneSidedNorm(fwd)(ref)
+    assert OneSidedNorm(fwd).rev_edge_type == rev
+    for edge_type in (fwd, rev):
+        for key in ('edge_index', 'edge_weight'):
+            assert torch.equal(out[edge_type][key], ref[edge_type][key])
+    # P and Q are the propagation operators their names say.
+    P = torch.zeros(U, I).index_put((out[rev].edge_index[1],
+                                     out[rev].edge_index[0]),
+                                    out[rev].edge_weight)
+    R = torch.zeros(U, I).index_put(tuple(out[fwd].edge_index),
+                                    torch.tensor(1.0))
+    torch.testing.assert_close(P, R / R.sum(1, keepdim=True).sqrt())
 
 
 def test_topk_edges_batches_agree_and_bad_input():

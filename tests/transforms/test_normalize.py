@@ -119,3 +119,27 @@ def test_missing_edge_type():
         SymmetricNorm(weight_attr='w')(data)
     with pytest.raises(ValueError, match="data has no 'edge_index'"):
         OneSidedNorm(edge_type=('user', 'clicks', 'item'))(data)
+
+
+def test_to_undirected_runs_before_one_sided_norm_not_after():
+    data, R = make_data(seed=3)
+    fwd, rev = ('user', 'interacts', 'item'), ('item', 'rev_interacts', 'user')
+    E = data[fwd].edge_index.size(1)
+    data[fwd].edge_label = torch.arange(E)
+    alone = OneSidedNorm()(data)
+    # The documented order: OneSidedNorm rewrites what ToUndirected put on
+    # the reverse type, in ToUndirected's edge order, so the edge-level
+    # attributes ToUndirected copied stay aligned with P.
+    out = Compose([ToUndirected(), OneSidedNorm()])(data)
+    for edge_type in (fwd, rev):
+        assert torch.equal(out[edge_type].edge_index,
+                           alone[edge_type].edge_index)
+        assert torch.equal(out[edge_type].edge_weight,
+                           alone[edge_type].edge_weight)
+    assert torch.equal(out[rev].edge_label, torch.arange(E))
+    # The other order is the pitfall OneSidedNorm's docstring warns about:
+    # ToUndirected copies Q over P. If PyG ever stops doing so, the
+    # warning can go.
+    bad = Compose([OneSidedNorm(), ToUndirected()])(data)
+    assert torch.equal(bad[rev].edge_weight, alone[fwd].edge_weight)
+    assert not torch.equal(bad[rev].edge_weight, alone[rev].edge_weight)

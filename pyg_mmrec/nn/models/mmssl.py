@@ -13,13 +13,12 @@ from torch_geometric.data import HeteroData
 from pyg_mmrec.data.hetero import (
     INTERACTS,
     ITEM,
-    RATED_BY,
     USER,
     item_modalities,
     num_users_items,
+    require_modalities,
 )
 from pyg_mmrec.errors import check_config
-from pyg_mmrec.graph import one_sided_norm
 from pyg_mmrec.nn.adversarial import (
     Discriminator,
     ProjectedDiscriminator,
@@ -48,6 +47,12 @@ from pyg_mmrec.transforms.adversarial import (
 )
 from pyg_mmrec.transforms.diffusion_graph import interaction_rows
 from pyg_mmrec.transforms.normalize import OneSidedNorm
+
+# Every graph MMSSL propagates on, the training graph R and each R_m, is
+# stored in OneSidedNorm's layout: the (user, rel, item) store holds the
+# edges with Q as edge_weight, the reverse (item, rev_rel, user) store the
+# flipped edges with P as edge_weight. The adjacencies built from them for
+# OneSidedNormConv are kept on the (user, rel, item) store:
 
 #: Attribute of a ``(user, *, item)`` store that holds the ``U x I``
 #: adjacency along which users aggregate items (:math:`\mathbf{P}`).
@@ -220,6 +225,14 @@ class MMSSLEmbeddings(NamedTuple):
     #: per modality, ``[U, d]`` user ID views :math:`\mathbf{o}^u_m`
     id_user: Dict[str, Tensor]
 
+    def detach(self) -> 'MMSSLEmbeddings':
+        r"""The same representations, cut from the autograd graph."""
+        return MMSSLEmbeddings(
+            self.user.detach(), self.item.detach(),
+            {m: y.detach() for m, y in self.feature_user.items()},
+            {m: y.detach() for m, y in self.feature_item.items()},
+            {m: o.detach() for m, o in self.id_user.items()})
+
 
 class MMSSL(Recommender):
     r"""MMSSL: multi-modal self-supervised learning for recommendation.
@@ -317,26 +330,36 @@ class MMSSL(Recommender):
 
     # Graphs ##################################################################
 
-    def _one_sided_adjs(self, edge_index: Tensor, user_weight: Tensor,
-                        item_weight: Tensor) -> Tuple[object, object]:
-        r"""``(P, Q)`` for :class:`OneSidedNormConv`, each as
-        ``(adjacency, weights, (num_sources, num_targets))``: messages flow
-        from items to users along :math:`\mathbf{P}` and from users to
-        items along :math:`\mathbf{Q}`. The size is kept because a plain
+    def _store_adjs(self, data: HeteroData, norm: OneSidedNorm) -> None:
+        r"""Stores :math:`\mathbf{P}` and :math:`\mathbf{Q}` of the graph
+        :obj:`norm` wrote for :class:`OneSidedNormConv`, as
+        :obj:`user_adj` and :obj:`item_adj` of its ``(user, rel, item)``
+        store, each as ``(adjacency, weights, (num_sources,
+        num_targets))``: messages flow from items to users along
+        :math:`\mathbf{P}` (the reverse edges) and from users to items
+        along :math:`\mathbf{Q}`. The size is kept because a plain
         ``edge_index`` (the scatter backend) does not know it."""
         num_users, num_items = self.num_users, self.num_items
         backend = self.config.backend
-        p, p_weight = to_adj(edge_index.flip(0), user_weight,
+        store, rev = data[norm.edge_type], data[norm.rev_edge_type]
+        p, p_weight = to_adj(rev.edge_index, rev.edge_weight,
                              (num_items, num_users), backend=backend)
-        q, q_weight = to_adj(edge_index, item_weight, (num_users, num_items),
-                             backend=backend)
-        return ((p, p_weight, (num_items, num_users)),
-                (q, q_weight, (num_users, num_items)))
+        q, q_weight = to_adj(store.edge_index, store.edge_weight,
+                             (num_users, num_items), backend=backend)
+        store[USER_ADJ] = (p, p_weight, (num_items, num_users))
+        store[ITEM_ADJ] = (q, q_weight, (num_users, num_items))
 
     def generated_edge_type(self, modality: str) -> Tuple[str, str, str]:
         r"""The edge type holding :math:`\mathbf{R}_m` of :obj:`modality`
-        (the one :class:`~pyg_mmrec.transforms.AdversarialGraph` writes)."""
+        (the one :class:`~pyg_mmrec.transforms.AdversarialGraph` writes,
+        with :math:`\mathbf{Q}_m` as :obj:`edge_weight`)."""
         return (USER, f'{RELATION}_{modality}', ITEM)
+
+    def generated_rev_edge_type(self, modality: str
+                                ) -> Tuple[str, str, str]:
+        r"""The reverse edge type of :meth:`generated_edge_type`, with
+        :math:`\mathbf{P}_m` as :obj:`edge_weight`."""
+        return (ITEM, f'rev_{RELATION}_{modality}', USER)
 
     @property
     def generated_edges(self) -> Optional[Dict[str, Tensor]]:
@@ -346,85 +369,50 @@ class MMSSL(Recommender):
         \mathbf{R}`."""
         return self._generated_edges
 
-    def _attach_generated(self, data: HeteroData,
-                          transform: Optional[AdversarialGraph]) -> None:
-        r"""Stores :math:`\mathbf{R}_m` with :math:`\mathbf{P}_m,
-        \mathbf{Q}_m` of every modality: from :obj:`transform`, or
-        :math:`\mathbf{R}_m = \mathbf{R}` when it is :obj:`None`, and
-        remembers the generated edges (:attr:`generated_edges`)."""
-        if transform is None:
-            train = data[INTERACTS]
-            # Same attribute meanings as AdversarialGraph's output.
-            source = {m: (train.edge_index, data[RATED_BY].edge_weight,
-                          train.edge_weight) for m in self.modalities}
-            self._generated_edges = None
-        else:
-            generated = transform(data)
-            source = {}
-            for m in self.modalities:
-                gen = generated[transform.edge_type(m)]
-                source[m] = (gen.edge_index, gen.edge_weight,
-                             gen.rev_edge_weight)
-            self._generated_edges = {m: source[m][0]
-                                     for m in self.modalities}
-        self._store_graphs(data, source)
+    def _attach_graphs(self, data: HeteroData,
+                       edges: Optional[Dict[str, Tensor]]) -> None:
+        r"""Stores :math:`\mathbf{R}_m` of every modality, :obj:`edges`
+        (generated edges as in :attr:`generated_edges`) or, with
+        :obj:`None`, :math:`\mathbf{R}`, with :math:`\mathbf{P}_m,
+        \mathbf{Q}_m`, and remembers the generated edges.
 
-    def _attach_saved(self, data: HeteroData,
-                      edges: Dict[str, Tensor]) -> None:
-        r"""Stores :obj:`edges` (generated edges as in
-        :attr:`generated_edges`) as :math:`\mathbf{R}_m`, with
-        :math:`\mathbf{P}_m, \mathbf{Q}_m` recomputed from them."""
-        num_users, num_items = self.num_users, self.num_items
-        device = data[INTERACTS].edge_index.device
-        source = {}
+        The weights are written by :class:`OneSidedNorm`, as
+        :class:`~pyg_mmrec.transforms.AdversarialGraph` writes them: they
+        are the one-sided normalisation of the edges alone (float32 degree
+        counts), so they come out bit for bit the same, and a checkpoint
+        need not hold them."""
+        train = data[INTERACTS].edge_index
         for m in self.modalities:
-            edge_index = edges[m].to(device)
-            # AdversarialGraph's weights are the one-sided normalisation of
-            # the edges alone (float32 degree counts), so this call, the
-            # one the transform makes, gives them back bit for bit: the
-            # checkpoint need not hold them.
-            user_weight, item_weight = one_sided_norm(edge_index, num_users,
-                                                      num_items)
-            source[m] = (edge_index, user_weight, item_weight)
-        self._generated_edges = {m: source[m][0] for m in self.modalities}
-        self._store_graphs(data, source)
-
-    def _store_graphs(self, data: HeteroData,
-                      source: Dict[str, Tuple[Tensor, Tensor, Tensor]]
-                      ) -> None:
-        for m in self.modalities:
-            edge_index, user_weight, item_weight = source[m]
-            store = data[self.generated_edge_type(m)]
-            store.edge_index = edge_index
-            store.edge_weight = user_weight  # P_m
-            store.rev_edge_weight = item_weight  # Q_m
-            store[USER_ADJ], store[ITEM_ADJ] = self._one_sided_adjs(
-                edge_index, user_weight, item_weight)
+            norm = OneSidedNorm(self.generated_edge_type(m),
+                                self.generated_rev_edge_type(m))
+            data[norm.edge_type].edge_index = (
+                train if edges is None else edges[m].to(train.device))
+            # forward(), not __call__: data is prepare()'s own copy, which
+            # the graphs are attached to.
+            norm.forward(data)
+            self._store_adjs(data, norm)
+        self._generated_edges = None if edges is None else {
+            m: data[self.generated_edge_type(m)].edge_index
+            for m in self.modalities
+        }
 
     def prepare(self, data: HeteroData) -> HeteroData:
-        r"""Adds :math:`\mathbf{P}, \mathbf{Q}` (on the training edge type,
-        attributes :obj:`user_adj` and :obj:`item_adj`) and the modality
-        graphs (edge types ``('user', 'adversarial_<m>', 'item')``, same
-        attributes): the generated :math:`\mathbf{R}_m` the model holds
-        (:attr:`generated_edges`, e.g. loaded from a checkpoint), else the
-        initial :math:`\mathbf{R}_m = \mathbf{R}`."""
+        r"""Adds :math:`\mathbf{P}, \mathbf{Q}` (on the training edge type
+        and its reverse, in :class:`OneSidedNorm`'s layout, and as the
+        adjacencies :obj:`user_adj` and :obj:`item_adj` of the training
+        edge type) and likewise the modality graphs (edge types
+        ``('user', 'adversarial_<m>', 'item')`` and their reverse
+        ``('item', 'rev_adversarial_<m>', 'user')``): the generated
+        :math:`\mathbf{R}_m` the model holds (:attr:`generated_edges`, e.g.
+        loaded from a checkpoint), else the initial :math:`\mathbf{R}_m =
+        \mathbf{R}`."""
         check_sizes(self, data)
-        present = item_modalities(data)
-        missing = [m for m in self.modalities if m not in present]
-        if missing:
-            raise ValueError(f'the data has no item features for '
-                             f'{", ".join(missing)}')
-        data = OneSidedNorm()(data)
-        train = data[INTERACTS]
-        p, q = self._one_sided_adjs(train.edge_index,
-                                    data[RATED_BY].edge_weight,
-                                    train.edge_weight)
-        train[USER_ADJ], train[ITEM_ADJ] = p, q
+        require_modalities(data, self.modalities)
+        norm = OneSidedNorm()
+        data = norm(data)
+        self._store_adjs(data, norm)
         self.store_train_csr(data)
-        if self._generated_edges is None:
-            self._attach_generated(data, None)
-        else:
-            self._attach_saved(data, self._generated_edges)
+        self._attach_graphs(data, self._generated_edges)
         return data
 
     # Forward #################################################################
@@ -634,19 +622,50 @@ class MMSSL(Recommender):
              neg_items: Tensor) -> Tuple[Tensor, Dict[str, float]]:
         r"""The generator's loss of a BPR batch against the current
         discriminator (see :meth:`generator_loss`)."""
+        loss, parts, _ = self._batch_loss(data, users, pos_items, neg_items)
+        return loss, parts
+
+    def _batch_loss(self, data: HeteroData, users: Tensor, pos_items: Tensor,
+                    neg_items: Tensor, train_discriminator: bool = False
+                    ) -> Tuple[Tensor, Dict[str, float], Dict[str, float]]:
+        r""":meth:`generator_loss` of a BPR batch on one forward pass, with
+        the fakes of the batch's unique users (none for a batch that cannot
+        take part in the adversarial game, :meth:`_adversarial_batch`).
+        With :obj:`train_discriminator`, one discriminator step on the same
+        pass comes first; its parts, with :obj:`'seconds_discriminator'`,
+        the time spent on the discriminator's rows and step, are returned
+        after the generator's loss and parts."""
         emb = self.embeddings(data)
         batch_users = torch.unique(users)
         projected = self.projected_rows
+        device = self.user_emb.device
+        # Timed only in training: on CUDA the clock synchronises.
+        start = device_clock(device) if train_discriminator else 0.0
         fake: Optional[Tensor] = None
+        d_parts: Dict[str, float] = {}
         adversarial = self._adversarial_batch(batch_users)
         if adversarial and projected:
+            if train_discriminator:
+                # The projections depend on the discriminator's parameters,
+                # so its step projects detached representations (it must
+                # not reach the generator) and the generator's fakes are
+                # projected again, with the discriminator frozen.
+                real, fake = self.adversarial_projections(emb.detach(),
+                                                          batch_users)
+                d_parts = self.discriminator_step(real, fake,
+                                                  projected=True)
             with self.frozen_discriminator():
                 _, fake = self.adversarial_projections(emb, batch_users,
                                                        real=False)
         elif adversarial:
-            _, fake = self.adversarial_rows(emb, batch_users)
-        return self.generator_loss(emb, users, pos_items, neg_items,
-                                   batch_users, fake, projected)
+            real, fake = self.adversarial_rows(emb, batch_users)
+            if train_discriminator:
+                d_parts = self.discriminator_step(real, fake)
+        if train_discriminator:
+            d_parts['seconds_discriminator'] = device_clock(device) - start
+        loss, parts = self.generator_loss(emb, users, pos_items, neg_items,
+                                          batch_users, fake, projected)
+        return loss, parts, d_parts
 
     def _adversarial_batch(self, batch_users: Tensor) -> bool:
         r"""Whether the batch can take part in the adversarial game: the
@@ -696,39 +715,9 @@ class MMSSL(Recommender):
         the time spent on the discriminator's rows and step; with
         :obj:`max_grad_norm`, :obj:`'grad_norm'` the generator's gradient
         norm before clipping."""
-        users, pos_items, neg_items = batch
-        emb = self.embeddings(data)
-        batch_users = torch.unique(users)
-        projected = self.projected_rows
-        device = self.user_emb.device
-        start = device_clock(device)
-        fake: Optional[Tensor] = None
-        d_parts: Dict[str, float] = {}
-        adversarial = self._adversarial_batch(batch_users)
-        if adversarial and projected:
-            # The projections depend on the discriminator's parameters, so
-            # its step projects detached representations (it must not reach
-            # the generator) and the generator's fakes are projected again,
-            # with the discriminator frozen.
-            detached = emb._replace(
-                user=emb.user.detach(), item=emb.item.detach(),
-                feature_user={m: y.detach()
-                              for m, y in emb.feature_user.items()},
-                feature_item={m: y.detach()
-                              for m, y in emb.feature_item.items()})
-            real, fake = self.adversarial_projections(detached, batch_users)
-            d_parts = self.discriminator_step(real, fake, projected=True)
-            with self.frozen_discriminator():
-                _, fake = self.adversarial_projections(emb, batch_users,
-                                                       real=False)
-        elif adversarial:
-            real, fake = self.adversarial_rows(emb, batch_users)
-            d_parts = self.discriminator_step(real, fake)
-        d_parts['seconds_discriminator'] = device_clock(device) - start
-
+        loss, parts, d_parts = self._batch_loss(data, *batch,
+                                                train_discriminator=True)
         optimizer.zero_grad(set_to_none=True)
-        loss, parts = self.generator_loss(emb, users, pos_items, neg_items,
-                                          batch_users, fake, projected)
         loss.backward()
         if self.config.max_grad_norm > 0:
             params = [p for group in optimizer.param_groups
@@ -754,7 +743,13 @@ class MMSSL(Recommender):
                                      rate=self.config.graph_rate,
                                      batch_size=self.config.graph_batch_size,
                                      relation=RELATION)
-        self._attach_generated(data, transform)
+        generated = transform(data)
+        # Only the edges: their weights follow through the same
+        # OneSidedNorm as those of a checkpoint's edges.
+        self._attach_graphs(data, {
+            m: generated[transform.edge_type(m)].edge_index
+            for m in self.modalities
+        })
 
     def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
         r"""Regenerates the modality graphs once per epoch, from the second

@@ -21,7 +21,11 @@ from pyg_mmrec.nn.models.mmssl import (
     MMSSLConfig,
     build_mmssl,
 )
-from pyg_mmrec.transforms.adversarial import preference_topk_edges
+from pyg_mmrec.nn.conv import OneSidedNormConv
+from pyg_mmrec.transforms.adversarial import (
+    AdversarialGraph,
+    preference_topk_edges,
+)
 
 SMALL = dict(num_users=40, num_items=30, mean_degree=5, feature_dim=6)
 TINY = MMSSLConfig(embedding_dim=8, heads=4, disc_hidden=8)
@@ -131,6 +135,24 @@ def test_forward_equals_dense_formulas(modalities):
     ref_user, ref_item = dense_forward(model, data)
     torch.testing.assert_close(user, ref_user)
     torch.testing.assert_close(item, ref_item)
+
+
+def test_embeddings_detach_cuts_every_view():
+    # The discriminator's step projects detached representations: none of
+    # them may reach the generator.
+    model, data = small_model()
+    emb = model.embeddings(data)
+    detached = emb.detach()
+    assert type(detached) is type(emb)
+    for got, want in zip(detached, emb):
+        if isinstance(want, dict):
+            assert list(got) == list(want)
+            got, want = list(got.values()), list(want.values())
+        else:
+            got, want = [got], [want]
+        for x, y in zip(got, want):
+            assert y.requires_grad and not x.requires_grad
+            assert torch.equal(x, y)
 
 
 def test_initial_modality_graphs_are_the_training_graph():
@@ -380,6 +402,42 @@ def test_before_epoch_regenerates_from_feature_preferences():
         assert gen.size(1) == model.num_users  # never empty
 
 
+@pytest.mark.parametrize('epoch', [0, 1])
+def test_graphs_are_stored_in_onesidednorms_layout(epoch):
+    # R and every R_m (initial or generated) are stored as OneSidedNorm and
+    # AdversarialGraph write them, so a plain PyG layer reading an edge
+    # type's own edge_weight propagates as the model does.
+    model, data = small_model()
+    model.before_epoch(data, epoch=epoch)
+    model.eval()
+    emb = model.embeddings(data)
+    generated = AdversarialGraph(emb.feature_user, emb.feature_item)(data)
+    U, I = model.num_users, model.num_items
+    conv = OneSidedNormConv()
+    graphs = [(INTERACTS, ('item', 'rev_interacts', 'user'))]
+    for m in model.modalities:
+        fwd = model.generated_edge_type(m)
+        rev = model.generated_rev_edge_type(m)
+        assert rev == ('item', f'rev_adversarial_{m}', 'user')
+        graphs.append((fwd, rev))
+        if epoch > 0:
+            for edge_type in (fwd, rev):
+                for key in ('edge_index', 'edge_weight'):
+                    assert torch.equal(data[edge_type][key],
+                                       generated[edge_type][key])
+    for fwd, rev in graphs:
+        P, Q = dense_one_sided(data[fwd].edge_index, U, I)
+        store = data[rev]
+        users = conv((model.item_emb, None), store.edge_index,
+                     store.edge_weight, size=(I, U))
+        torch.testing.assert_close(users, P @ model.item_emb)
+        store = data[fwd]
+        items = conv((model.user_emb, None), store.edge_index,
+                     store.edge_weight, size=(U, I))
+        torch.testing.assert_close(items, Q @ model.user_emb)
+        assert 'rev_edge_weight' not in store
+
+
 def test_invalid_configurations():
     with pytest.raises(ValueError, match='at least one item modality'):
         MMSSL(3, 3, {}, TINY)
@@ -389,7 +447,8 @@ def test_invalid_configurations():
     model, _ = small_model(('visual', 'acoustic'))
     other = make_synthetic(SyntheticConfig(seed=1, modalities=('visual', ),
                                            **SMALL))
-    with pytest.raises(ValueError, match='no item features for acoustic'):
+    with pytest.raises(ValueError, match="no item features for modality "
+                       r"'acoustic' \(data has: visual\)"):
         model.prepare(other)
     fresh = MMSSL(3, 3, {'visual': 2}, TINY)
     with pytest.raises(RuntimeError, match='call prepare'):
@@ -572,8 +631,11 @@ def test_generator_gradient_is_clipped_to_max_grad_norm():
 
 
 def _generated_stores(model, data):
-    keys = ('edge_index', 'edge_weight', 'rev_edge_weight')
-    return {m: tuple(data[model.generated_edge_type(m)][k] for k in keys)
+    # Edges and Q_m, then the reverse edges and P_m.
+    return {m: tuple(data[edge_type][key]
+                     for edge_type in (model.generated_edge_type(m),
+                                       model.generated_rev_edge_type(m))
+                     for key in ('edge_index', 'edge_weight'))
             for m in model.modalities}
 
 
