@@ -259,6 +259,10 @@ class DiffusionGraph(BaseTransform):
         return data
 
     def __repr__(self) -> str:
+        # Every option that changes the output: PyG compares the repr of a
+        # data set's pre_transform to decide whether its cache is stale.
+        # screen_dtype is left out: the screened top-k is exact.
         return (f'{self.__class__.__name__}('
                 f"modalities=[{', '.join(self.denoisers)}], k={self.k}, "
-                f'keep_rate={self.keep_rate}, relation={self.relation!r})')
+                f'keep_rate={self.keep_rate}, relation={self.relation!r}, '
+                f'hidden_dtype={self.hidden_dtype})')
