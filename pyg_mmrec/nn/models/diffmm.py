@@ -15,6 +15,7 @@ from pyg_mmrec.data.hetero import (
     INTERACTS,
     item_modalities,
     num_users_items,
+    require_modalities,
 )
 from pyg_mmrec.errors import ConfigError, DivergenceError, check_config
 from pyg_mmrec.nn.conv.modality_aware_conv import ModalityAwareConv
@@ -250,11 +251,7 @@ class DiffMM(Recommender):
 
     def prepare(self, data: HeteroData) -> HeteroData:
         check_sizes(self, data)
-        present = item_modalities(data)
-        missing = [m for m in self.modalities if m not in present]
-        if missing:
-            raise ValueError(f'the data has no item features for '
-                             f'{", ".join(missing)}')
+        require_modalities(data, self.modalities)
         data = SymmetricNorm()(data)
         store = data[INTERACTS]
         # (adjacency, weights): the weights are None for fused backends.

@@ -183,7 +183,8 @@ def test_invalid_configurations():
     model, _ = small_model(('visual', 'acoustic'))
     other = make_synthetic(SyntheticConfig(seed=1, modalities=('visual', ),
                                            **SMALL))
-    with pytest.raises(ValueError, match='no item features for acoustic'):
+    with pytest.raises(ValueError, match="no item features for modality "
+                       r"'acoustic' \(data has: visual\)"):
         model.prepare(other)
 
 
