@@ -28,6 +28,9 @@ import numpy as np
 import pandas as pd
 
 from pyg_mmrec.errors import ConfigError, DatasetError, describe
+from pyg_mmrec.prepare.hashing import bytes_sha256
+# Re-exported: they were defined here before prepare.hashing existed.
+from pyg_mmrec.prepare.hashing import file_sha256, tree_sha256  # noqa: F401
 
 Encoder = Callable[[pd.DataFrame], Any]
 
@@ -252,7 +255,7 @@ def describe_encoder(encoder: Union[str, Encoder]) -> Dict[str, Any]:
     }
     try:
         source = inspect.getsource(fn)
-        out['source_sha256'] = hashlib.sha256(source.encode()).hexdigest()
+        out['source_sha256'] = bytes_sha256(source.encode())
     except (OSError, TypeError):
         out['source_sha256'] = None
     return out
@@ -298,28 +301,3 @@ def check_text_features(array: np.ndarray, num_rows: int, model: str,
 
     return _check_matrix(array, num_rows, 'one row per item', 'textual',
                          error, row_name)
-
-
-def file_sha256(path: str) -> str:
-    r"""SHA-256 of a file's bytes, read in blocks."""
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def tree_sha256(folder: str) -> str:
-    r"""SHA-256 over the relative paths and contents of a folder's files
-    (sorted), e.g. a text model."""
-    import os
-
-    digest = hashlib.sha256()
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = osp.join(dirpath, name)
-            rel = osp.relpath(path, folder).replace(osp.sep, '/')
-            digest.update(rel.encode() + b'\0')
-            digest.update(file_sha256(path).encode())
-    return digest.hexdigest()

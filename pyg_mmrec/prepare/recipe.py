@@ -18,6 +18,7 @@ import os.path as osp
 from typing import Any, Dict, Optional
 
 from pyg_mmrec.errors import ConfigError, DatasetError
+from pyg_mmrec.prepare.hashing import file_sha256
 
 RECIPE_FILE = 'recipe.json'
 RECIPE_FORMAT = 1
@@ -25,8 +26,6 @@ RECIPE_FORMAT = 1
 
 def file_record(path: str) -> Dict[str, Any]:
     r"""``{path, bytes, sha256}`` of an input file."""
-    from pyg_mmrec.prepare.features import file_sha256
-
     path = osp.abspath(path)
     return {'path': path, 'bytes': osp.getsize(path),
             'sha256': file_sha256(path)}
@@ -105,8 +104,6 @@ def verify_file(record: Dict[str, Any], path: Optional[str] = None,
     path = path or record['path']
     if not osp.isfile(path):
         raise DatasetError(path, f'{what} of the recipe not found')
-    from pyg_mmrec.prepare.features import file_sha256
-
     if file_sha256(path) != record.get('sha256'):
         raise DatasetError(
             path, f'{what} differs from the one the recipe was made from '
