@@ -1,8 +1,22 @@
 r"""Vectorised BPR triple sampling."""
-from typing import Iterator, Optional, Tuple
+from typing import Callable, Iterator, Optional, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
+
+
+def check_negatives(users: np.ndarray, num_items: int,
+                    error: Callable[[int, int], Exception]) -> None:
+    r"""Raises ``error(user, others)`` if a user has a training interaction
+    with every one of the :obj:`num_items` items, so that no negative item
+    can be sampled for it. :obj:`users` holds the user id (``>= 0``) of
+    every training interaction, counted as given (a pair given twice counts
+    twice); :obj:`user` is the smallest such id and :obj:`others` the number
+    of other such users."""
+    full = np.flatnonzero(np.bincount(users) >= num_items)
+    if full.size:
+        raise error(int(full[0]), full.size - 1)
 
 
 class BPRSampler:
@@ -54,10 +68,9 @@ class BPRSampler:
                                  f'but num_{what}s is {count}')
         self.num_users = num_users
         self.num_items = num_items
-        degree = torch.bincount(self.users, minlength=num_users)
-        if int(degree.max()) >= num_items:
-            raise ValueError('a user has interacted with every item: no '
-                             'negative item can be sampled')
+        check_negatives(self.users.numpy(), num_items, lambda user, others:
+                        ValueError('a user has interacted with every item: '
+                                   'no negative item can be sampled'))
         # Sorted keys of the positives, for membership tests.
         self._keys = torch.unique(self.users * num_items + self.items)
         self.batch_size = batch_size

@@ -1,8 +1,9 @@
 r"""BPR triple sampling."""
+import numpy as np
 import pytest
 import torch
 
-from pyg_mmrec.data.sampling import BPRSampler
+from pyg_mmrec.data.sampling import BPRSampler, check_negatives
 
 
 def _dense_graph(num_users=30, num_items=12, seed=0):
@@ -107,6 +108,18 @@ def test_user_with_every_item_is_an_error():
     edge_index = torch.cat([edge_index, full], dim=1)
     with pytest.raises(ValueError, match='interacted with every item'):
         BPRSampler(edge_index, 4, 5)
+
+
+def test_check_negatives_names_the_first_full_user_and_counts_others():
+    # Users 1 and 3 have all three items, user 0 two of them.
+    users = np.array([0, 0, 3, 3, 3, 1, 1, 1])
+    with pytest.raises(LookupError) as err:
+        check_negatives(users, 3, lambda user, others: LookupError(
+            user, others))
+    assert err.value.args == (1, 1)
+    check_negatives(users[:2], 3, lambda user, others: AssertionError())
+    check_negatives(np.array([], dtype=np.int64), 3,
+                    lambda user, others: AssertionError())
 
 
 @pytest.mark.parametrize('kwargs,match', [
