@@ -31,14 +31,15 @@ once and cached. The kernel itself is PyTorch's native CSR SpMM, so nothing
 here needs :obj:`torch-scatter` or :obj:`torch-sparse`.
 """
 import warnings
-from typing import Any, Optional, Tuple, Union
+import weakref
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 import torch_geometric.typing
 from torch_geometric import EdgeIndex
+from torch_geometric.index import index2ptr, ptr2index
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import coalesce, is_torch_sparse_tensor, spmm
 
@@ -52,13 +53,6 @@ BACKENDS: Tuple[str, ...] = ('auto', 'sparse_adj', 'scatter', 'coo', 'csr',
 DEFAULT_BACKEND = 'sparse_adj'
 
 SizeLike = Union[int, Tuple[int, int], None]
-
-
-def _ptr_from_sorted(index: Tensor, num_rows: int) -> Tensor:
-    counts = torch.bincount(index, minlength=num_rows)
-    ptr = index.new_zeros(num_rows + 1)
-    torch.cumsum(counts, 0, out=ptr[1:])
-    return ptr
 
 
 def csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor,
@@ -103,6 +97,14 @@ class SparseAdj:
             \mathbf{M}^\top` (values included). Then the backward pass reuses
             :math:`\mathbf{M}` instead of building its transpose.
             :meth:`from_edge_index` verifies it unless told not to.
+
+    The CSR tensors derived from :obj:`value` are cached and follow it:
+    reassigning :obj:`value` or editing it in place invalidates them.
+    The matrix behaves like a tensor in PyG's data objects: :meth:`to`,
+    :meth:`clone`, :meth:`detach`, :meth:`share_memory_` and the like
+    (called by :meth:`~torch_geometric.data.HeteroData.clone` and friends)
+    apply to all of its tensors, and :func:`copy.deepcopy` and
+    :mod:`pickle` work (the CSR caches are rebuilt on demand).
     """
     def __init__(self, rowptr: Tensor, col: Tensor, value: Tensor,
                  size: Tuple[int, int], symmetric: bool = False) -> None:
@@ -120,11 +122,29 @@ class SparseAdj:
         self.value = value
         self.sparse_size = (int(size[0]), int(size[1]))
         self.symmetric = bool(symmetric)
-        self._csr: Optional[Tensor] = None
-        self._csr_t: Optional[Tensor] = None
         self._row: Optional[Tensor] = None
         # (rowptr, col, perm) of the transpose, built on first need:
         self._t: Optional[Tuple[Tensor, Tensor, Tensor]] = None
+        self._reset_value_caches()
+
+    def _reset_value_caches(self) -> None:
+        self._csr: Optional[Tensor] = None
+        self._csr_t: Optional[Tensor] = None
+        # The `value` tensor (and its version) the two are valid for:
+        self._cache_key: Optional[Tuple[Tensor, int]] = None
+
+    def _sync_value_caches(self) -> None:
+        # O(1) on every call: `value` may have been reassigned, and torch
+        # bumps a tensor's `_version` on every in-place edit (of it or of a
+        # view of it), after which the copies in `_csr_t` would be stale.
+        value = self.value
+        # Inference tensors have no version counter (and cannot be edited
+        # in place outside inference mode).
+        version = -1 if value.is_inference() else value._version
+        key = self._cache_key
+        if key is None or key[0] is not value or key[1] != version:
+            self._csr = self._csr_t = None
+            self._cache_key = (value, version)
 
     @classmethod
     def from_edge_index(
@@ -163,15 +183,17 @@ class SparseAdj:
             edge_weight = edge_weight.to(dtype)
         _check_edges(edge_index, edge_weight, num_src, num_dst)
 
-        # Rows of A^T are targets; coalescing sorts by (row, col).
-        index = torch.stack([edge_index[1], edge_index[0]])
+        # Rows of A^T are targets; coalescing sorts by (row, col). In int64:
+        # `coalesce` sorts by the key `row * num_nodes + col`, which
+        # overflows int32 beyond 46340 nodes.
+        index = torch.stack([edge_index[1], edge_index[0]]).long()
         index, value = coalesce(index, edge_weight,
                                 num_nodes=max(num_src, num_dst, 1),
                                 reduce='sum')
         # int32 indices halve the index traffic of the kernel.
         small = max(num_src, num_dst, index.size(1)) < 2**31 - 1
         idx_dtype = torch.int32 if small else torch.long
-        rowptr = _ptr_from_sorted(index[0], num_dst).to(idx_dtype)
+        rowptr = index2ptr(index[0], num_dst).to(idx_dtype)
         col = index[1].to(idx_dtype)
         out = cls(rowptr, col, value, (num_dst, num_src), symmetric)
         out._row = index[0]
@@ -200,9 +222,7 @@ class SparseAdj:
     def row(self) -> Tensor:
         r"""``int64`` row of each non-zero (cached)."""
         if self._row is None:
-            counts = self.rowptr.diff().long()
-            self._row = torch.repeat_interleave(
-                torch.arange(self.sparse_size[0], device=self.device), counts)
+            self._row = ptr2index(self.rowptr.long(), self.nnz())
         return self._row
 
     def csr(self, value: OptTensor = None) -> Tensor:
@@ -213,6 +233,7 @@ class SparseAdj:
         if value is not None:
             return csr_tensor(self.rowptr, self.col, value.detach(),
                               self.sparse_size)
+        self._sync_value_caches()
         if self._csr is None:
             self._csr = csr_tensor(self.rowptr, self.col,
                                    self.value.detach(), self.sparse_size)
@@ -223,14 +244,9 @@ class SparseAdj:
         tensor; for a symmetric matrix, the matrix itself."""
         if self.symmetric:
             return self.csr(value)
-        if self._t is None:
-            row, col = self.row(), self.col.long()
-            perm = torch.argsort(col * self.sparse_size[0] + row)
-            t_rowptr = _ptr_from_sorted(col[perm], self.sparse_size[1])
-            self._t = (t_rowptr.to(self.col.dtype), row[perm].to(
-                self.col.dtype), perm)
-        t_rowptr, t_col, perm = self._t
+        t_rowptr, t_col, perm = self._transpose_index()
         if value is None and not self.value.requires_grad:
+            self._sync_value_caches()
             if self._csr_t is None:
                 self._csr_t = csr_tensor(t_rowptr, t_col, self.value[perm],
                                          self.sparse_size[::-1])
@@ -238,6 +254,24 @@ class SparseAdj:
         value = self.value if value is None else value
         return csr_tensor(t_rowptr, t_col, value.detach()[perm],
                           self.sparse_size[::-1])
+
+    def _transpose_index(self) -> Tuple[Tensor, Tensor, Tensor]:
+        r"""``(rowptr, col, perm)`` of the transpose (cached), where
+        :obj:`perm` maps its non-zeros to those of the matrix."""
+        if self._t is None:
+            row, col = self.row(), self.col.long()
+            perm = torch.argsort(col * self.sparse_size[0] + row)
+            t_row = col[perm]
+            # `index2ptr` writes out of bounds on ids outside the range,
+            # and the raw-array constructor does not check them.
+            if t_row.numel() and (int(t_row[0]) < 0 or int(t_row[-1])
+                                  >= self.sparse_size[1]):
+                raise ValueError(f"'col' holds ids outside of "
+                                 f"[0, {self.sparse_size[1]})")
+            t_rowptr = index2ptr(t_row, self.sparse_size[1])
+            self._t = (t_rowptr.to(self.col.dtype), row[perm].to(
+                self.col.dtype), perm)
+        return self._t
 
     def check_symmetric(self, atol: float = 1e-6) -> None:
         r"""Raises :class:`ValueError` unless the matrix equals its
@@ -281,12 +315,26 @@ class SparseAdj:
         r"""The transposed matrix."""
         if self.symmetric:
             return self
-        self.csr_t()
-        t_rowptr, t_col, perm = self._t
-        out = SparseAdj(t_rowptr, t_col, self.value[perm],
-                        self.sparse_size[::-1])
+        return self._transposed(self.value)
+
+    def _transposed(self, value: Tensor) -> 'SparseAdj':
+        r"""The transpose of the matrix with values :obj:`value` (on the
+        stored pattern), differentiable with respect to them."""
+        t_rowptr, t_col, perm = self._transpose_index()
+        out = SparseAdj(t_rowptr, t_col, value[perm], self.sparse_size[::-1],
+                        self.symmetric)
         out._t = (self.rowptr, self.col, torch.argsort(perm))
         return out
+
+    def to_edge_index(self) -> Tuple[EdgeIndex, Tensor]:
+        r"""The graph as ``(edge_index, edge_weight)``: a column-sorted
+        :class:`~torch_geometric.EdgeIndex` (sources, targets) of
+        :math:`\mathbf{A}` (the matrix itself holds :math:`\mathbf{A}^\top`)
+        and :obj:`value`, edge :math:`k` being the :math:`k`-th stored
+        non-zero: the layout of ``to_adj(..., backend='edge_index')``."""
+        edge_index = torch.stack([self.col.long(), self.row()])
+        return EdgeIndex(edge_index, sparse_size=self.sparse_size[::-1],
+                         sort_order='col'), self.value
 
     def to(self, *args: Any, **kwargs: Any) -> 'SparseAdj':
         r"""Moves to a device and/or casts the values (indices keep their
@@ -315,6 +363,83 @@ class SparseAdj:
             out._t = tuple(t.to(device) for t in self._t)
         return out
 
+    # The tensor methods that PyG's `data.clone()`, `data.detach()`,
+    # `data.share_memory_()` etc. call on every attribute: an object without
+    # them is silently kept as it is, shared between the copies.
+    def _tensors(self) -> Iterator[Tensor]:
+        yield from (self.rowptr, self.col, self.value)
+        if self._row is not None:
+            yield self._row
+        if self._t is not None:
+            yield from self._t
+
+    def _apply(self, fn: Callable[[Tensor], Tensor]) -> 'SparseAdj':
+        r"""A matrix of :obj:`fn` applied to each tensor, or the matrix
+        itself (caches included) if :obj:`fn` returns them all unchanged,
+        as the tensor methods do."""
+        old = list(self._tensors())
+        new = [fn(x) for x in old]
+        if all(a is b for a, b in zip(new, old)):
+            return self
+        out = SparseAdj(new[0], new[1], new[2], self.sparse_size,
+                        self.symmetric)
+        rest = new[3:]
+        if self._row is not None:
+            out._row, rest = rest[0], rest[1:]
+        if self._t is not None:
+            out._t = (rest[0], rest[1], rest[2])
+        return out
+
+    def clone(self) -> 'SparseAdj':
+        r"""A copy with its own memory (as :meth:`torch.Tensor.clone`,
+        differentiable with respect to :obj:`value`)."""
+        return self._apply(lambda x: x.clone())
+
+    def detach(self) -> 'SparseAdj':
+        r"""The matrix with :obj:`value` detached from the graph (memory
+        shared, as :meth:`torch.Tensor.detach`)."""
+        return self._apply(lambda x: x.detach())
+
+    def contiguous(self) -> 'SparseAdj':
+        r"""The matrix with contiguous tensors (itself if they are)."""
+        return self._apply(lambda x: x.contiguous())
+
+    def pin_memory(self) -> 'SparseAdj':
+        r"""The matrix in pinned memory (itself if it is)."""
+        return self._apply(lambda x: x.pin_memory())
+
+    def share_memory_(self) -> 'SparseAdj':
+        r"""Moves the tensors to shared memory (in place)."""
+        for x in self._tensors():
+            x.share_memory_()
+        return self
+
+    def detach_(self) -> 'SparseAdj':
+        r"""Detaches :obj:`value` from the graph (in place)."""
+        self.value.detach_()
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> 'SparseAdj':
+        r"""Sets whether gradients are recorded for :obj:`value`."""
+        self.value.requires_grad_(requires_grad)
+        return self
+
+    def record_stream(self, stream: Any) -> None:
+        r"""As :meth:`torch.Tensor.record_stream`, for each tensor."""
+        for x in self._tensors():
+            x.record_stream(stream)
+
+    # Sparse CSR tensors support neither `copy.deepcopy` nor serialisation
+    # of their storage; the cached ones are views, rebuilt on demand.
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_csr=None, _csr_t=None, _cache_key=None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_value_caches()
+
     def to_dense(self) -> Tensor:
         r"""The dense ``num_rows x num_cols`` matrix (for tests)."""
         out = self.value.new_zeros(self.sparse_size)
@@ -333,28 +458,46 @@ class SparseAdjMM(torch.autograd.Function):
     Backward: :math:`\partial x = \mathbf{M}^\top \partial out` (the same CSR
     matrix if :math:`\mathbf{M}` is symmetric, else the cached transpose) and
     :math:`\partial m_{ij} = \langle \partial out_i, x_j \rangle` on the
-    stored non-zeros only.
+    stored non-zeros only. With ``create_graph=True`` the backward pass is
+    built from differentiable operations (this function on the transpose),
+    so higher-order gradients work too.
     """
     @staticmethod
     def forward(ctx: Any, value: Tensor, x: Tensor,
                 adj: SparseAdj) -> Tensor:
         ctx.adj = adj
-        # Identity is checked here: tensors unpacked in backward are not
-        # guaranteed to be the same Python objects.
-        ctx.own_value = value is adj.value
+        own_value = value is adj.value
+        # A weak reference, because tensors unpacked in backward are not
+        # guaranteed to be the same Python objects: backward may only use
+        # the caches of `adj` if it still holds this very tensor.
+        ctx.value_ref = weakref.ref(value) if own_value else None
         ctx.save_for_backward(value, x if value.requires_grad else None)
-        return _csr_mm(adj.csr(None if ctx.own_value else value), x)
+        return _csr_mm(adj.csr(None if own_value else value), x)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> Tuple[OptTensor, OptTensor,
                                                       None]:
         adj: SparseAdj = ctx.adj
+        # An in-place edit of `value` since forward fails here already:
         value, x = ctx.saved_tensors
+        own_value = (ctx.value_ref is not None
+                     and ctx.value_ref() is adj.value)
         grad_value = grad_x = None
         if ctx.needs_input_grad[1]:
-            csr_t = adj.csr_t(None if ctx.own_value else value)
-            grad_x = _csr_mm(csr_t, grad_out)
+            if torch.is_grad_enabled():
+                # `create_graph=True`: the gradient must be differentiable
+                # with respect to `grad_out` (and `value`). A trainable
+                # symmetric matrix needs the true transpose too, so that
+                # each entry receives its own second-order gradient.
+                if adj.symmetric and not value.requires_grad:
+                    adj_t, value_t = adj, value
+                else:
+                    adj_t = adj._transposed(value)
+                    value_t = adj_t.value
+                grad_x = SparseAdjMM.apply(value_t, grad_out, adj_t)
+            else:
+                csr_t = adj.csr_t(None if own_value else value)
+                grad_x = _csr_mm(csr_t, grad_out)
         if ctx.needs_input_grad[0]:
             row, col = adj.row(), adj.col.long()
             grad_value = (grad_out.index_select(0, row) *
@@ -457,8 +600,10 @@ def to_adj(
 
     if backend == 'edge_index':
         # Column-sorted so that layers can take the fused
-        # `EdgeIndex.matmul(..., transpose=True)` path.
-        perm = torch.argsort(edge_index[1] * max(num_src, 1) + edge_index[0])
+        # `EdgeIndex.matmul(..., transpose=True)` path. The key is int64
+        # since it would overflow int32 beyond 46340 nodes.
+        perm = torch.argsort(edge_index[1].long() * max(num_src, 1) +
+                             edge_index[0])
         ei = EdgeIndex(edge_index[:, perm], sparse_size=(num_src, num_dst),
                        sort_order='col')
         return ei, None if edge_weight is None else edge_weight[perm]
@@ -466,7 +611,9 @@ def to_adj(
     weight = edge_weight
     if weight is None:
         weight = torch.ones(edge_index.size(1), device=edge_index.device)
-    index = torch.stack([edge_index[1], edge_index[0]])
+    # int64, as the sparse layouts need it and `coalesce`'s sort key would
+    # overflow int32 beyond 46340 nodes.
+    index = torch.stack([edge_index[1], edge_index[0]]).long()
     index, weight = coalesce(index, weight, max(num_src, num_dst, 1),
                              reduce='sum')
     if backend == 'sparse_tensor':
@@ -533,6 +680,12 @@ def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
     if is_torch_sparse_tensor(adj_t) and adj_t.layout == torch.sparse_coo:
         # PyG's `spmm` would convert COO to CSR on every call.
         return torch.sparse.mm(adj_t, x)
+    if (is_torch_sparse_tensor(adj_t) and adj_t.layout == torch.sparse_csr
+            and adj_t.device.type == 'cpu'
+            and x.dtype in (torch.float16, torch.bfloat16)):
+        # The MKL kernel behind `spmm` has no half-precision version;
+        # PyTorch's own one (as used by `SparseAdj`) has.
+        return torch.sparse.mm(adj_t, x, 'sum')
     return spmm(adj_t, x, reduce='sum')
 
 

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from torch.autograd import gradcheck
+from torch.autograd import gradcheck, gradgradcheck
 from torch.testing import assert_close
 
 import torch_geometric.typing
@@ -137,15 +137,21 @@ def test_sparse_adj_follows_data_cuda_and_cpu(monkeypatch):
     assert data.cpu()['user', 'to', 'user'].adj_t.device.type == 'meta'
 
 
+def graph_of(symmetric, small=False):
+    r"""``(edge_index, weight, size)`` of a symmetric square graph or a
+    random rectangular one."""
+    if symmetric:
+        edge_index, weight = sym_graph(3, 2) if small else sym_graph()
+        n = int(edge_index.max()) + 1
+        return edge_index, weight, (n, n)
+    if small:
+        return (*random_graph(4, 3, 8), (4, 3))
+    return (*random_graph(), (7, 5))
+
+
 @pytest.mark.parametrize('symmetric', [False, True])
 def test_sparse_adj_matches_dense_forward_backward(symmetric):
-    if symmetric:
-        edge_index, weight = sym_graph()
-        n = int(edge_index.max()) + 1
-        size = (n, n)
-    else:
-        edge_index, weight = random_graph()
-        size = (7, 5)
+    edge_index, weight, size = graph_of(symmetric)
     weight = weight.requires_grad_()
     adj = SparseAdj.from_edge_index(edge_index, weight, size, symmetric)
     x = torch.randn(size[0], 4, dtype=DT, requires_grad=True)
@@ -162,15 +168,12 @@ def test_sparse_adj_matches_dense_forward_backward(symmetric):
     assert_close(weight.grad, w_ref.grad)
 
 
+@pytest.mark.parametrize('check', [gradcheck, gradgradcheck])
 @pytest.mark.parametrize('symmetric', [False, True])
-def test_sparse_adj_gradcheck(symmetric):
-    if symmetric:
-        edge_index, weight = sym_graph(3, 2)
-        n = int(edge_index.max()) + 1
-        size = (n, n)
-    else:
-        edge_index, weight = random_graph(4, 3, 8)
-        size = (4, 3)
+def test_sparse_adj_gradcheck(symmetric, check):
+    # gradgradcheck: the backward pass is itself differentiable (it used to
+    # be once_differentiable, unlike the other backends).
+    edge_index, weight, size = graph_of(symmetric, small=True)
     weight = weight.requires_grad_()
     x = torch.randn(size[0], 2, dtype=DT, requires_grad=True)
 
@@ -180,11 +183,11 @@ def test_sparse_adj_gradcheck(symmetric):
                                         check_symmetric=False)
         return adj.matmul(x)
 
-    assert gradcheck(fn, (weight, x))
+    assert check(fn, (weight, x))
 
     adj = SparseAdj.from_edge_index(edge_index, weight.detach(), size,
                                     symmetric)
-    assert gradcheck(adj.matmul, (x, ))  # cached-CSR path (constant values)
+    assert check(adj.matmul, (x, ))  # cached-CSR path (constant values)
 
 
 def test_sparse_adj_symmetric_backward_reuses_matrix():
@@ -265,3 +268,147 @@ def test_sym_norm_adj_is_symmetric_by_construction():
     assert_close(adj.to_dense(), d.view(-1, 1) * A_bar * d.view(1, -1))
     ei, w = sym_norm_adj(edge_index, 3, 2, backend='scatter')
     assert ei.size(1) == w.numel() == 2 * 4 + 5
+
+
+@pytest.mark.parametrize('backend', stock_backends())
+def test_int32_edge_index_on_more_than_46340_nodes(backend):
+    # Sort keys like `target * num_nodes + source` overflow int32 here: the
+    # 'edge_index' backend mis-sorted, the others failed in `coalesce`.
+    n = 50_000
+    gen = torch.Generator().manual_seed(0)
+    src = torch.randint(n, (40, ), generator=gen)
+    dst = torch.randint(n, (40, ), generator=gen)
+    src[:2], dst[:2] = torch.tensor([0, n - 1]), torch.tensor([n - 1, 0])
+    edge_index = torch.stack([src, dst])
+    weight = torch.rand(40, generator=gen, dtype=DT)
+    x = torch.randn(n, 2, dtype=DT, requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_()
+    expected = torch.zeros(n, 2, dtype=DT).index_add(
+        0, dst, weight.view(-1, 1) * x_ref[src])
+    grad = torch.randn(n, 2, dtype=DT)
+    expected.backward(grad)
+
+    adj, w = to_adj(edge_index.int(), weight, n, backend=backend)
+    if backend == 'scatter':
+        out = torch.zeros(n, 2, dtype=DT).index_add(
+            0, adj[1], w.view(-1, 1) * x[adj[0]])
+    else:
+        out = sparse_matmul(adj, x, w)
+    out.backward(grad)  # the transpose is sorted by such a key, too
+    assert_close(out, expected)
+    assert_close(x.grad, x_ref.grad)
+
+
+def test_int32_edge_index_symmetric_check_on_many_nodes():
+    n = 50_000
+    edge_index = torch.tensor([[0, n - 1, 5, 7], [n - 1, 0, 7, 5]])
+    adj, _ = to_adj(edge_index.int(), None, n, symmetric=True)
+    x = torch.randn(n, 3)
+    assert_close(adj.matmul(x)[[0, n - 1, 5, 7]], x[[n - 1, 0, 7, 5]])
+
+
+@pytest.mark.parametrize('symmetric', [False, True])
+def test_sparse_adj_caches_follow_value(symmetric):
+    edge_index, weight, size = graph_of(symmetric)
+    adj = SparseAdj.from_edge_index(edge_index, weight, size, symmetric)
+    x = torch.randn(size[0], 3, dtype=DT, requires_grad=True)
+    grad = torch.randn(size[1], 3, dtype=DT)
+
+    def check():
+        x.grad = None
+        out = adj.matmul(x)
+        out.backward(grad)
+        dense = adj.to_dense()
+        assert_close(out, dense @ x.detach())
+        assert_close(x.grad, dense.t() @ grad)
+
+    check()  # builds the CSR caches
+    adj.value.mul_(2.)  # in place
+    check()
+    adj.value = adj.value * 3.  # reassigned
+    check()
+    adj.value[1:] = 0.  # in place, through a view
+    check()
+
+    # Reassigned between forward and backward: the backward pass belongs
+    # to the matrix the forward pass multiplied with.
+    x.grad = None
+    dense = adj.to_dense()
+    out = adj.matmul(x)
+    adj.value = torch.rand_like(adj.value)
+    out.backward(grad)
+    assert_close(x.grad, dense.t() @ grad)
+
+
+def test_sparse_adj_copies():
+    import copy
+    import io
+    import pickle
+
+    from torch_geometric.data import HeteroData
+    edge_index, weight = random_graph()
+    adj = SparseAdj.from_edge_index(edge_index, weight, (7, 5))
+    x = torch.randn(7, 3, dtype=DT, requires_grad=True)
+    expected = adj.matmul(x)
+    expected.sum().backward()  # caches `torch.sparse_csr` tensors
+    assert adj._csr is not None and adj._csr_t is not None
+    data = HeteroData()
+    data['n'].x = x.detach()
+    data['n', 'e', 'n'].adj_t = adj
+
+    copies = [
+        data.clone(),
+        copy.deepcopy(data),
+        pickle.loads(pickle.dumps(data)),
+    ]
+    buffer = io.BytesIO()
+    torch.save(data, buffer)
+    buffer.seek(0)
+    copies.append(torch.load(buffer, weights_only=False))
+    for out in copies:
+        copied = out['n', 'e', 'n'].adj_t
+        assert isinstance(copied, SparseAdj) and copied is not adj
+        assert copied.value.data_ptr() != adj.value.data_ptr()
+        assert_close(copied.matmul(x), expected)
+        copied.value.zero_()  # independent of the original
+        assert_close(copied.matmul(x), torch.zeros_like(expected))
+    assert_close(adj.matmul(x), expected)
+
+    # Tensor semantics of the other methods `HeteroData.apply` calls (which
+    # replaces the attributes of `data` itself):
+    detached = data.detach()['n', 'e', 'n'].adj_t
+    assert detached is not adj
+    assert detached.value.data_ptr() == adj.value.data_ptr()
+    adj = detached
+    assert data.contiguous()['n', 'e', 'n'].adj_t is adj  # already is
+    assert data.share_memory_()['n', 'e', 'n'].adj_t is adj
+    assert adj.value.is_shared() and adj.rowptr.is_shared()
+    assert_close(adj.matmul(x), expected)
+
+    w = weight.clone().requires_grad_()
+    adj = SparseAdj.from_edge_index(edge_index, w, (7, 5))
+    cloned = adj.clone()  # differentiable, as `Tensor.clone`
+    cloned.matmul(x.detach()).sum().backward()
+    assert w.grad is not None
+    assert not adj.detach().value.requires_grad
+    assert adj.detach_() is adj and not adj.value.requires_grad
+    assert adj.requires_grad_() is adj and adj.value.requires_grad
+
+
+def test_sparse_adj_transpose_refuses_bad_columns():
+    # `index2ptr` would write out of bounds on such ids.
+    adj = SparseAdj(torch.tensor([0, 1, 2]), torch.tensor([0, 3]),
+                    torch.ones(2), (2, 3))
+    with pytest.raises(ValueError, match=r"'col' holds ids outside of "
+                       r"\[0, 3\)"):
+        adj.t()
+
+
+def test_sparse_adj_row():
+    edge_index, weight = random_graph()
+    adj = SparseAdj.from_edge_index(edge_index.int(), weight, (7, 5))
+    assert adj.row().dtype == torch.long
+    row = adj.row()
+    adj._row = None  # rebuilt from `rowptr`
+    assert torch.equal(adj.row(), row)
+    assert torch.equal(row, adj.to_dense().nonzero()[:, 0])

@@ -1,6 +1,7 @@
 r"""Input checks and dispatch shared by the propagation layers."""
 from typing import Any, Dict, Optional, Tuple, Union
 
+import torch
 from torch import Tensor
 from torch_geometric import EdgeIndex
 from torch_geometric.nn.conv import MessagePassing
@@ -34,11 +35,18 @@ def check_weighted_sum(name: str, kwargs: Dict[str, Any]) -> None:
 
 
 def check_adj(edge_index: AdjLike, edge_weight: OptTensor, num_src: int,
-              num_dst: Optional[int] = None) -> None:
+              num_dst: Optional[int] = None,
+              dtype: Optional[torch.dtype] = None) -> None:
     r"""Rejects features that do not fit a sized adjacency (before any
-    kernel sees them) and an :obj:`edge_weight` that would be ignored or
-    misaligned."""
+    kernel sees them), an :obj:`edge_weight` that would be ignored or
+    misaligned, and weights whose dtype differs from the features'
+    :obj:`dtype` (the scatter path would promote the result, the sparse
+    kernels fail with backend-specific errors)."""
     check_fused_size(edge_index, num_src, num_dst)
+    weight_dtype = _weight_dtype(edge_index, edge_weight)
+    if dtype is not None and weight_dtype not in (None, dtype):
+        raise ValueError(f"dtype mismatch: adjacency is {weight_dtype} but "
+                         f"features are {dtype}")
     if edge_weight is None:
         return
     if (isinstance(edge_index, (SparseAdj, SparseTensor))
@@ -52,6 +60,28 @@ def check_adj(edge_index: AdjLike, edge_weight: OptTensor, num_src: int,
                          f"{edge_index.size(1)} edges")
 
 
+def _weight_dtype(edge_index: AdjLike,
+                  edge_weight: OptTensor) -> Optional[torch.dtype]:
+    if edge_weight is not None:
+        return edge_weight.dtype
+    if isinstance(edge_index, SparseAdj) or is_torch_sparse_tensor(
+            edge_index):
+        return edge_index.dtype
+    if isinstance(edge_index, SparseTensor) and edge_index.has_value():
+        return edge_index.dtype()
+    return None
+
+
+def _needs_propagate(conv: MessagePassing) -> bool:
+    r"""Whether :obj:`conv` is being explained or has :obj:`propagate` or
+    :obj:`message_and_aggregate` hooks, which only
+    :meth:`MessagePassing.propagate` honours."""
+    return bool(conv.explain or conv._propagate_forward_pre_hooks
+                or conv._propagate_forward_hooks
+                or conv._message_and_aggregate_forward_pre_hooks
+                or conv._message_and_aggregate_forward_hooks)
+
+
 def fused_sparse_adj(
     conv: MessagePassing,
     adj_t: SparseAdj,
@@ -62,9 +92,17 @@ def fused_sparse_adj(
 
     A :class:`SparseAdj` goes straight to :obj:`conv.message_and_aggregate`
     rather than through :obj:`conv.propagate`: :obj:`propagate` only admits
-    tensors and :class:`SparseTensor` as adjacency, and has nothing to add
-    for an adjacency that is always fused. The size checks that
+    tensors and :class:`SparseTensor` as adjacency. The size checks that
     :obj:`propagate` would do are done here.
+
+    Explanations (edge masks) and :obj:`propagate` /
+    :obj:`message_and_aggregate` hooks need :obj:`propagate`: while any is
+    in use, the adjacency goes through it as the column-sorted
+    :class:`~torch_geometric.EdgeIndex` of
+    :meth:`~pyg_mmrec.nn.sparse.SparseAdj.to_edge_index`, i.e. the path of
+    the ``'edge_index'`` backend. Edge :math:`k` of an edge mask is then
+    the :math:`k`-th stored non-zero (duplicate edges summed, sorted by
+    target, then source).
     """
     if isinstance(x, Tensor):
         check_fused_size(adj_t, x.size(0))
@@ -73,6 +111,17 @@ def fused_sparse_adj(
         check_fused_size(adj_t, x[0].size(0),
                          None if x_dst is None else x_dst.size(0))
     check_size(adj_t, size)
+    if _needs_propagate(conv):
+        edge_mask = conv._edge_mask if conv.explain else None
+        if edge_mask is not None and edge_mask.numel() != adj_t.nnz():
+            raise ValueError(f"the edge mask has {edge_mask.numel()} "
+                             f"entries but the adjacency stores "
+                             f"{adj_t.nnz()} edges (duplicates summed): "
+                             f"mask the edges of 'SparseAdj.to_edge_index()'"
+                             f" instead")
+        edge_index, edge_weight = adj_t.to_edge_index()
+        return conv.propagate(edge_index, x=x, edge_weight=edge_weight,
+                              size=size)
     return conv.message_and_aggregate(adj_t, x, None)
 
 

@@ -74,8 +74,10 @@ class ModalityAwareConv(SymNormConv):
             raise ValueError(f"'user_emb' has {user_emb.size(1)} channels but "
                              f"'item_emb' has {item_emb.size(1)}")
         num_nodes = user_emb.size(0) + item_emb.size(0)
-        check_adj(edge_index, edge_weight, num_nodes, num_nodes)
-        check_adj(gen_edge_index, gen_edge_weight, num_nodes, num_nodes)
+        dtype = user_emb.dtype
+        check_adj(edge_index, edge_weight, num_nodes, num_nodes, dtype)
+        check_adj(gen_edge_index, gen_edge_weight, num_nodes, num_nodes,
+                  dtype)
         num_users = user_emb.size(0)
 
         s = self._step(torch.cat([user_emb, item_feat]), edge_index,

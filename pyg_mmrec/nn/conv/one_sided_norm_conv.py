@@ -96,7 +96,7 @@ class OneSidedNormConv(MessagePassing):
             num_src if size is None or size[0] is None else size[0],
             num_dst if size is None or size[1] is None else size[1],
         )
-        check_adj(edge_index, edge_weight, num_src, num_dst)
+        check_adj(edge_index, edge_weight, num_src, num_dst, x[0].dtype)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x, size)
         # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)

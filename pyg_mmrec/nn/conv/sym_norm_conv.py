@@ -72,7 +72,7 @@ class SymNormConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
                 edge_weight: OptTensor = None) -> Tensor:
-        check_adj(edge_index, edge_weight, x.size(0), x.size(0))
+        check_adj(edge_index, edge_weight, x.size(0), x.size(0), x.dtype)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x)
         edge_index = sized_edge_index(edge_index, x.size(0), x.size(0))
