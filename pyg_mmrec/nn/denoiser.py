@@ -1,12 +1,17 @@
 r"""DiffMM's denoiser network :math:`g_m(\mathbf{x}_t, t)`."""
 import math
-from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Optional, Sequence, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Dropout, Linear, Module
+
+from pyg_mmrec.nn._screened_topk import (
+    ScreenBound,
+    screen_weights,
+    screened_topk,
+)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0
@@ -50,95 +55,11 @@ class ReverseFold(NamedTuple):
     coef1: Tuple[float, ...]
     coef2: Tuple[float, ...]
     screen: Optional[Tensor]  # [I, H + 1] low-precision [W_2, b_2]
-    bound: Optional['ScreenBound']
-
-
-class ScreenBound(NamedTuple):
-    r"""Per-item constants of the rigorous error bound of a screened score
-    (see :meth:`Denoiser.decode_topk`)."""
-    unit: float  # u, unit roundoff of the screening dtype
-    w_norm: Tensor  # [I]: |w_i|
-    dw_norm: Tensor  # [I]: |w~_i - w_i| + gamma |w~_i|
-    db: Tensor  # [I]: |b~_i - b_i| + gamma |b~_i|
-
-
-# Relative slack on the bound for its own float32 evaluation, and an
-# absolute one for bf16 products flushed to zero (< 2^-126 each).
-_BOUND_SLACK = 1e-3
-_BOUND_ABS = 1e-30
-
-
-def _screen_weights(weight: Tensor, bias: Tensor, dtype: torch.dtype
-                    ) -> Tuple[Tensor, ScreenBound]:
-    # The bias rides along as one more input column (h gets a constant 1),
-    # so the low-precision product rounds only once, at its output.
-    low = torch.cat([weight, bias.view(-1, 1)], dim=1).to(dtype)
-    low_w, low_b = low[:, :-1].to(weight.dtype), low[:, -1].to(bias.dtype)
-    depth = low.size(1)
-    gamma = depth * 2.0**-24 / (1 - depth * 2.0**-24)
-    w_norm = weight.norm(dim=1)
-    dw_norm = (low_w - weight).norm(dim=1) + gamma * low_w.norm(dim=1)
-    db = (low_b - bias).abs() + gamma * low_b.abs()
-    bound = ScreenBound(unit=torch.finfo(dtype).eps / 2, w_norm=w_norm,
-                        dw_norm=dw_norm, db=db)
-    return low, bound
-
-
-def _screen_scores(h: Tensor, screen: Tensor
-                   ) -> Tuple[Tensor, Tensor, Tensor]:
-    # The screened scores and, per row, |h~ - h| and |h~|.
-    low = h.to(screen.dtype)
-    low_f = low.to(h.dtype)
-    diff = (low_f - h).norm(dim=1)  # exact differences (Sterbenz)
-    ones = torch.ones(h.size(0), 1, dtype=low.dtype, device=h.device)
-    approx = F.linear(torch.cat([low, ones], dim=1), screen)
-    return approx, diff, low_f.norm(dim=1)
-
-
-def _unround(score: Tensor, unit: float) -> Tensor:
-    # The largest value that rounds to `score` (relative rounding <= u),
-    # i.e. the monotone upper bound o / (1 -/+ u) of the accumulated sum.
-    score = score.to(torch.float32)
-    return torch.where(score >= 0, score / (1 - unit), score / (1 + unit))
-
-
-@contextmanager
-def _float32_accumulation(device: torch.device) -> Iterator[None]:
-    # The screening bound assumes float32 accumulation; cuBLAS may otherwise
-    # reduce split-K partial sums in bfloat16.
-    if device.type != 'cuda':
-        yield
-        return
-    flags = torch.backends.cuda.matmul
-    before = flags.allow_bf16_reduced_precision_reduction
-    # Newer releases pair the flag with a split-K one, which assigning a
-    # bare bool resets to True: restore both as they were.
-    split_k = getattr(flags, 'allow_bf16_reduced_precision_reduction_split_k',
-                      None)
-    flags.allow_bf16_reduced_precision_reduction = False
-    try:
-        yield
-    finally:
-        flags.allow_bf16_reduced_precision_reduction = \
-            before if split_k is None else (before, split_k)
-
-
-def _rescore(h: Tensor, cand: Tensor, weight: Tensor, bias: Tensor,
-             chunk: int = 128) -> Tensor:
-    # Exact scores of the candidate items of each row; row chunks keep the
-    # gathered weights small enough for the allocator to recycle.
-    out = torch.empty(cand.shape, dtype=h.dtype, device=h.device)
-    for i in range(0, h.size(0), chunk):
-        rows = F.embedding(cand[i:i + chunk], weight)  # [chunk, m, H]
-        out[i:i + chunk] = torch.bmm(
-            rows, h[i:i + chunk].unsqueeze(-1)).squeeze(-1)
-    return out.add_(F.embedding(cand, bias.view(-1, 1)).squeeze(-1))
+    bound: Optional[ScreenBound]
 
 
 def _init_linear(lin: Linear) -> None:
-    fan_out, fan_in = lin.weight.shape
-    std = math.sqrt(2.0 / (fan_in + fan_out))
-    torch.nn.init.normal_(lin.weight, 0.0, std)
+    torch.nn.init.xavier_normal_(lin.weight)
     if lin.bias is not None:
         torch.nn.init.normal_(lin.bias, 0.0, 0.001)
 
@@ -252,8 +173,7 @@ class Denoiser(Module):
             shift[t] = coef1[t] * b2_w1 + emb[t - 1] - coef2[t] * emb[t]
         screen, bound = None, None
         if screen_dtype is not None:
-            screen, bound = _screen_weights(w2, self.lin2.bias,
-                                            screen_dtype)
+            screen, bound = screen_weights(w2, self.lin2.bias, screen_dtype)
         return ReverseFold(
             w1_x_t=w1_x.t().contiguous(),
             w2_w1=w2.t().matmul(w1_x.t()).to(hidden_dtype or w2.dtype),
@@ -364,45 +284,8 @@ class Denoiser(Module):
         if fold is None or fold.screen is None or fold.bound is None or \
                 k + margin >= self.num_items:
             return self.decode(h).topk(k, dim=1).indices
-        w2, b2 = self.lin2.weight, self.lin2.bias
-        bound = fold.bound
-        with _float32_accumulation(h.device):
-            approx, dh_norm, h_norm = _screen_scores(h, fold.screen)
-        approx_val, cand = approx.topk(k + margin, dim=1)
-        exact = _rescore(h, cand, w2, b2)
-        val, pos = exact.topk(k, dim=1)
-        out = cand.gather(1, pos)
-
-        slack = 1.0 + _BOUND_SLACK
-        row_eps = (dh_norm * bound.w_norm.max() +
-                   h_norm * bound.dw_norm.max() + bound.db.max())
-        upper = _unround(approx_val[:, -1], bound.unit) + row_eps * slack
-        ok = val[:, -1] > upper + _BOUND_ABS
-        if bool(ok.all()):
-            return out
-
-        # Second level: the per-item bound on the rows not yet certified.
-        bad = (~ok).nonzero().view(-1)
-        eps = torch.outer(dh_norm[bad], bound.w_norm)
-        eps = eps.add_(torch.outer(h_norm[bad], bound.dw_norm))
-        eps = eps.add_(bound.db).mul_(slack)
-        upper = eps.add_(_unround(approx[bad], bound.unit)).add_(_BOUND_ABS)
-        mask = upper >= val[bad, -1:]
-        count = mask.sum(dim=1)
-        small = count <= max_candidates
-        if bool(small.any()):
-            rows, items = mask[small].nonzero().unbind(1)
-            sel = bad[small]
-            score = (F.embedding(items, w2) * h[sel][rows]).sum(dim=1)
-            score = score + b2[items]
-            dense = torch.full((sel.numel(), self.num_items), -float('inf'),
-                               dtype=h.dtype, device=h.device)
-            dense[rows, items] = score
-            out[sel] = dense.topk(k, dim=1).indices
-        if not bool(small.all()):
-            sel = bad[~small]
-            out[sel] = self.decode(h[sel]).topk(k, dim=1).indices
-        return out
+        return screened_topk(h, k, self.lin2, fold.screen, fold.bound,
+                             margin, max_candidates)
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_items}, '

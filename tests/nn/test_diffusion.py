@@ -238,7 +238,7 @@ def test_low_precision_hidden_is_close():
 
 @pytest.mark.parametrize('scale', [1e-3, 1.0, 30.0])
 def test_screen_bound_is_rigorous_and_tight(scale):
-    from pyg_mmrec.nn.denoiser import _screen_scores, _unround
+    from pyg_mmrec.nn._screened_topk import _screen_scores, _unround
     torch.manual_seed(4)
     den = Denoiser(300, hidden_channels=64).eval()
     with torch.no_grad():
@@ -265,7 +265,7 @@ def test_screen_bound_is_rigorous_and_tight(scale):
 def test_float32_accumulation_restores_both_cublas_flags():
     # The flags are process-wide Python settings (no GPU needed to set
     # them). Restoring a bare bool used to reset the split-K half to True.
-    from pyg_mmrec.nn.denoiser import _float32_accumulation
+    from pyg_mmrec.nn._screened_topk import _float32_accumulation
     flags = torch.backends.cuda.matmul
     if not hasattr(torch._C,
                    '_get_cublas_allow_bf16_reduced_precision_reduction'):
