@@ -6,6 +6,8 @@ import torch
 from torch import Tensor
 from torch.nn import BatchNorm1d, Dropout, LeakyReLU, Linear, Module, Parameter
 
+from pyg_mmrec.nn._random import sample_on_generator
+
 
 class _MLPHead(Module):
     # Linear -> LeakyReLU -> BatchNorm -> Dropout per hidden layer, then a
@@ -191,10 +193,9 @@ def _mixing_weights(real: Tensor, fake: Tensor,
         raise ValueError(f'real and fake must have the same shape, got '
                          f'{tuple(real.shape)} and {tuple(fake.shape)}')
     if alpha is None:
-        gen_device = generator.device if generator is not None else \
-            real.device
-        alpha = torch.rand(real.size(0), 1, generator=generator,
-                           device=gen_device, dtype=real.dtype)
+        alpha = sample_on_generator(torch.rand, real.size(0), 1,
+                                    generator=generator, device=real.device,
+                                    dtype=real.dtype)
     return alpha.to(real.device, real.dtype).view(-1, 1)
 
 

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.nn import Module
 
+from pyg_mmrec.nn._random import sample_on_generator
 from pyg_mmrec.nn.denoiser import Denoiser, ReverseFold
 
 DenoiserFn = Callable[[Tensor, Tensor], Tensor]
@@ -78,7 +79,6 @@ class GaussianDiffusion(Module):
                              self.num_steps, **f64)
         alpha_bar = 1.0 - var
         betas = torch.empty(self.num_steps, **f64)
-        betas[0] = 1.0 - alpha_bar[0]
         betas[1:] = (1.0 - alpha_bar[1:] / alpha_bar[:-1]).clamp(max=0.999)
         betas[0] = self.first_beta
         alphas = 1.0 - betas
@@ -113,10 +113,9 @@ class GaussianDiffusion(Module):
                          generator: Optional[torch.Generator] = None
                          ) -> Tensor:
         r"""Draws :math:`t \sim \mathcal{U}\{0, \ldots, T-1\}`, ``[B]``."""
-        gen_device = generator.device if generator is not None else device
-        t = torch.randint(0, self.num_steps, (batch_size, ),
-                          generator=generator, device=gen_device)
-        return t.to(device) if device is not None else t
+        return sample_on_generator(torch.randint, 0, self.num_steps,
+                                   (batch_size, ), generator=generator,
+                                   device=device)
 
     def q_sample(self, x0: Tensor, t: Tensor, noise: Optional[Tensor] = None,
                  generator: Optional[torch.Generator] = None) -> Tensor:
@@ -131,13 +130,9 @@ class GaussianDiffusion(Module):
             generator (torch.Generator, optional): For drawing the noise.
         """
         if noise is None:
-            # Drawn where the generator lives (a CPU generator cannot draw
-            # on CUDA), then moved.
-            gen_device = generator.device if generator is not None else \
-                x0.device
-            noise = torch.randn(x0.shape, generator=generator,
-                                dtype=x0.dtype, device=gen_device).to(
-                                    x0.device)
+            noise = sample_on_generator(torch.randn, x0.shape,
+                                        generator=generator,
+                                        device=x0.device, dtype=x0.dtype)
         a = self._take(self.alphas_cumprod.sqrt(), t, x0)
         b = self._take((1.0 - self.alphas_cumprod).sqrt(), t, x0)
         return torch.addcmul(b * noise, a, x0)

@@ -19,6 +19,7 @@ from pyg_mmrec.data.hetero import (
     require_modalities,
 )
 from pyg_mmrec.graph import csr_of, csr_row_entries
+from pyg_mmrec.nn._random import sample_on_generator
 from pyg_mmrec.transforms.normalize import OneSidedNorm
 
 
@@ -32,11 +33,9 @@ def _batch_training_pairs(rowptr: Tensor, col: Tensor, index: Tensor
 
 def _gumbel(num: int, dtype: torch.dtype, device: torch.device,
             generator: Optional[torch.Generator]) -> Tensor:
-    # Standard Gumbel noise -log(-log(xi)), xi ~ U(0, 1), drawn on the
-    # generator's device.
-    gen_device = generator.device if generator is not None else device
-    xi = torch.rand(num, generator=generator, device=gen_device,
-                    dtype=dtype).to(device)
+    # Standard Gumbel noise -log(-log(xi)), xi ~ U(0, 1).
+    xi = sample_on_generator(torch.rand, num, generator=generator,
+                             device=device, dtype=dtype)
     # rand() may return exactly 0, whose double log is infinite.
     xi = xi.clamp_(min=torch.finfo(dtype).tiny)
     return -torch.log(-torch.log(xi))

@@ -1,5 +1,5 @@
 r"""DiffMM's diffusion-generated modality graphs as a transform."""
-from typing import TYPE_CHECKING, Dict, Mapping, Optional, Tuple, Union
+from typing import Dict, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -15,10 +15,10 @@ from pyg_mmrec.data.hetero import (
     require_modalities,
 )
 from pyg_mmrec.graph import csr_of, csr_row_entries, sym_norm_bipartite
+from pyg_mmrec.nn.denoiser import Denoiser
+from pyg_mmrec.nn._random import sample_on_generator
+from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.nn.sparse import csr_tensor
-
-if TYPE_CHECKING:  # pragma: no cover
-    from pyg_mmrec.nn.diffusion import GaussianDiffusion
 
 
 def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
@@ -79,7 +79,7 @@ def default_screen_dtype(device: torch.device) -> Optional[torch.dtype]:
 
 @torch.no_grad()
 def diffusion_topk_edges(
-    diffusion: 'GaussianDiffusion',
+    diffusion: GaussianDiffusion,
     denoiser: Module,
     edge_index: Tensor,
     num_users: int,
@@ -124,7 +124,7 @@ def diffusion_topk_edges(
     try:
         # Fold the weights once for all batches (Denoiser's fast path).
         fold = None
-        if hasattr(denoiser, 'fold_reverse'):
+        if isinstance(denoiser, Denoiser):
             if screen_dtype == 'auto':
                 screen_dtype = default_screen_dtype(device)
             fold = diffusion.fold(denoiser, screen_dtype, hidden_dtype)
@@ -198,7 +198,7 @@ class DiffusionGraph(BaseTransform):
     """
     def __init__(
         self,
-        diffusion: 'GaussianDiffusion',
+        diffusion: GaussianDiffusion,
         denoisers: Mapping[str, Module],
         k: int = 1,
         keep_rate: float = 1.0,
@@ -246,12 +246,9 @@ class DiffusionGraph(BaseTransform):
             store.edge_index = gen_index
             store.edge_weight = adj_weight[:gen_index.size(1)]
             if self.keep_rate < 1.0:
-                gen_device = (self.generator.device if self.generator
-                              is not None else adj_weight.device)
-                keep = torch.rand(adj_weight.numel(),
-                                  generator=self.generator,
-                                  device=gen_device).to(adj_weight.device)
-                keep = keep < self.keep_rate
+                keep = sample_on_generator(
+                    torch.rand, adj_weight.numel(), generator=self.generator,
+                    device=adj_weight.device) < self.keep_rate
                 adj_index = adj_index[:, keep]
                 adj_weight = adj_weight[keep] / self.keep_rate
             store.adj_edge_index = adj_index

@@ -206,6 +206,9 @@ class DiffMM(Recommender):
         # The epoch whose seed drew the current graphs' edge drops, saved
         # with the model so that a restored model rebuilds the same graphs.
         self.register_buffer('graph_epoch', torch.tensor(-1))
+        # The edge type of each modality's generated graph, set when the
+        # graphs are attached (:meth:`prepare`).
+        self._generated_types: Dict[str, Tuple[str, str, str]] = {}
         self._denoiser_optimizers: Optional[Dict[str, torch.optim.Adam]] = None
         self.reset_parameters()
 
@@ -250,6 +253,12 @@ class DiffMM(Recommender):
                                  for m in self.modalities}
 
     def prepare(self, data: HeteroData) -> HeteroData:
+        r"""Adds :math:`\mathbf{A}` (:class:`SymmetricNorm` on the training
+        edge type, and as its adjacency :obj:`adj`), the training CSR, and
+        the generated graphs :math:`\mathbf{G}_m` (edge types
+        ``('user', 'diffusion_<m>', 'item')``) built from the denoisers as
+        they are (e.g. loaded from a checkpoint) with the edge drops of
+        :obj:`graph_epoch`."""
         check_sizes(self, data)
         require_modalities(data, self.modalities)
         data = SymmetricNorm()(data)
@@ -346,11 +355,15 @@ class DiffMM(Recommender):
     # Per-epoch recipe ########################################################
 
     def configure_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        r"""Adam over the recommender's parameters (the denoisers have their
+        own optimisers, :meth:`denoiser_optimizers`)."""
         recommender = [p for name, p in self.named_parameters()
                        if not name.startswith('denoisers.')]
         return torch.optim.Adam(recommender, lr=lr)
 
     def denoiser_optimizers(self) -> Dict[str, torch.optim.Adam]:
+        r"""One Adam per modality's denoiser (learning rate
+        :obj:`denoiser_lr`), created on first use."""
         if self._denoiser_optimizers is None:
             self._denoiser_optimizers = {
                 m: torch.optim.Adam(self.denoisers[m].parameters(),
@@ -387,15 +400,13 @@ class DiffMM(Recommender):
                 users = perm[start:start + cfg.diffusion_batch_size].to(
                     col.device)
                 x0 = interaction_rows(rowptr, col, users, self.num_items)
-                t = self.diffusion.sample_timesteps(
-                    users.numel(), generator=generator).to(x0.device)
-                noise = torch.randn(x0.shape, generator=generator,
-                                    device=gen_device).to(x0.device)
                 with torch.autocast(x0.device.type, dtype=torch.bfloat16,
                                     enabled=bf16):
+                    # Draws the steps t, then the noise, from `generator`.
                     loss = self.diffusion.training_loss(
-                        denoiser, x0, t=t, noise=noise, item_emb=item_emb,
-                        modality_emb=targets[m], lambda_e=cfg.e_loss)
+                        denoiser, x0, item_emb=item_emb,
+                        modality_emb=targets[m], lambda_e=cfg.e_loss,
+                        generator=generator)
                 optimizers[m].zero_grad(set_to_none=True)
                 loss.backward()
                 optimizers[m].step()
@@ -404,6 +415,11 @@ class DiffMM(Recommender):
         return total / max(count, 1)
 
     def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
+        r"""Trains every denoiser for one pass over all users
+        (:meth:`train_diffusion`), then regenerates every
+        :math:`\mathbf{G}_m` from them; returns the seconds of both phases.
+        Raises :class:`DivergenceError` if the diffusion loss is not
+        finite."""
         device = self.user_emb.device
         start = device_clock(device)
         loss = self.train_diffusion(data, epoch)
@@ -419,10 +435,16 @@ class DiffMM(Recommender):
         return {'diffusion': middle - start, 'graph': end - middle}
 
     def get_extra_state(self) -> dict:
+        r"""The denoisers' optimiser states, once they exist (the graphs are
+        not saved: :meth:`prepare` rebuilds them from the denoisers and
+        :obj:`graph_epoch`)."""
         optimizers = self._denoiser_optimizers or {}
         return {m: opt.state_dict() for m, opt in optimizers.items()}
 
     def set_extra_state(self, state: dict) -> None:
+        r"""Loads :meth:`get_extra_state`'s state into the denoisers'
+        optimisers (an empty state leaves them to be created on first
+        use)."""
         if state:
             optimizers = self.denoiser_optimizers()
             for m, opt_state in state.items():
