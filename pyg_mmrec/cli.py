@@ -8,9 +8,11 @@ import csv
 import io
 import json
 import os.path as osp
+import signal
 import sys
+import threading
 import warnings
-from typing import List, Optional, Union
+from typing import Any, List, Optional, Union
 
 import torch
 
@@ -22,6 +24,7 @@ from pyg_mmrec.errors import (
     MMRecError,
     describe,
 )
+from pyg_mmrec.io import STOP_SIGNALS
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -227,24 +230,51 @@ def _format_warning(message: Union[Warning, str], category: type,
     return f'pyg-mmrec: warning: {message}\n'
 
 
+class _Stopped(KeyboardInterrupt):
+    r"""A stop signal other than :obj:`SIGINT`, turned into the same
+    orderly exit as Ctrl-C (temporary files removed, one line printed)."""
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped(signum)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     r"""Entry point of ``pyg-mmrec``; returns the exit status."""
+    # `timeout`, batch schedulers and `docker stop` send SIGTERM: without a
+    # handler the process died at once, leaving temporary files behind.
+    installed = {}
+    if threading.current_thread() is threading.main_thread():
+        installed = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS
+                     if sig != signal.SIGINT
+                     and signal.getsignal(sig) == signal.SIG_DFL}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in installed.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: Optional[List[str]]) -> int:
     warnings.formatwarning = _format_warning
     warnings.filterwarnings('ignore', category=DeprecationWarning)
     # Printed once per process by PyTorch for every CSR tensor user; it says
     # nothing about the run.
     warnings.filterwarnings('ignore', message='Sparse CSR tensor support')
-    parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
-    args = parser.parse_args(argv or ['train'])  # bare command: train
     try:
+        parser = build_parser()  # imports the commands' modules
+        args = parser.parse_args(argv or ['train'])  # bare command: train
         return args.func(args)
     except MMRecError as e:
         print(f'pyg-mmrec: error: {e}', file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print('pyg-mmrec: interrupted', file=sys.stderr)
-        return 130
+        return 128 + getattr(e, 'signum', signal.SIGINT)
 
 
 if __name__ == '__main__':

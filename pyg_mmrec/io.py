@@ -4,8 +4,10 @@ import errno
 import json
 import os
 import shutil
+import signal
 import tempfile
-from typing import Any, Iterator, Optional
+import threading
+from typing import Any, Iterator, List, Optional
 
 import torch
 
@@ -72,6 +74,37 @@ def atomic_path(path: str) -> Iterator[str]:
             raise OutputError(path, f'cannot be written ({e.strerror})'
                               ) from None
         raise
+
+
+#: Signals that end a run and are held back while its files are written.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in
+                     ('SIGINT', 'SIGTERM', 'SIGHUP') if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    r"""Holds back :obj:`SIGINT`, :obj:`SIGTERM` and :obj:`SIGHUP` while the
+    block runs and delivers them, to the handlers in place before, when it
+    ends: files written together in the block (a checkpoint and the metrics
+    that describe it) are then all replaced or none. Python handles signals
+    only in the main thread, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: List[int] = []
+    previous = {sig: signal.signal(sig, lambda num, frame: received.append(
+        num)) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if received:
+            handler = previous[received[0]]
+            if callable(handler):
+                handler(received[0], None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(received[0])
 
 
 def save_torch(obj: Any, path: str) -> None:

@@ -463,6 +463,9 @@ def test_diverging_run_stops_with_one_line(tmp_path, capsys):
     (['--model', 'diffmm'], "holds a 'lightgcn' model, not 'diffmm'"),
     (['--set', 'data.seed=3'], 'data.seed cannot change when resuming'),
     (['--set', 'k=10'], 'train.k cannot change when resuming'),
+    # The earlier epochs trained with the checkpoint's seed, which
+    # metrics.json would have misreported.
+    (['--seed', '7'], 'train.seed cannot change when resuming'),
 ])
 def test_resume_refuses_other_data_or_selection(trained, tmp_path, capsys,
                                                 argv, match):
@@ -591,3 +594,39 @@ def test_synthetic_options_with_a_data_set_folder(tmp_path, capsys,
                             str(tmp_path / 'out')], capsys)
     _assert_usage_error(status, out, err, 'data.num_users configures the '
                         f'synthetic data set, but --dataset is {root}')
+
+
+def test_epoch_lines_leave_stdout_to_the_json_summary(tmp_path, capsys):
+    # The per-epoch lines used to go to stdout, before the JSON summary, so
+    # `pyg-mmrec train | python -m json.tool` failed.
+    status, out, err = run(['train', *TINY, '--epochs', '2', '--out',
+                            str(tmp_path / 'out')], capsys)
+    assert status == 0
+    assert set(json.loads(out)) == {'model', 'best_epoch', 'val', 'test'}
+    assert 'epoch   1  loss' in err
+
+
+def test_sigterm_is_an_orderly_stop(tmp_path, capsys, monkeypatch):
+    # SIGTERM (timeout, batch schedulers, docker stop) used to kill the
+    # process at once, leaving a checkpoint's temporary file behind.
+    import signal
+
+    import pyg_mmrec.train.run as run_module
+    real_save = run_module.save_torch
+
+    def save_then_terminate(obj, path):
+        real_save(obj, path)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(run_module, 'save_torch', save_then_terminate)
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', *TINY, '--epochs', '3', '--quiet',
+                            '--out', str(out_dir)], capsys)
+    assert status == 128 + signal.SIGTERM
+    assert err == 'pyg-mmrec: interrupted\n'
+    # The signal waited for the epoch's files: all three, no temporary one.
+    assert sorted(os.listdir(out_dir)) == ['checkpoint.pt', 'last.pt',
+                                           'metrics.json']
+    with open(out_dir / 'metrics.json') as f:
+        assert len(json.load(f)['epochs']) == 1
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

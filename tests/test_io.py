@@ -1,4 +1,5 @@
 import os
+import time
 
 import pytest
 
@@ -70,3 +71,17 @@ def test_write_failure_is_an_output_error_and_leaves_nothing(tmp_path):
         with atomic_path(str(tmp_path / 'm.json')) as tmp:
             fail(tmp)
     assert os.listdir(tmp_path) == []
+
+
+def test_deferred_signals_delivers_after_the_block():
+    import signal
+
+    from pyg_mmrec.io import deferred_signals
+    reached_end = False
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # the handler would have run by now
+            reached_end = True
+    assert reached_end
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -6,6 +6,7 @@ evaluator are passed in, so the same function runs one process of a
 data-parallel job (give each rank its own sampler share).
 """
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Optional
@@ -111,7 +112,8 @@ def fit(
             device, so move the model and the data there first (e.g. with
             :func:`~pyg_mmrec.train.resolve_device`, as
             :func:`~pyg_mmrec.train.assemble` does).
-        state (TrainState, optional): Resume from this state.
+        state (TrainState, optional): Resume from this state (returned
+            unchanged if it stopped early).
         on_epoch_end (callable, optional): Called as
             ``on_epoch_end(state, improved)`` after every epoch (write
             checkpoints here).
@@ -123,6 +125,10 @@ def fit(
                          f'but model selection uses k={config.k}: create it '
                          f'with ks including {config.k}')
     state = state or TrainState()
+    if state.stopped_early:
+        # A finished run: training on would move its best epoch past the
+        # point where early stopping ended it.
+        return state
     key = f'recall@{config.k}'
     epochs = range(state.next_epoch, config.epochs)
     bar = tqdm(epochs, desc='training', initial=state.next_epoch,
@@ -150,9 +156,10 @@ def fit(
         state.next_epoch = epoch + 1
         if progress:
             loss = state.history[-1]['loss']
+            # On stderr, with the bars: stdout carries the command's JSON.
             tqdm.write(f'epoch {epoch:3d}  loss {loss:.4f}'
                        f'  val {key} {val[key]:.4f}'
-                       f'{"  *" if improved else ""}')
+                       f'{"  *" if improved else ""}', file=sys.stderr)
         stop = (config.patience > 0
                 and state.epochs_without_improvement >= config.patience)
         state.stopped_early = stop

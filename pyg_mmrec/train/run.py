@@ -23,7 +23,13 @@ from pyg_mmrec.errors import (
     describe,
 )
 from pyg_mmrec.evaluation import RankingEvaluator
-from pyg_mmrec.io import copy_file, folder_problem, save_json, save_torch
+from pyg_mmrec.io import (
+    copy_file,
+    deferred_signals,
+    folder_problem,
+    save_json,
+    save_torch,
+)
 from pyg_mmrec.nn.models.base import Recommender
 from pyg_mmrec.train.config import TrainConfig, apply_overrides
 from pyg_mmrec.train.loop import TrainState, fit
@@ -320,12 +326,27 @@ def check_resume_options(options: RunOptions, ckpt: dict,
         raise ConfigError(f'--preset {options.preset}: the resumed run used '
                           f'{used}')
     fixed = _changed_fields('data', saved['data'], configs['data'])
-    if configs['train'].k != saved['train'].k:
-        fixed.append('train.k')
+    for name in ('k', 'seed'):
+        if getattr(configs['train'], name) != getattr(saved['train'], name):
+            fixed.append(f'train.{name}')
     if fixed:
         raise ConfigError(f'{fixed[0]} cannot change when resuming: it '
                           f'decides the data split or the model selection '
                           f'so far (start a new run instead)')
+
+
+def _best_checkpoint_of(resume: str, state: TrainState) -> str:
+    r"""The checkpoint of the resumed run's best epoch: the
+    ``checkpoint.pt`` beside :obj:`resume`, or :obj:`resume` itself if its
+    last epoch was the best."""
+    best = osp.join(osp.dirname(resume), 'checkpoint.pt')
+    if osp.isfile(best):
+        return best
+    if state.best_epoch == state.next_epoch - 1:
+        return resume
+    raise CheckpointError(resume, f'has no checkpoint.pt beside it, which '
+                          f'holds the model of its best epoch '
+                          f'({state.best_epoch}); the resumed run needs it')
 
 
 def check_output_folder(out: str) -> None:
@@ -344,11 +365,13 @@ def train(options: RunOptions) -> dict:
         saved = configs_of(ckpt)
         configs = apply_overrides(saved, options.overrides)
         check_resume_options(options, ckpt, saved, configs)
+        previous_best = _best_checkpoint_of(
+            options.resume, TrainState.from_dict(ckpt['train_state']))
         options = dataclasses.replace(options, model=ckpt['model'],
                                       dataset=ckpt['dataset'],
                                       preset=ckpt['preset'])
     else:
-        ckpt = None
+        ckpt, previous_best = None, None
         options = with_defaults(options)
         configs = build_configs(options)
     check_output_folder(options.out)
@@ -376,24 +399,33 @@ def train(options: RunOptions) -> dict:
     best_path = osp.join(options.out, 'checkpoint.pt')
     last_path = osp.join(options.out, 'last.pt')
     metrics_path = osp.join(options.out, 'metrics.json')
-    if options.resume is not None:
-        # The best model so far lives beside the resumed run's last.pt.
-        previous_best = osp.join(osp.dirname(options.resume), 'checkpoint.pt')
-        if (osp.isfile(previous_best) and
-                osp.abspath(previous_best) != osp.abspath(best_path)):
-            copy_file(previous_best, best_path)
+    if state is not None and previous_best is not None:
+        # From the start, --out describes the resumed run: another run's
+        # files left there would otherwise sit beside its metrics.json.
+        with deferred_signals():
+            for src, dst in ((previous_best, best_path),
+                             (options.resume, last_path)):
+                if not osp.exists(dst) or not osp.samefile(src, dst):
+                    copy_file(src, dst)
+            save_json(metrics_report(options.model, options.dataset, state,
+                                     train_config.seed, device),
+                      metrics_path)
 
     def on_epoch_end(state: TrainState, improved: bool) -> None:
         ckpt = _checkpoint(options, configs, model, optimizer, state)
-        # One serialisation per epoch: DiffMM's denoisers and their Adam
-        # states make a TikTok checkpoint about 335 MB.
-        if improved:
-            save_torch(ckpt, best_path)
-            copy_file(best_path, last_path)
-        else:
-            save_torch(ckpt, last_path)
-        save_json(metrics_report(options.model, options.dataset, state,
-                                 train_config.seed, device), metrics_path)
+        # All three files or none: an interruption between them used to
+        # leave a checkpoint that metrics.json did not describe.
+        with deferred_signals():
+            # One serialisation per epoch: DiffMM's denoisers and their Adam
+            # states make a TikTok checkpoint about 335 MB.
+            if improved:
+                save_torch(ckpt, best_path)
+                copy_file(best_path, last_path)
+            else:
+                save_torch(ckpt, last_path)
+            save_json(metrics_report(options.model, options.dataset, state,
+                                     train_config.seed, device),
+                      metrics_path)
 
     state = fit(model, data, run.sampler, optimizer, run.evaluator,
                 train_config,

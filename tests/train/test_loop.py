@@ -136,6 +136,17 @@ def test_fit_resumes_from_state(tiny):
     assert state.best_test['recall@20'] == 1003.0
 
 
+def test_fit_does_not_continue_a_run_that_stopped_early(tiny):
+    # Resuming an early-stopped run used to train on and move its best
+    # epoch past the point where early stopping had ended it.
+    val = [0.5, 0.1, 0.1, 0.9, 0.9]
+    state, evaluator, _ = _fit_scripted(tiny, val, epochs=5, patience=2)
+    assert state.stopped_early and state.best_epoch == 0
+    state, _, ends = _fit_scripted(tiny, val, epochs=8, patience=2,
+                                   state=state, evaluator=evaluator)
+    assert ends == [] and state.next_epoch == 3 and state.best_epoch == 0
+
+
 def test_fit_refuses_a_k_the_evaluator_does_not_report(tiny):
     model = LightGCNRecommender(60, 30, LightGCNConfig(embedding_dim=4))
     data = model.prepare(tiny.clone())
@@ -234,6 +245,51 @@ def test_resume_into_new_folder_keeps_the_best_checkpoint(tmp_path):
                      resume=str(tmp_path / 'a' / 'last.pt'))
     assert resumed['best_epoch'] == first['best_epoch']
     assert (tmp_path / 'b' / 'checkpoint.pt').exists()
+
+
+def test_resume_into_a_folder_of_another_run_replaces_its_files(tmp_path):
+    # The resumed run's best checkpoint was copied only if one sat beside
+    # last.pt, and last.pt only written after an epoch: another run's
+    # checkpoint.pt stayed next to the new metrics.json.
+    _train(tmp_path / 'a', ('train.epochs', '2'), ('train.patience', '0'))
+    _train(tmp_path / 'other', ('train.epochs', '1'), ('train.lr', '0.05'))
+    src = tmp_path / 'src'
+    src.mkdir()
+    (src / 'last.pt').write_bytes((tmp_path / 'a' / 'last.pt').read_bytes())
+    (src / 'checkpoint.pt').write_bytes(
+        (tmp_path / 'a' / 'checkpoint.pt').read_bytes())
+    report = _train(tmp_path / 'other', ('train.epochs', '2'),
+                    resume=str(src / 'last.pt'))
+    for name in ('checkpoint.pt', 'last.pt'):
+        assert (tmp_path / 'other' / name).read_bytes() == \
+            (tmp_path / 'a' / name).read_bytes()
+    with open(tmp_path / 'a' / 'metrics.json') as f:
+        first = json.load(f)
+    assert report['best_epoch'] == first['best_epoch']
+    assert report['epochs'] == first['epochs']
+
+
+def test_resume_needs_the_best_checkpoint_of_its_run(tmp_path):
+    from pyg_mmrec.errors import CheckpointError
+    report = _train(tmp_path / 'a', ('train.epochs', '3'),
+                    ('train.patience', '0'), ('train.lr', '0.2'))
+    src = tmp_path / 'src'
+    src.mkdir()
+    (src / 'last.pt').write_bytes((tmp_path / 'a' / 'last.pt').read_bytes())
+    assert report['best_epoch'] == 1  # not the last epoch
+    with pytest.raises(CheckpointError, match=re.escape(
+            'has no checkpoint.pt beside it, which holds the model of its '
+            'best epoch (1)')):
+        _train(tmp_path / 'b', ('train.epochs', '3'),
+               resume=str(src / 'last.pt'))
+    assert not (tmp_path / 'b').exists()
+    # After a best last epoch, last.pt is that checkpoint.
+    _train(tmp_path / 'c', ('train.epochs', '1'))
+    (src / 'last.pt').write_bytes((tmp_path / 'c' / 'last.pt').read_bytes())
+    _train(tmp_path / 'd', ('train.epochs', '1'),
+           resume=str(src / 'last.pt'))
+    assert (tmp_path / 'd' / 'checkpoint.pt').read_bytes() == \
+        (src / 'last.pt').read_bytes()
 
 
 def test_resume_honours_a_new_learning_rate(tmp_path):
