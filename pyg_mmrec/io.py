@@ -7,7 +7,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import torch
 
@@ -86,25 +86,30 @@ def deferred_signals() -> Iterator[None]:
     r"""Holds back :obj:`SIGINT`, :obj:`SIGTERM` and :obj:`SIGHUP` while the
     block runs and delivers them, to the handlers in place before, when it
     ends: files written together in the block (a checkpoint and the metrics
-    that describe it) are then all replaced or none. Python handles signals
-    only in the main thread, so elsewhere this does nothing."""
+    that describe it) are then all replaced or none when a signal stops the
+    process. Python handles signals only in the main thread, so elsewhere
+    this does nothing; a signal whose handler was installed outside Python
+    is left alone."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: List[int] = []
-    previous = {sig: signal.signal(sig, lambda num, frame: received.append(
-        num)) for sig in STOP_SIGNALS}
+    previous: Dict[int, Any] = {}
     try:
+        for sig in STOP_SIGNALS:
+            if signal.getsignal(sig) is not None:
+                previous[sig] = signal.signal(
+                    sig, lambda num, frame: received.append(num))
         yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if received:
-            handler = previous[received[0]]
+        for sig in dict.fromkeys(received):
+            handler = previous[sig]
             if callable(handler):
-                handler(received[0], None)
+                handler(sig, None)
             elif handler == signal.SIG_DFL:
-                signal.raise_signal(received[0])
+                signal.raise_signal(sig)
 
 
 def save_torch(obj: Any, path: str) -> None:

@@ -610,6 +610,8 @@ def test_sigterm_is_an_orderly_stop(tmp_path, capsys, monkeypatch):
     # SIGTERM (timeout, batch schedulers, docker stop) used to kill the
     # process at once, leaving a checkpoint's temporary file behind.
     import signal
+    if signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        pytest.skip('the test runner handles SIGTERM itself')
 
     import pyg_mmrec.train.run as run_module
     real_save = run_module.save_torch

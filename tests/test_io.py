@@ -85,3 +85,36 @@ def test_deferred_signals_delivers_after_the_block():
             reached_end = True
     assert reached_end
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_deferred_signals_delivers_every_signal_and_skips_foreign_ones(
+        monkeypatch):
+    import signal
+
+    from pyg_mmrec import io
+    got = []
+    pair = (signal.SIGUSR1, signal.SIGUSR2)
+    monkeypatch.setattr(io, 'STOP_SIGNALS', pair)
+
+    def record(num, frame):
+        got.append(num)
+
+    previous = {sig: signal.signal(sig, record) for sig in pair}
+    try:
+        with io.deferred_signals():
+            for sig in (*pair, signal.SIGUSR1):
+                os.kill(os.getpid(), sig)
+            time.sleep(0.05)
+            assert got == []
+        # Every kind received is delivered, once (only the first was).
+        assert got == list(pair)
+        # A handler installed outside Python reads as None and cannot be
+        # put back by signal.signal: it is left alone.
+        real_getsignal = signal.getsignal
+        monkeypatch.setattr(signal, 'getsignal', lambda sig: None if sig ==
+                            signal.SIGUSR2 else real_getsignal(sig))
+        with io.deferred_signals():
+            assert real_getsignal(signal.SIGUSR2) is record
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

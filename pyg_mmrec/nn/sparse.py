@@ -99,7 +99,8 @@ class SparseAdj:
             :meth:`from_edge_index` verifies it unless told not to.
 
     The CSR tensors derived from :obj:`value` are cached and follow it:
-    reassigning :obj:`value` or editing it in place invalidates them.
+    reassigning :obj:`value` or editing it in place (as autograd counts
+    edits: not through :obj:`.data`) invalidates them.
     The matrix behaves like a tensor in PyG's data objects: :meth:`to`,
     :meth:`clone`, :meth:`detach`, :meth:`share_memory_` and the like
     (called by :meth:`~torch_geometric.data.HeteroData.clone` and friends)
@@ -138,8 +139,8 @@ class SparseAdj:
         # bumps a tensor's `_version` on every in-place edit (of it or of a
         # view of it), after which the copies in `_csr_t` would be stale.
         value = self.value
-        # Inference tensors have no version counter (and cannot be edited
-        # in place outside inference mode).
+        # Inference tensors have no version counter: only reassignment is
+        # seen for them (they can be edited only inside inference mode).
         version = -1 if value.is_inference() else value._version
         key = self._cache_key
         if key is None or key[0] is not value or key[1] != version:
@@ -227,13 +228,15 @@ class SparseAdj:
 
     def csr(self, value: OptTensor = None) -> Tensor:
         r"""The matrix as a detached :obj:`torch.sparse_csr` tensor."""
+        # First, so that caches of a replaced value are dropped on every
+        # path, not kept alive by the uncached ones.
+        self._sync_value_caches()
         if value is None and self.value.requires_grad:
             # Not cached: the values may change between calls (training).
             value = self.value
         if value is not None:
             return csr_tensor(self.rowptr, self.col, value.detach(),
                               self.sparse_size)
-        self._sync_value_caches()
         if self._csr is None:
             self._csr = csr_tensor(self.rowptr, self.col,
                                    self.value.detach(), self.sparse_size)
@@ -244,9 +247,9 @@ class SparseAdj:
         tensor; for a symmetric matrix, the matrix itself."""
         if self.symmetric:
             return self.csr(value)
+        self._sync_value_caches()
         t_rowptr, t_col, perm = self._transpose_index()
         if value is None and not self.value.requires_grad:
-            self._sync_value_caches()
             if self._csr_t is None:
                 self._csr_t = csr_tensor(t_rowptr, t_col, self.value[perm],
                                          self.sparse_size[::-1])

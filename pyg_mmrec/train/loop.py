@@ -113,7 +113,8 @@ def fit(
             :func:`~pyg_mmrec.train.resolve_device`, as
             :func:`~pyg_mmrec.train.assemble` does).
         state (TrainState, optional): Resume from this state (returned
-            unchanged if it stopped early).
+            unchanged if it stopped early and :obj:`config.patience` would
+            stop it again).
         on_epoch_end (callable, optional): Called as
             ``on_epoch_end(state, improved)`` after every epoch (write
             checkpoints here).
@@ -126,9 +127,11 @@ def fit(
                          f'with ks including {config.k}')
     state = state or TrainState()
     if state.stopped_early:
-        # A finished run: training on would move its best epoch past the
-        # point where early stopping ended it.
-        return state
+        if 0 < config.patience <= state.epochs_without_improvement:
+            # Training on would move the best epoch past the point where
+            # early stopping ended the run.
+            return state
+        state.stopped_early = False  # a larger (or no) patience: go on
     key = f'recall@{config.k}'
     epochs = range(state.next_epoch, config.epochs)
     bar = tqdm(epochs, desc='training', initial=state.next_epoch,

@@ -330,23 +330,40 @@ def check_resume_options(options: RunOptions, ckpt: dict,
         if getattr(configs['train'], name) != getattr(saved['train'], name):
             fixed.append(f'train.{name}')
     if fixed:
-        raise ConfigError(f'{fixed[0]} cannot change when resuming: it '
-                          f'decides the data split or the model selection '
-                          f'so far (start a new run instead)')
+        what = ('the earlier epochs trained with it' if fixed[0] ==
+                'train.seed' else 'it decides the data split or the model '
+                'selection so far')
+        raise ConfigError(f'{fixed[0]} cannot change when resuming: {what} '
+                          f'(start a new run instead)')
 
 
-def _best_checkpoint_of(resume: str, state: TrainState) -> str:
-    r"""The checkpoint of the resumed run's best epoch: the
-    ``checkpoint.pt`` beside :obj:`resume`, or :obj:`resume` itself if its
-    last epoch was the best."""
-    best = osp.join(osp.dirname(resume), 'checkpoint.pt')
-    if osp.isfile(best):
-        return best
+def _best_checkpoint_of(resume: str, ckpt: dict) -> str:
+    r"""The checkpoint of the best epoch of the run :obj:`ckpt` (read from
+    :obj:`resume`): :obj:`resume` itself if its last epoch was the best,
+    else the ``checkpoint.pt`` beside it, which must be of the same run at
+    the same best epoch."""
+    state = TrainState.from_dict(ckpt['train_state'])
     if state.best_epoch == state.next_epoch - 1:
         return resume
-    raise CheckpointError(resume, f'has no checkpoint.pt beside it, which '
-                          f'holds the model of its best epoch '
-                          f'({state.best_epoch}); the resumed run needs it')
+    best = osp.join(osp.dirname(osp.realpath(resume)), 'checkpoint.pt')
+    if not osp.isfile(best):
+        raise CheckpointError(resume, f'has no checkpoint.pt beside it, '
+                              f'which holds the model of its best epoch '
+                              f'({state.best_epoch}); the resumed run needs '
+                              f'it')
+    other = load_checkpoint(best)
+    other_state = TrainState.from_dict(other['train_state'])
+    # (A resumed run may have changed --lr or --epochs since, so the
+    # configs may differ; the best epoch's validation figures may not.)
+    if (other['model'], other['dataset'], other_state.best_epoch,
+            other_state.best_val) != (ckpt['model'], ckpt['dataset'],
+                                      state.best_epoch, state.best_val):
+        raise CheckpointError(resume, f'is not of the run of the '
+                              f'checkpoint.pt beside it (another model, '
+                              f'data set or best epoch): the resumed run '
+                              f'needs the model of its own best epoch '
+                              f'({state.best_epoch})')
+    return best
 
 
 def check_output_folder(out: str) -> None:
@@ -365,8 +382,7 @@ def train(options: RunOptions) -> dict:
         saved = configs_of(ckpt)
         configs = apply_overrides(saved, options.overrides)
         check_resume_options(options, ckpt, saved, configs)
-        previous_best = _best_checkpoint_of(
-            options.resume, TrainState.from_dict(ckpt['train_state']))
+        previous_best = _best_checkpoint_of(options.resume, ckpt)
         options = dataclasses.replace(options, model=ckpt['model'],
                                       dataset=ckpt['dataset'],
                                       preset=ckpt['preset'])
@@ -399,7 +415,7 @@ def train(options: RunOptions) -> dict:
     best_path = osp.join(options.out, 'checkpoint.pt')
     last_path = osp.join(options.out, 'last.pt')
     metrics_path = osp.join(options.out, 'metrics.json')
-    if state is not None and previous_best is not None:
+    if previous_best is not None:
         # From the start, --out describes the resumed run: another run's
         # files left there would otherwise sit beside its metrics.json.
         with deferred_signals():

@@ -256,10 +256,13 @@ class DiffusionGraph(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        # Every option that changes the output: PyG compares the repr of a
-        # data set's pre_transform to decide whether its cache is stale.
-        # screen_dtype is left out: the screened top-k is exact.
+        # Every option that changes the output: PyG warns when a data set's
+        # cache was made with a pre_transform of another repr. screen_dtype
+        # is left out (the screened top-k is exact), and so is an unset
+        # hidden_dtype, so that the repr of the default stays as it was.
+        hidden = ('' if self.hidden_dtype is None else
+                  f', hidden_dtype={self.hidden_dtype}')
         return (f'{self.__class__.__name__}('
                 f"modalities=[{', '.join(self.denoisers)}], k={self.k}, "
-                f'keep_rate={self.keep_rate}, relation={self.relation!r}, '
-                f'hidden_dtype={self.hidden_dtype})')
+                f'keep_rate={self.keep_rate}, relation={self.relation!r}'
+                f'{hidden})')

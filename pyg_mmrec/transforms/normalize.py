@@ -81,8 +81,8 @@ class SymmetricNorm(BaseTransform):
         return data
 
     def __repr__(self) -> str:
-        # Every option that changes the output: PyG compares the repr of a
-        # data set's pre_transform to decide whether its cache is stale.
+        # Every option that changes the output: PyG warns when a data set's
+        # cache was made with a pre_transform of another repr.
         return (f'{self.__class__.__name__}(edge_type={self.edge_type}, '
                 f'weight_attr={self.weight_attr!r}, '
                 f'add_self_loops={self.add_self_loops})')

@@ -145,6 +145,11 @@ def test_fit_does_not_continue_a_run_that_stopped_early(tiny):
     state, _, ends = _fit_scripted(tiny, val, epochs=8, patience=2,
                                    state=state, evaluator=evaluator)
     assert ends == [] and state.next_epoch == 3 and state.best_epoch == 0
+    # A larger patience (here none) is a request to go on.
+    state, _, ends = _fit_scripted(tiny, val, epochs=5, patience=0,
+                                   state=state, evaluator=evaluator)
+    assert [e for e, _ in ends] == [4, 5] and state.best_epoch == 3
+    assert not state.stopped_early
 
 
 def test_fit_refuses_a_k_the_evaluator_does_not_report(tiny):
@@ -283,6 +288,15 @@ def test_resume_needs_the_best_checkpoint_of_its_run(tmp_path):
         _train(tmp_path / 'b', ('train.epochs', '3'),
                resume=str(src / 'last.pt'))
     assert not (tmp_path / 'b').exists()
+    # Nor will another run's checkpoint.pt do.
+    _train(tmp_path / 'e', ('train.epochs', '1'), ('train.lr', '0.05'))
+    (tmp_path / 'e' / 'last.pt').unlink()  # a hard link of checkpoint.pt
+    (tmp_path / 'e' / 'last.pt').write_bytes(
+        (tmp_path / 'a' / 'last.pt').read_bytes())
+    with pytest.raises(CheckpointError, match=re.escape(
+            'is not of the run of the checkpoint.pt beside it')):
+        _train(tmp_path / 'e', ('train.epochs', '3'),
+               resume=str(tmp_path / 'e' / 'last.pt'))
     # After a best last epoch, last.pt is that checkpoint.
     _train(tmp_path / 'c', ('train.epochs', '1'))
     (src / 'last.pt').write_bytes((tmp_path / 'c' / 'last.pt').read_bytes())

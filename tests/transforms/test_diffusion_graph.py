@@ -143,12 +143,12 @@ def test_bad_input():
                        r"'textual' \(data has: visual, acoustic\)"):
         DiffusionGraph(diff, {'textual': dens['visual']})(tiny_data())
     assert repr(DiffusionGraph(diff, dens, relation='gen')).endswith(
-        "k=1, keep_rate=1.0, relation='gen', hidden_dtype=None)")
+        "k=1, keep_rate=1.0, relation='gen')")
 
 
 def test_repr_names_every_option_that_changes_the_output():
-    # PyG compares a data set's pre_transform repr to its cached one to
-    # detect a stale cache: hidden_dtype makes the graphs approximate, so
+    # PyG compares a data set's pre_transform repr to its cached one and
+    # warns when they differ: hidden_dtype makes the graphs approximate, so
     # two transforms differing in it must not share a repr.
     diff, dens = GaussianDiffusion(), denoisers()
     exact = DiffusionGraph(diff, dens)
