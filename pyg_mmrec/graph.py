@@ -95,12 +95,18 @@ def csr_of(edge_index: Tensor, num_rows: int) -> Tuple[Tensor, Tensor]:
     r"""``(rowptr, col)`` of edges sorted by row (stable on column order)."""
     perm = torch.argsort(edge_index[0], stable=True)
     row, col = edge_index[0, perm], edge_index[1, perm]
-    # index2ptr does not check its input and writes out of bounds on a row
-    # id >= num_rows; sorted rows make the check two reads.
-    if row.numel() and (int(row[0]) < 0 or int(row[-1]) >= num_rows):
-        bad = int(row[0]) if int(row[0]) < 0 else int(row[-1])
-        raise ValueError(f'row id {bad} is outside 0..{num_rows - 1}')
-    return index2ptr(row, num_rows), col
+    return sorted_index2ptr(row, num_rows), col
+
+
+def sorted_index2ptr(index: Tensor, size: int) -> Tensor:
+    r"""PyG's :func:`~torch_geometric.index.index2ptr` of the sorted
+    :obj:`index`, after checking that its ids lie in ``0..size-1``:
+    :obj:`index2ptr` does not check and writes out of bounds on an id
+    ``>= size`` (sorted ids make the check two reads)."""
+    if index.numel() and (int(index[0]) < 0 or int(index[-1]) >= size):
+        bad = int(index[0]) if int(index[0]) < 0 else int(index[-1])
+        raise ValueError(f'row id {bad} is outside 0..{size - 1}')
+    return index2ptr(index, size)
 
 
 def csr_row_entries(rowptr: Tensor, col: Tensor,

@@ -43,7 +43,7 @@ from torch_geometric.index import index2ptr, ptr2index
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import coalesce, is_torch_sparse_tensor, spmm
 
-from pyg_mmrec.graph import sym_norm_bipartite
+from pyg_mmrec.graph import sorted_index2ptr, sym_norm_bipartite
 
 #: Backend names accepted by :func:`to_adj`.
 BACKENDS: Tuple[str, ...] = ('auto', 'sparse_adj', 'scatter', 'coo', 'csr',
@@ -264,14 +264,12 @@ class SparseAdj:
         if self._t is None:
             row, col = self.row(), self.col.long()
             perm = torch.argsort(col * self.sparse_size[0] + row)
-            t_row = col[perm]
-            # `index2ptr` writes out of bounds on ids outside the range,
-            # and the raw-array constructor does not check them.
-            if t_row.numel() and (int(t_row[0]) < 0 or int(t_row[-1])
-                                  >= self.sparse_size[1]):
+            # The raw-array constructor does not check the column ids.
+            try:
+                t_rowptr = sorted_index2ptr(col[perm], self.sparse_size[1])
+            except ValueError:
                 raise ValueError(f"'col' holds ids outside of "
-                                 f"[0, {self.sparse_size[1]})")
-            t_rowptr = index2ptr(t_row, self.sparse_size[1])
+                                 f"[0, {self.sparse_size[1]})") from None
             self._t = (t_rowptr.to(self.col.dtype), row[perm].to(
                 self.col.dtype), perm)
         return self._t

@@ -355,8 +355,9 @@ class AdversarialGraph(BaseTransform):
 
     def rev_edge_type(self, modality: str) -> Tuple[str, str, str]:
         r"""The reverse edge type of :obj:`modality`'s graph (the name
-        :class:`~torch_geometric.transforms.ToUndirected` would give it)."""
-        return (ITEM, f'rev_{self.relation}_{modality}', USER)
+        :class:`~torch_geometric.transforms.ToUndirected` would give it, as
+        :class:`~pyg_mmrec.transforms.OneSidedNorm` does)."""
+        return OneSidedNorm(self.edge_type(modality)).rev_edge_type
 
     def forward(self, data: HeteroData) -> HeteroData:
         require_modalities(data, self.user_emb)
@@ -372,8 +373,7 @@ class AdversarialGraph(BaseTransform):
             # OneSidedNorm's own code, so that the generated graphs cannot
             # drift from the training graph's layout. forward(), not
             # __call__: data is already this transform's copy.
-            data = OneSidedNorm(edge_type, self.rev_edge_type(name)).forward(
-                data)
+            data = OneSidedNorm(edge_type).forward(data)
         return data
 
     def __repr__(self) -> str:

@@ -358,8 +358,9 @@ class MMSSL(Recommender):
     def generated_rev_edge_type(self, modality: str
                                 ) -> Tuple[str, str, str]:
         r"""The reverse edge type of :meth:`generated_edge_type`, with
-        :math:`\mathbf{P}_m` as :obj:`edge_weight`."""
-        return (ITEM, f'rev_{RELATION}_{modality}', USER)
+        :math:`\mathbf{P}_m` as :obj:`edge_weight` (:class:`OneSidedNorm`'s
+        name for it)."""
+        return OneSidedNorm(self.generated_edge_type(modality)).rev_edge_type
 
     @property
     def generated_edges(self) -> Optional[Dict[str, Tensor]]:
@@ -383,15 +384,21 @@ class MMSSL(Recommender):
         need not hold them."""
         train = data[INTERACTS].edge_index
         for m in self.modalities:
-            norm = OneSidedNorm(self.generated_edge_type(m),
-                                self.generated_rev_edge_type(m))
+            norm = OneSidedNorm(self.generated_edge_type(m))
             data[norm.edge_type].edge_index = (
                 train if edges is None else edges[m].to(train.device))
             # forward(), not __call__: data is prepare()'s own copy, which
             # the graphs are attached to.
             norm.forward(data)
-            self._store_adjs(data, norm)
-        self._generated_edges = None if edges is None else {
+        self._adopt_graphs(data, generated=edges is not None)
+
+    def _adopt_graphs(self, data: HeteroData, generated: bool) -> None:
+        r"""Builds the adjacencies of the :math:`\mathbf{R}_m` that
+        :obj:`data` holds in :class:`OneSidedNorm`'s layout, and remembers
+        their edges if they were :obj:`generated`."""
+        for m in self.modalities:
+            self._store_adjs(data, OneSidedNorm(self.generated_edge_type(m)))
+        self._generated_edges = None if not generated else {
             m: data[self.generated_edge_type(m)].edge_index
             for m in self.modalities
         }
@@ -743,13 +750,11 @@ class MMSSL(Recommender):
                                      rate=self.config.graph_rate,
                                      batch_size=self.config.graph_batch_size,
                                      relation=RELATION)
-        generated = transform(data)
-        # Only the edges: their weights follow through the same
-        # OneSidedNorm as those of a checkpoint's edges.
-        self._attach_graphs(data, {
-            m: generated[transform.edge_type(m)].edge_index
-            for m in self.modalities
-        })
+        # forward(), not __call__: the graphs go into prepare()'s copy of
+        # the data, with their weights from the same OneSidedNorm as those
+        # of a checkpoint's edges (_attach_graphs).
+        transform.forward(data)
+        self._adopt_graphs(data, generated=True)
 
     def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
         r"""Regenerates the modality graphs once per epoch, from the second
