@@ -10,7 +10,6 @@ import json
 import os.path as osp
 import signal
 import sys
-import threading
 import warnings
 from typing import Any, List, Optional, Union
 
@@ -24,7 +23,7 @@ from pyg_mmrec.errors import (
     MMRecError,
     describe,
 )
-from pyg_mmrec.io import STOP_SIGNALS
+from pyg_mmrec.io import STOP_SIGNALS, signal_handlers
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -246,16 +245,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     r"""Entry point of ``pyg-mmrec``; returns the exit status."""
     # `timeout`, batch schedulers and `docker stop` send SIGTERM: without a
     # handler the process died at once, leaving temporary files behind.
-    installed = {}
-    if threading.current_thread() is threading.main_thread():
-        installed = {sig: signal.signal(sig, _stop) for sig in STOP_SIGNALS
-                     if sig != signal.SIGINT
-                     and signal.getsignal(sig) == signal.SIG_DFL}
-    try:
+    others = [sig for sig in STOP_SIGNALS if sig != signal.SIGINT]
+    with signal_handlers(_stop, others, only_default=True):
         return _main(argv)
-    finally:
-        for sig, handler in installed.items():
-            signal.signal(sig, handler)
 
 
 def _main(argv: Optional[List[str]]) -> int:

@@ -7,7 +7,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
 
@@ -82,34 +82,48 @@ STOP_SIGNALS = tuple(getattr(signal, name) for name in
 
 
 @contextlib.contextmanager
+def signal_handlers(handler: Callable[[int, Any], None],
+                    signals: Optional[Iterable[int]] = None,
+                    only_default: bool = False
+                    ) -> Iterator[Dict[int, Any]]:
+    r"""Installs :obj:`handler` for :obj:`signals` (default:
+    :obj:`STOP_SIGNALS`) while the block runs and yields the handlers it
+    replaced, which are put back at the end. Python handles signals only
+    in the main thread, so elsewhere this installs nothing. A handler
+    installed outside Python (which reads as :obj:`None` and cannot be put
+    back) is left alone, and so is any non-default one if
+    :obj:`only_default`."""
+    previous: Dict[int, Any] = {}
+    try:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS if signals is None else signals:
+                current = signal.getsignal(sig)
+                if current is not None and (not only_default
+                                            or current == signal.SIG_DFL):
+                    previous[sig] = signal.signal(sig, handler)
+        yield previous
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@contextlib.contextmanager
 def deferred_signals() -> Iterator[None]:
     r"""Holds back :obj:`SIGINT`, :obj:`SIGTERM` and :obj:`SIGHUP` while the
     block runs and delivers them, to the handlers in place before, when it
     ends: files written together in the block (a checkpoint and the metrics
     that describe it) are then all replaced or none when a signal stops the
-    process. Python handles signals only in the main thread, so elsewhere
-    this does nothing; a signal whose handler was installed outside Python
-    is left alone."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+    process (see :func:`signal_handlers` for the handlers left alone)."""
     received: List[int] = []
-    previous: Dict[int, Any] = {}
-    try:
-        for sig in STOP_SIGNALS:
-            if signal.getsignal(sig) is not None:
-                previous[sig] = signal.signal(
-                    sig, lambda num, frame: received.append(num))
+    with signal_handlers(lambda num, frame: received.append(num)
+                         ) as previous:
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in dict.fromkeys(received):
-            handler = previous[sig]
-            if callable(handler):
-                handler(sig, None)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(sig)
+    for sig in dict.fromkeys(received):
+        handler = previous[sig]
+        if callable(handler):
+            handler(sig, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(sig)
 
 
 def save_torch(obj: Any, path: str) -> None:
