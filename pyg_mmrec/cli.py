@@ -11,9 +11,7 @@ import os.path as osp
 import signal
 import sys
 import warnings
-from typing import Any, List, Optional, Union
-
-import torch
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import pyg_mmrec
 from pyg_mmrec.errors import (
@@ -24,6 +22,11 @@ from pyg_mmrec.errors import (
     describe,
 )
 from pyg_mmrec.io import STOP_SIGNALS, signal_handlers
+
+# torch (~2 s to import) is imported by the commands, inside main()'s
+# handlers: a Ctrl-C during its import is an orderly stop, not a traceback.
+if TYPE_CHECKING:
+    import torch
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -98,7 +101,8 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_users(spec: str, num_users: int) -> torch.Tensor:
+def _parse_users(spec: str, num_users: int) -> 'torch.Tensor':
+    import torch
     if spec == 'all':
         return torch.arange(num_users)
     text = spec

@@ -9,8 +9,6 @@ import tempfile
 import threading
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
-import torch
-
 from pyg_mmrec.errors import OutputError
 
 
@@ -128,6 +126,9 @@ def deferred_signals() -> Iterator[None]:
 
 def save_torch(obj: Any, path: str) -> None:
     r"""Atomically :func:`torch.save` :obj:`obj` to :obj:`path`."""
+    # Imported here: the CLI imports this module before torch, so that a
+    # Ctrl-C during torch's import (~2 s) is still an orderly stop.
+    import torch
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 

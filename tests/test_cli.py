@@ -632,3 +632,36 @@ def test_sigterm_is_an_orderly_stop(tmp_path, capsys, monkeypatch):
     with open(out_dir / 'metrics.json') as f:
         assert len(json.load(f)['epochs']) == 1
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_ctrl_c_while_torch_is_imported_is_an_orderly_stop():
+    # The CLI module imported torch at its top, before main() could catch
+    # anything: a Ctrl-C in the first ~2 s printed a traceback.
+    import signal
+    import time
+    if not os.path.exists('/proc/self/maps'):
+        pytest.skip('needs /proc to see when torch starts loading')
+    code = ('import sys; from pyg_mmrec.cli import main; '
+            "sys.exit(main(['info']))")
+    proc = subprocess.Popen([sys.executable, '-c', code],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    loading = False
+    while not loading and time.monotonic() < deadline \
+            and proc.poll() is None:
+        try:
+            with open(f'/proc/{proc.pid}/maps') as f:
+                loading = 'libtorch' in f.read()
+        except OSError:
+            break
+        time.sleep(0.005)
+    if not loading:
+        proc.kill()
+        proc.communicate()
+        pytest.skip('torch was not seen loading')
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert 'Traceback' not in err
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert err.endswith('pyg-mmrec: interrupted\n')
