@@ -22,12 +22,8 @@ from pyg_mmrec.nn.models.lightgcn import (
 )
 from pyg_mmrec.train.config import TrainConfig
 from pyg_mmrec.train.loop import TrainState, fit, run_epoch
-from pyg_mmrec.train.run import (
-    RunOptions,
-    evaluate_checkpoint,
-    load_checkpoint,
-    train,
-)
+from pyg_mmrec.train.checkpoint import load_checkpoint
+from pyg_mmrec.train.run import RunOptions, evaluate_checkpoint, train
 
 SMALL = [('data.num_users', '200'), ('data.num_items', '100'),
          ('model.embedding_dim', '16'), ('model.num_layers', '2')]
