@@ -21,7 +21,6 @@ from torch_geometric.data import HeteroData
 USER = 'user'
 ITEM = 'item'
 INTERACTS: Tuple[str, str, str] = (USER, 'interacts', ITEM)
-RATED_BY: Tuple[str, str, str] = (ITEM, 'rev_interacts', USER)
 
 #: Modality names in canonical order, and their feature file stems.
 MODALITIES: Tuple[str, ...] = ('visual', 'acoustic', 'textual')
