@@ -109,6 +109,42 @@ def sorted_index2ptr(index: Tensor, size: int) -> Tensor:
     return index2ptr(index, size)
 
 
+def unique_csr_rows(rowptr: Tensor, col: Tensor) -> Tuple[Tensor, Tensor]:
+    r"""The distinct rows of the binary CSR matrix ``(rowptr, col)``, as
+    sets of columns (order and repeats within a row do not matter).
+
+    Returns:
+        ``(first, inverse)``: the ``[R]`` ids of the first row with each
+        distinct column set, ascending, and for every row the position in
+        :obj:`first` of its column set, so that row ``r`` equals row
+        ``first[inverse[r]]``.
+    """
+    num_rows = rowptr.numel() - 1
+    device = rowptr.device
+    degree = rowptr.diff()
+    # Exact (no hashing): rows can only match rows of their own length, and
+    # within one length the sorted column lists are compared as tuples.
+    group = torch.empty(num_rows, dtype=torch.long, device=device)
+    first_of_group = []
+    for d in torch.unique(degree).tolist():
+        rows = (degree == d).nonzero().view(-1)
+        if d == 0:  # all empty rows are equal (unique() refuses 0 columns)
+            inv = torch.zeros_like(rows)
+        else:
+            cols = col[rowptr[rows].view(-1, 1) +
+                       torch.arange(d, device=device)].sort(dim=1).values
+            inv = torch.unique(cols, dim=0, return_inverse=True)[1]
+        first = torch.full((int(inv.max()) + 1, ), num_rows,
+                           dtype=torch.long, device=device)
+        first.scatter_reduce_(0, inv, rows, 'amin')
+        group[rows] = first[inv]
+        first_of_group.append(first)
+    first = torch.cat(first_of_group).sort().values
+    # group[r] is the id of row r's first row; number those ids 0..R-1.
+    inverse = torch.searchsorted(first, group)
+    return first, inverse
+
+
 def csr_row_entries(rowptr: Tensor, col: Tensor,
                     index: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     r"""The entries of the rows :obj:`index` of the CSR matrix

@@ -9,6 +9,7 @@ from pyg_mmrec.graph import (
     one_sided_norm,
     sym_norm_bipartite,
     to_homogeneous,
+    unique_csr_rows,
 )
 
 U, I = 4, 5
@@ -105,3 +106,26 @@ def test_csr_of_refuses_rows_out_of_range(rows, message):
     edges = torch.tensor([rows, [0, 1]])
     with pytest.raises(ValueError, match=re.escape(message)):
         csr_of(edges, 4)
+
+
+def test_unique_csr_rows_matches_sets():
+    # Few items, so that many rows repeat; repeated and reordered entries
+    # within a row, and empty rows.
+    gen = torch.Generator().manual_seed(0)
+    num_rows = 60
+    row = torch.randint(0, num_rows - 5, (150, ), generator=gen)
+    col = torch.randint(0, 3, (150, ), generator=gen)
+    rowptr, cols = csr_of(torch.stack([row, col]), num_rows)
+    first, inverse = unique_csr_rows(rowptr, cols)
+    entries = [cols[rowptr[r]:rowptr[r + 1]].tolist()
+               for r in range(num_rows)]
+    # Rows with the same column list up to order (repeats count: merging
+    # them is not needed for correctness) share a group...
+    key = [tuple(sorted(e)) for e in entries]
+    expected_first = sorted({min(r for r in range(num_rows) if key[r] == k)
+                             for k in set(key)})
+    assert first.tolist() == expected_first
+    # ... and every row maps to the first row with its key.
+    for r in range(num_rows):
+        assert key[first[inverse[r]]] == key[r]
+    assert inverse[num_rows - 1] == inverse[num_rows - 2]  # empty rows

@@ -14,7 +14,12 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     require_modalities,
 )
-from pyg_mmrec.graph import csr_of, csr_row_entries, sym_norm_bipartite
+from pyg_mmrec.graph import (
+    csr_of,
+    csr_row_entries,
+    sym_norm_bipartite,
+    unique_csr_rows,
+)
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn._random import sample_on_generator
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
@@ -92,7 +97,8 @@ def diffusion_topk_edges(
     r"""The user-item edges of DiffMM's generated graph: for every user the
     :obj:`k` items with the largest entries of
     :meth:`GaussianDiffusion.reverse` started from the user's interaction
-    row. Users are processed in batches of :obj:`batch_size` with dropout
+    row. Distinct rows are processed in batches of :obj:`batch_size` (users
+    with the same training items share one run) with dropout
     off; the training mode of :obj:`denoiser` is restored afterwards.
 
     For a :class:`~pyg_mmrec.nn.Denoiser` the process runs in its hidden
@@ -128,16 +134,19 @@ def diffusion_topk_edges(
             if screen_dtype == 'auto':
                 screen_dtype = default_screen_dtype(device)
             fold = diffusion.fold(denoiser, screen_dtype, hidden_dtype)
+        # The process is deterministic, so users with the same training
+        # items get the same top-k: run it once per distinct row (on TikTok
+        # 6,753 rows for 9,308 users, most of whom have 1-3 items).
+        first, inverse = unique_csr_rows(rowptr, col)
         tops = []
-        for start in range(0, num_users, batch_size):
-            users = torch.arange(start, min(start + batch_size, num_users),
-                                 device=device)
-            rows = interaction_rows(rowptr, col, users, num_items,
-                                    layout=torch.sparse_csr)
+        for start in range(0, first.numel(), batch_size):
+            rows = interaction_rows(rowptr, col,
+                                    first[start:start + batch_size],
+                                    num_items, layout=torch.sparse_csr)
             tops.append(diffusion.reverse_topk(denoiser, rows, k, fold=fold))
     finally:
         denoiser.train(was_training)
-    top = torch.cat(tops, dim=0).to(edge_index.device)
+    top = torch.cat(tops, dim=0)[inverse].to(edge_index.device)
     user = torch.arange(num_users, device=edge_index.device)
     return torch.stack([user.repeat_interleave(k), top.reshape(-1)])
 

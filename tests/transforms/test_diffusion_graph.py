@@ -88,6 +88,24 @@ def test_transform_equals_naive_loop(k):
     assert ('user', 'diffusion_visual', 'item') not in data.edge_types
 
 
+def test_process_runs_once_per_distinct_row(monkeypatch):
+    # Users 4 and 5 have the same items: one run serves both.
+    diff, den = GaussianDiffusion(), denoisers()['visual']
+    seen = []
+    real = GaussianDiffusion.reverse_topk
+
+    def counting(self, denoiser, rows, k, **kwargs):
+        seen.append(rows.to_dense())
+        return real(self, denoiser, rows, k, **kwargs)
+
+    monkeypatch.setattr(GaussianDiffusion, 'reverse_topk', counting)
+    out = diffusion_topk_edges(diff, den, EDGES, U, I, 2, batch_size=4)
+    rows = torch.cat(seen)
+    assert rows.size(0) == U - 1
+    assert len({tuple(r.tolist()) for r in rows}) == U - 1
+    assert torch.equal(out[1].view(U, 2)[4], out[1].view(U, 2)[5])
+
+
 def test_screening_and_batches_do_not_change_edges():
     diff, dens = GaussianDiffusion(), denoisers()
     den = dens['visual']
