@@ -28,7 +28,7 @@ from pyg_mmrec.data import (
     num_users_items,
 )
 from pyg_mmrec.errors import exit_on_input_error
-from pyg_mmrec.graph import csr_of
+from pyg_mmrec.graph import csr_of, unique_csr_rows
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
 from pyg_mmrec.transforms.diffusion_graph import (
@@ -75,13 +75,15 @@ def build_phases(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
     the weights, the hidden-space reverse steps and the top-k decode (the
     rest of a build is the normalisation and the edge drop)."""
     times = {'fold': 0.0, 'hidden_steps': 0.0, 'decode_topk': 0.0}
+    # Like the transform: one run per distinct interaction row.
+    first, _ = unique_csr_rows(rowptr, col)
     for den in denoisers.values():
         den.eval()
         t0 = time.perf_counter()
         fold = diffusion.fold(den, screen_dtype, hidden_dtype)
         times['fold'] += time.perf_counter() - t0
-        for start in range(0, num_users, batch_size):
-            users = torch.arange(start, min(start + batch_size, num_users))
+        for start in range(0, first.numel(), batch_size):
+            users = first[start:start + batch_size]
             rows = interaction_rows(rowptr, col, users, num_items,
                                     layout=torch.sparse_csr)
             t0 = time.perf_counter()
@@ -192,6 +194,8 @@ def main() -> None:
     print(json.dumps({
         'dataset': args.root, 'num_users': num_users, 'num_items': num_items,
         'num_denoisers': len(denoisers), 'k': args.k,
+        'distinct_interaction_rows': int(unique_csr_rows(rowptr, col)[0]
+                                         .numel()),
         'keep_rate': args.keep_rate, 'threads': torch.get_num_threads(),
         'cpu': platform.processor() or platform.machine(),
         'train_pass_seconds': round(train_s, 3),
