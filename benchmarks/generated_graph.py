@@ -73,7 +73,8 @@ def build_phases(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
                  hidden_dtype: torch.dtype) -> Dict[str, float]:
     r"""Seconds of the build's parts, summed over the denoisers: folding
     the weights, the hidden-space reverse steps and the top-k decode (the
-    rest of a build is the normalisation and the edge drop)."""
+    rest of a build is finding the distinct rows, the normalisation and the
+    edge drop)."""
     times = {'fold': 0.0, 'hidden_steps': 0.0, 'decode_topk': 0.0}
     # Like the transform: one run per distinct interaction row.
     first, _ = unique_csr_rows(rowptr, col)

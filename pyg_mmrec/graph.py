@@ -110,8 +110,9 @@ def sorted_index2ptr(index: Tensor, size: int) -> Tensor:
 
 
 def unique_csr_rows(rowptr: Tensor, col: Tensor) -> Tuple[Tensor, Tensor]:
-    r"""The distinct rows of the binary CSR matrix ``(rowptr, col)``, as
-    sets of columns (order and repeats within a row do not matter).
+    r"""The distinct rows of the CSR matrix ``(rowptr, col)`` with unit
+    entries, as multisets of columns: the order of a row's entries does not
+    matter, a repeated column does (it sums to an entry of 2).
 
     Returns:
         ``(first, inverse)``: the ``[R]`` ids of the first row with each
@@ -121,6 +122,9 @@ def unique_csr_rows(rowptr: Tensor, col: Tensor) -> Tuple[Tensor, Tensor]:
     """
     num_rows = rowptr.numel() - 1
     device = rowptr.device
+    if num_rows == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=device)
+        return empty, empty.clone()
     degree = rowptr.diff()
     # Exact (no hashing): rows can only match rows of their own length, and
     # within one length the sorted column lists are compared as tuples.

@@ -129,3 +129,9 @@ def test_unique_csr_rows_matches_sets():
     for r in range(num_rows):
         assert key[first[inverse[r]]] == key[r]
     assert inverse[num_rows - 1] == inverse[num_rows - 2]  # empty rows
+
+
+def test_unique_csr_rows_of_no_rows():
+    first, inverse = unique_csr_rows(torch.zeros(1, dtype=torch.long),
+                                     torch.zeros(0, dtype=torch.long))
+    assert first.numel() == 0 and inverse.numel() == 0

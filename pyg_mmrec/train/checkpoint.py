@@ -56,8 +56,8 @@ def checkpoint_document(model_name: str, dataset: str,
 
 
 def load_checkpoint(path: str) -> dict:
-    r"""Loads a checkpoint written by :func:`train` (tensors and plain data
-    only: ``weights_only=True``)."""
+    r"""Loads a checkpoint written by :func:`~pyg_mmrec.train.run.train`
+    (tensors and plain data only: ``weights_only=True``)."""
     if not osp.isfile(path):
         raise CheckpointError(path, 'file not found')
     # torch's own message for a file that is not a checkpoint suggests

@@ -124,7 +124,12 @@ def diffusion_topk_edges(
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
     param = next(denoiser.parameters(), None)
     device = param.device if param is not None else edge_index.device
-    rowptr, col = csr_of(edge_index.to(device), num_users)
+    # Each row's items in ascending order: the first layer sums a row's
+    # entries in storage order, so users merged below as equal rows must
+    # store them alike (and the result must not depend on the edge order).
+    edges = edge_index.to(device)
+    order = torch.argsort(edges[0].long() * num_items + edges[1])
+    rowptr, col = csr_of(edges[:, order], num_users)
     was_training = denoiser.training
     denoiser.eval()
     try:
@@ -195,7 +200,8 @@ class DiffusionGraph(BaseTransform):
             every name must be a modality present on :obj:`data['item']`.
         k (int): Items per user (default: :obj:`1`).
         keep_rate (float): :math:`\rho \in (0, 1]` (default: :obj:`1.0`).
-        batch_size (int): Users per batch (default: :obj:`2048`).
+        batch_size (int): Distinct interaction rows per batch (users with
+            the same training items share one run; default: :obj:`2048`).
         relation (str): Prefix of the edge type's relation
             (default: :obj:`'diffusion'`).
         generator (torch.Generator, optional): Randomness of the drop.

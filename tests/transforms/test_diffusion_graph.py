@@ -106,6 +106,29 @@ def test_process_runs_once_per_distinct_row(monkeypatch):
     assert torch.equal(out[1].view(U, 2)[4], out[1].view(U, 2)[5])
 
 
+def test_rows_reach_the_process_in_item_order(monkeypatch):
+    # The first layer sums a row's entries in storage order, and users with
+    # the same items share one run: so rows are put in item order first,
+    # and the edges do not depend on the order of the input edges.
+    diff, den = GaussianDiffusion(), denoisers()['visual']
+    ref = diffusion_topk_edges(diff, den, EDGES, U, I, 2)
+    real = GaussianDiffusion.reverse_topk
+
+    def checking(self, denoiser, rows, k, **kwargs):
+        crow, col = rows.crow_indices(), rows.col_indices()
+        for r in range(rows.size(0)):
+            entries = col[crow[r]:crow[r + 1]]
+            assert torch.equal(entries, entries.sort().values)
+        return real(self, denoiser, rows, k, **kwargs)
+
+    monkeypatch.setattr(GaussianDiffusion, 'reverse_topk', checking)
+    perm = torch.randperm(EDGES.size(1), generator=torch.Generator()
+                          .manual_seed(0))
+    for edges in (EDGES[:, perm], EDGES.flip(1), EDGES.int()):
+        assert torch.equal(diffusion_topk_edges(diff, den, edges, U, I, 2),
+                           ref)
+
+
 def test_screening_and_batches_do_not_change_edges():
     diff, dens = GaussianDiffusion(), denoisers()
     den = dens['visual']
