@@ -280,6 +280,13 @@ def train(options: RunOptions) -> dict:
     best_path = osp.join(options.out, 'checkpoint.pt')
     last_path = osp.join(options.out, 'last.pt')
     metrics_path = osp.join(options.out, 'metrics.json')
+
+    def write_metrics(state: TrainState) -> dict:
+        report = metrics_report(options.model, options.dataset, state,
+                                train_config.seed, device)
+        save_json(report, metrics_path)
+        return report
+
     if previous_best is not None:
         # From the start, --out describes the resumed run: another run's
         # files left there would otherwise sit beside its metrics.json.
@@ -288,9 +295,7 @@ def train(options: RunOptions) -> dict:
                              (options.resume, last_path)):
                 if not osp.exists(dst) or not osp.samefile(src, dst):
                     copy_file(src, dst)
-            save_json(metrics_report(options.model, options.dataset, state,
-                                     train_config.seed, device),
-                      metrics_path)
+            write_metrics(state)
 
     def on_epoch_end(state: TrainState, improved: bool) -> None:
         ckpt = checkpoint_document(options.model, options.dataset,
@@ -306,18 +311,13 @@ def train(options: RunOptions) -> dict:
                 copy_file(best_path, last_path)
             else:
                 save_torch(ckpt, last_path)
-            save_json(metrics_report(options.model, options.dataset, state,
-                                     train_config.seed, device),
-                      metrics_path)
+            write_metrics(state)
 
     state = fit(model, data, run.sampler, optimizer, run.evaluator,
                 train_config,
                 state=state, on_epoch_end=on_epoch_end,
                 progress=options.progress)
-    report = metrics_report(options.model, options.dataset, state,
-                            train_config.seed, device)
-    save_json(report, metrics_path)
-    return report
+    return write_metrics(state)
 
 
 def checkpoint_device(ckpt: dict) -> str:

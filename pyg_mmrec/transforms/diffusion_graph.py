@@ -6,6 +6,7 @@ from torch import Tensor
 from torch.nn import Module
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
+from torch_geometric.utils import sort_edge_index
 
 from pyg_mmrec.data.hetero import (
     INTERACTS,
@@ -15,8 +16,8 @@ from pyg_mmrec.data.hetero import (
     require_modalities,
 )
 from pyg_mmrec.graph import (
-    csr_of,
     csr_row_entries,
+    sorted_index2ptr,
     sym_norm_bipartite,
     unique_csr_rows,
 )
@@ -127,9 +128,10 @@ def diffusion_topk_edges(
     # Each row's items in ascending order: the first layer sums a row's
     # entries in storage order, so users merged below as equal rows must
     # store them alike (and the result must not depend on the edge order).
-    edges = edge_index.to(device)
-    order = torch.argsort(edges[0].long() * num_items + edges[1])
-    rowptr, col = csr_of(edges[:, order], num_users)
+    # int64 keys: user * num_nodes + item overflows int32 on large graphs.
+    edges = sort_edge_index(edge_index.to(device).long(),
+                            num_nodes=max(num_users, num_items))
+    rowptr, col = sorted_index2ptr(edges[0], num_users), edges[1]
     was_training = denoiser.training
     denoiser.eval()
     try:
