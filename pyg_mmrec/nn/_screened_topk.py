@@ -70,6 +70,19 @@ def _unround(score: Tensor, unit: float) -> Tensor:
 
 
 @contextmanager
+def _ieee_float32() -> Iterator[None]:
+    # The certificate compares exact float32 scores with the bound; a
+    # process-wide 'high' or 'medium' matmul precision would compute them
+    # in TF32 (CUDA) or bfloat16 (oneDNN on CPU) instead.
+    precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision('highest')
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(precision)
+
+
+@contextmanager
 def _float32_accumulation(device: torch.device) -> Iterator[None]:
     # The screening bound assumes float32 accumulation; cuBLAS may otherwise
     # reduce split-K partial sums in bfloat16.
@@ -144,6 +157,14 @@ def screened_topk(h: Tensor, k: int, output: Linear, screen: Tensor,
     r"""The exact top-:obj:`k` item indices of :obj:`output` (``h W^T +
     b``), ``[B, k]``, screened with :obj:`screen` and :obj:`bound` from
     :func:`screen_weights` (see :meth:`Denoiser.decode_topk`)."""
+    with _ieee_float32():
+        return _screened_topk(h, k, output, screen, bound, margin,
+                              max_candidates)
+
+
+def _screened_topk(h: Tensor, k: int, output: Linear, screen: Tensor,
+                   bound: ScreenBound, margin: int, max_candidates: int
+                   ) -> Tensor:
     weight, bias = output.weight, output.bias
     # Screen every item, then rescore the best k + margin of each row.
     with _float32_accumulation(h.device):

@@ -279,7 +279,9 @@ class Denoiser(Module):
         :math:`v_b` is rescored exactly (or, beyond :obj:`max_candidates` of
         them, the whole row). Items left out provably score below
         :math:`v_b`, so the result is the full-precision top-:obj:`k` (up to
-        float32 rounding and ties).
+        float32 rounding and ties). The exact scores are taken in IEEE
+        float32 whatever :func:`torch.set_float32_matmul_precision` says
+        (TF32 or bfloat16 products would void the certificate).
         """
         if fold is None or fold.screen is None or fold.bound is None or \
                 k + margin >= self.num_items:

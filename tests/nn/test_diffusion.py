@@ -226,6 +226,35 @@ def test_screened_decode_certifies_or_falls_back():
         assert torch.equal(out, ref)
 
 
+@pytest.mark.parametrize('precision', ['high', 'medium'])
+def test_screened_decode_scores_in_full_float32(monkeypatch, precision):
+    # A process-wide 'high'/'medium' precision runs float32 products in TF32
+    # (CUDA) or bfloat16 (oneDNN CPUs); the certificate needs exact scores.
+    from pyg_mmrec.nn import _screened_topk
+    seen = []
+
+    def rescore(*args, **kwargs):
+        seen.append(torch.get_float32_matmul_precision())
+        return rescore_exactly(*args, **kwargs)
+
+    rescore_exactly = _screened_topk._rescore
+    monkeypatch.setattr(_screened_topk, '_rescore', rescore)
+    torch.manual_seed(2)
+    den = Denoiser(60, hidden_channels=32).eval()
+    fold = GaussianDiffusion().fold(den, torch.bfloat16)
+    h = torch.tanh(torch.randn(64, 32)) * 1e-3
+    ref = den.decode(h).topk(2, dim=1).indices
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision(precision)
+        out = den.decode_topk(h, 2, fold, margin=1, max_candidates=0)
+        assert torch.get_float32_matmul_precision() == precision
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert seen == ['highest']
+    assert torch.equal(out, ref)
+
+
 def test_low_precision_hidden_is_close():
     torch.manual_seed(3)
     den = Denoiser(50, hidden_channels=16).eval()
