@@ -13,6 +13,22 @@ from pyg_mmrec.nn.sparse import SparseAdj, adj_size, check_fused_size
 AdjLike = Union[Adj, SparseAdj]
 
 
+def int64_index(edge_index: AdjLike) -> AdjLike:
+    r"""An int32 :obj:`edge_index` (a plain tensor or an
+    :class:`~torch_geometric.EdgeIndex`) as int64; other adjacencies as
+    they are.
+
+    The scatter path's backward gathers with the expanded target index,
+    and PyTorch's CPU :obj:`gather` returns wrong values for an expanded
+    int32 index (seen in torch 2.13), so gradients would be silently
+    wrong.
+    """
+    if (isinstance(edge_index, Tensor) and edge_index.layout == torch.strided
+            and edge_index.dtype == torch.int32):
+        return edge_index.long()
+    return edge_index
+
+
 def check_weighted_sum(name: str, kwargs: Dict[str, Any]) -> None:
     r"""Refuses :class:`MessagePassing` options that would change what a
     weighted-sum layer computes.

@@ -11,6 +11,7 @@ from pyg_mmrec.nn.conv._utils import (
     check_size,
     check_weighted_sum,
     fused_sparse_adj,
+    int64_index,
     sized_edge_index,
 )
 from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
@@ -92,7 +93,7 @@ class OneSidedNormConv(MessagePassing):
         # targets without edges keep their (zero) rows.
         check_size(edge_index, size)
         edge_index = sized_edge_index(
-            edge_index,
+            int64_index(edge_index),
             num_src if size is None or size[0] is None else size[0],
             num_dst if size is None or size[1] is None else size[1],
         )

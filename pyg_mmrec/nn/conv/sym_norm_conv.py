@@ -8,6 +8,7 @@ from pyg_mmrec.nn.conv._utils import (
     check_adj,
     check_weighted_sum,
     fused_sparse_adj,
+    int64_index,
     sized_edge_index,
 )
 from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
@@ -75,7 +76,8 @@ class SymNormConv(MessagePassing):
         check_adj(edge_index, edge_weight, x.size(0), x.size(0), x.dtype)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x)
-        edge_index = sized_edge_index(edge_index, x.size(0), x.size(0))
+        edge_index = sized_edge_index(int64_index(edge_index), x.size(0),
+                                      x.size(0))
         # propagate_type: (x: Tensor, edge_weight: OptTensor)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
 
