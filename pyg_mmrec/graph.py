@@ -13,6 +13,42 @@ from torch_geometric.index import index2ptr
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import cumsum, degree
 
+# How check_edge_index words a user-item edge_index.
+_BIPARTITE = ('user', 'item')
+_BIPARTITE_COUNTS = ('users', 'items')
+
+
+def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
+                     edge_weight: Optional[Tensor] = None,
+                     names: Tuple[str, str] = ('source', 'target'),
+                     counts: Tuple[str, str] = ('source nodes',
+                                                'target nodes')) -> None:
+    r"""Raises :class:`ValueError` unless :obj:`edge_index` is an integer
+    ``[2, E]`` tensor with ids in ``0..num_src-1`` (first row) and
+    ``0..num_dst-1`` (second row) and :obj:`edge_weight` is ``[E]``.
+    :obj:`names` and :obj:`counts` word the message (e.g. ``('user',
+    'item')`` and ``('users', 'items')``)."""
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"'edge_index' must have shape [2, E] (got "
+                         f"{list(edge_index.shape)})")
+    if edge_index.dtype not in (torch.int32, torch.long):
+        raise ValueError(f"'edge_index' must be an integer tensor (got "
+                         f"{edge_index.dtype})")
+    if edge_weight is not None and edge_weight.shape != (edge_index.size(1),):
+        raise ValueError(f"'edge_weight' must have shape "
+                         f"[{edge_index.size(1)}] (got "
+                         f"{list(edge_weight.shape)})")
+    if not edge_index.numel():
+        return
+    if int(edge_index.min()) < 0:
+        raise ValueError("'edge_index' contains negative node ids")
+    for row, num, name, count in zip(edge_index, (num_src, num_dst), names,
+                                     counts):
+        largest = int(row.max())
+        if largest >= num:
+            raise ValueError(f"'edge_index' has {name} id {largest} but "
+                             f"there are only {num} {count}")
+
 
 def to_homogeneous(edge_index: Tensor, num_users: int) -> Tensor:
     r"""Maps bipartite ``(user, item)`` edges to both directions of the
@@ -54,6 +90,8 @@ def sym_norm_bipartite(
         (user to item, then item to user) followed by ``U + I`` self-loops if
         requested. The matrix is symmetric.
     """
+    check_edge_index(edge_index, num_users, num_items, edge_weight,
+                     names=_BIPARTITE, counts=_BIPARTITE_COUNTS)
     # PyG's GCN normalisation on the homogeneous graph is exactly this
     # matrix (its self-loops are appended after the 2E edges).
     if edge_weight is not None:
@@ -85,6 +123,8 @@ def one_sided_norm(
         :obj:`edge_index`: ``P[u, i] = user_weight[e]`` and
         ``Q[i, u] = item_weight[e]`` for edge ``e = (u, i)``.
     """
+    check_edge_index(edge_index, num_users, num_items, names=_BIPARTITE,
+                     counts=_BIPARTITE_COUNTS)
     deg_user = degree(edge_index[0], num_users, dtype=dtype)
     deg_item = degree(edge_index[1], num_items, dtype=dtype)
     return (deg_user.pow(-0.5)[edge_index[0]],

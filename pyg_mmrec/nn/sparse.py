@@ -43,7 +43,11 @@ from torch_geometric.index import index2ptr, ptr2index
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import coalesce, is_torch_sparse_tensor, spmm
 
-from pyg_mmrec.graph import sorted_index2ptr, sym_norm_bipartite
+from pyg_mmrec.graph import (
+    check_edge_index,
+    sorted_index2ptr,
+    sym_norm_bipartite,
+)
 
 #: Backend names accepted by :func:`to_adj`.
 BACKENDS: Tuple[str, ...] = ('auto', 'sparse_adj', 'scatter', 'coo', 'csr',
@@ -182,7 +186,7 @@ class SparseAdj:
                                      dtype=dtype or torch.float32)
         elif dtype is not None:
             edge_weight = edge_weight.to(dtype)
-        _check_edges(edge_index, edge_weight, num_src, num_dst)
+        check_edge_index(edge_index, num_src, num_dst, edge_weight)
 
         # Rows of A^T are targets; coalescing sorts by (row, col). In int64:
         # `coalesce` sorts by the key `row * num_nodes + col`, which
@@ -518,31 +522,6 @@ def _resolve_size(edge_index: Tensor, size: SizeLike) -> Tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _check_edges(edge_index: Tensor, edge_weight: OptTensor, num_src: int,
-                 num_dst: int) -> None:
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"'edge_index' must have shape [2, E] (got "
-                         f"{list(edge_index.shape)})")
-    if edge_index.dtype not in (torch.int32, torch.long):
-        raise ValueError(f"'edge_index' must be an integer tensor (got "
-                         f"{edge_index.dtype})")
-    if edge_weight is not None and edge_weight.shape != (edge_index.size(1),):
-        raise ValueError(f"'edge_weight' must have shape "
-                         f"[{edge_index.size(1)}] (got "
-                         f"{list(edge_weight.shape)})")
-    if edge_index.numel():
-        if int(edge_index.min()) < 0:
-            raise ValueError("'edge_index' contains negative node ids")
-        if int(edge_index[0].max()) >= num_src:
-            raise ValueError(f"'edge_index' has source id "
-                             f"{int(edge_index[0].max())} but there are only "
-                             f"{num_src} source nodes")
-        if int(edge_index[1].max()) >= num_dst:
-            raise ValueError(f"'edge_index' has target id "
-                             f"{int(edge_index[1].max())} but there are only "
-                             f"{num_dst} target nodes")
-
-
 def resolve_backend(backend: str) -> str:
     r"""Maps ``'auto'`` to the default backend and validates the name."""
     if backend not in BACKENDS:
@@ -589,7 +568,7 @@ def to_adj(
     """
     backend = resolve_backend(backend)
     num_src, num_dst = _resolve_size(edge_index, num_nodes)
-    _check_edges(edge_index, edge_weight, num_src, num_dst)
+    check_edge_index(edge_index, num_src, num_dst, edge_weight)
 
     if backend == 'scatter':
         return edge_index, edge_weight

@@ -73,9 +73,12 @@ class SymmetricNorm(BaseTransform):
                 raise ValueError(f"edge type {self.edge_type} has no "
                                  f"attribute '{self.weight_attr}'")
             weight = store[self.weight_attr]
-        index, weight = sym_norm_bipartite(store.edge_index, num_users,
-                                           num_items, weight,
-                                           self.add_self_loops)
+        try:
+            index, weight = sym_norm_bipartite(store.edge_index, num_users,
+                                               num_items, weight,
+                                               self.add_self_loops)
+        except ValueError as e:
+            raise ValueError(f'edge type {self.edge_type}: {e}') from None
         store.adj_edge_index = index
         store.adj_edge_weight = weight
         return data
@@ -138,8 +141,11 @@ class OneSidedNorm(BaseTransform):
         _check_edge_type(data, self.edge_type)
         num_users, num_items = num_users_items(data)
         store = data[self.edge_type]
-        user_weight, item_weight = one_sided_norm(store.edge_index, num_users,
-                                                  num_items)
+        try:
+            user_weight, item_weight = one_sided_norm(
+                store.edge_index, num_users, num_items)
+        except ValueError as e:
+            raise ValueError(f'edge type {self.edge_type}: {e}') from None
         store.edge_weight = item_weight
         rev = data[self.rev_edge_type]
         rev.edge_index = store.edge_index.flip(0)

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch.testing import assert_close
@@ -143,3 +145,27 @@ def test_to_undirected_runs_before_one_sided_norm_not_after():
     bad = Compose([OneSidedNorm(), ToUndirected()])(data)
     assert torch.equal(bad[rev].edge_weight, alone[fwd].edge_weight)
     assert not torch.equal(bad[rev].edge_weight, alone[rev].edge_weight)
+
+
+@pytest.mark.parametrize('transform', [SymmetricNorm(), OneSidedNorm()])
+@pytest.mark.parametrize('edge, message', [
+    # Unchecked, a user id past U became an item node (an item-item edge),
+    # a negative item id the last user (a user-user edge).
+    ((6, 0), 'has user id 6 but there are only 6 users'),
+    ((0, -1), 'contains negative node ids'),
+    ((0, 5), 'has item id 5 but there are only 5 items'),
+])
+def test_ids_out_of_range(transform, edge, message):
+    data, _ = make_data()
+    store = data['user', 'interacts', 'item']
+    store.edge_index = torch.cat([store.edge_index,
+                                  torch.tensor(edge).view(2, 1)], dim=1)
+    with pytest.raises(ValueError, match=re.escape(
+            f"edge type ('user', 'interacts', 'item'): 'edge_index' "
+            f"{message}")):
+        transform(data)
+    weights = torch.ones(store.edge_index.size(1) + 1)
+    store.w = weights
+    with pytest.raises(ValueError, match=re.escape(
+            f"'edge_weight' must have shape [{weights.numel() - 1}]")):
+        SymmetricNorm(weight_attr='w')(data)
