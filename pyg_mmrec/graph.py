@@ -13,10 +13,6 @@ from torch_geometric.index import index2ptr
 from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import cumsum, degree
 
-# How check_edge_index words a user-item edge_index.
-_BIPARTITE = ('user', 'item')
-_BIPARTITE_COUNTS = ('users', 'items')
-
 
 def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
                      edge_weight: Optional[Tensor] = None,
@@ -48,6 +44,14 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
         if largest >= num:
             raise ValueError(f"'edge_index' has {name} id {largest} but "
                              f"there are only {num} {count}")
+
+
+def check_user_item_edges(edge_index: Tensor, num_users: int,
+                          num_items: int,
+                          edge_weight: Optional[Tensor] = None) -> None:
+    r""":func:`check_edge_index` of user-item edges (item ids from 0)."""
+    check_edge_index(edge_index, num_users, num_items, edge_weight,
+                     names=('user', 'item'), counts=('users', 'items'))
 
 
 def to_homogeneous(edge_index: Tensor, num_users: int) -> Tensor:
@@ -90,8 +94,7 @@ def sym_norm_bipartite(
         (user to item, then item to user) followed by ``U + I`` self-loops if
         requested. The matrix is symmetric.
     """
-    check_edge_index(edge_index, num_users, num_items, edge_weight,
-                     names=_BIPARTITE, counts=_BIPARTITE_COUNTS)
+    check_user_item_edges(edge_index, num_users, num_items, edge_weight)
     # PyG's GCN normalisation on the homogeneous graph is exactly this
     # matrix (its self-loops are appended after the 2E edges).
     if edge_weight is not None:
@@ -123,8 +126,7 @@ def one_sided_norm(
         :obj:`edge_index`: ``P[u, i] = user_weight[e]`` and
         ``Q[i, u] = item_weight[e]`` for edge ``e = (u, i)``.
     """
-    check_edge_index(edge_index, num_users, num_items, names=_BIPARTITE,
-                     counts=_BIPARTITE_COUNTS)
+    check_user_item_edges(edge_index, num_users, num_items)
     deg_user = degree(edge_index[0], num_users, dtype=dtype)
     deg_item = degree(edge_index[1], num_items, dtype=dtype)
     return (deg_user.pow(-0.5)[edge_index[0]],

@@ -16,6 +16,7 @@ from pyg_mmrec.data.hetero import (
     require_modalities,
 )
 from pyg_mmrec.graph import (
+    check_user_item_edges,
     csr_row_entries,
     sorted_index2ptr,
     sym_norm_bipartite,
@@ -123,6 +124,10 @@ def diffusion_topk_edges(
                          f'({num_items}), got {k}')
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    if isinstance(denoiser, Denoiser) and denoiser.num_items != num_items:
+        raise ValueError(f'the denoiser scores {denoiser.num_items} items '
+                         f'but the graph has {num_items}')
+    check_user_item_edges(edge_index, num_users, num_items)
     param = next(denoiser.parameters(), None)
     device = param.device if param is not None else edge_index.device
     # Each row's items in ascending order: the first layer sums a row's

@@ -180,6 +180,18 @@ def test_bad_input():
         diffusion_topk_edges(diff, dens['visual'], EDGES, U, I, k=10)
     with pytest.raises(ValueError, match='denoisers must name at least one'):
         DiffusionGraph(diff, {})
+    # A denoiser of another width used to score past the last item (an
+    # index error later) or ignore the last items.
+    for width in (I - 2, I + 2):
+        with pytest.raises(ValueError, match=f'the denoiser scores {width} '
+                           f'items but the graph has {I}'):
+            diffusion_topk_edges(diff, Denoiser(width, hidden_channels=4),
+                                 EDGES, U, I)
+    bad = EDGES.clone()
+    bad[1, 0] = I
+    with pytest.raises(ValueError, match=f"'edge_index' has item id {I} but "
+                       f"there are only {I} items"):
+        diffusion_topk_edges(diff, dens['visual'], bad, U, I)
     with pytest.raises(ValueError, match="no item features for modality "
                        r"'textual' \(data has: visual, acoustic\)"):
         DiffusionGraph(diff, {'textual': dens['visual']})(tiny_data())
