@@ -119,8 +119,15 @@ class Recommender(torch.nn.Module):
     @torch.no_grad()
     def score_fn(self, data: HeteroData):
         r"""A function mapping user ids to scores for all items, with the
-        embeddings computed once."""
-        user_emb, item_emb = self(data)
+        embeddings computed once, in evaluation mode (no dropout; every
+        submodule's mode is restored afterwards)."""
+        modes = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            user_emb, item_emb = self(data)
+        finally:
+            for module, training in modes:
+                module.training = training
 
         def scores(users: Tensor) -> Tensor:
             return user_emb[users.to(user_emb.device)] @ item_emb.t()
@@ -133,8 +140,9 @@ class Recommender(torch.nn.Module):
                   exclude_seen: bool = True,
                   evaluator: Optional[object] = None) -> Tensor:
         r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
-        excluding their training items when :obj:`exclude_seen`; :obj:`-1`
-        fills the places of a user with fewer than :obj:`k` items left."""
+        scored in evaluation mode (:meth:`score_fn`), excluding their
+        training items when :obj:`exclude_seen`; :obj:`-1` fills the places
+        of a user with fewer than :obj:`k` items left."""
         from pyg_mmrec.evaluation import RankingEvaluator
         evaluator = evaluator or RankingEvaluator(data)
         exclude = ['train'] if exclude_seen else []

@@ -164,14 +164,17 @@ class DiffMM(Recommender):
         num_items (int): Number of items.
         feature_channels (dict): Raw feature size per modality (any
             non-empty subset of ``visual``, ``acoustic``, ``textual``).
-        config (DiffMMConfig): Hyper-parameters.
+        config (DiffMMConfig, optional): Hyper-parameters (default:
+            :obj:`DiffMMConfig()`).
         seed (int): Seed of the diffusion training and edge dropping.
     """
     def __init__(self, num_users: int, num_items: int,
                  feature_channels: Dict[str, int],
-                 config: DiffMMConfig = DiffMMConfig(),
+                 config: Optional[DiffMMConfig] = None,
                  seed: int = 0) -> None:
         super().__init__(num_users, num_items)
+        # A fresh default each time: the model keeps its config.
+        config = DiffMMConfig() if config is None else config
         if not feature_channels:
             raise ValueError('DiffMM needs at least one item modality')
         if config.topk > num_items:
@@ -456,7 +459,7 @@ class DiffMM(Recommender):
                 f'dim={self.config.embedding_dim})')
 
 
-def build_diffmm(data: HeteroData, config: DiffMMConfig,
+def build_diffmm(data: HeteroData, config: Optional[DiffMMConfig] = None,
                  seed: int = 0) -> DiffMM:
     r""":class:`DiffMM` sized for :obj:`data` (all its modalities)."""
     num_users, num_items = num_users_items(data)

@@ -1,6 +1,6 @@
 r"""LightGCN and most-popular baselines, wired to the library's interface."""
 from dataclasses import dataclass
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -45,8 +45,10 @@ class LightGCNRecommender(Recommender):
     transposing it on every call.
     """
     def __init__(self, num_users: int, num_items: int,
-                 config: LightGCNConfig = LightGCNConfig()) -> None:
+                 config: Optional[LightGCNConfig] = None) -> None:
         super().__init__(num_users, num_items)
+        # A fresh default each time: the model keeps its config.
+        config = LightGCNConfig() if config is None else config
         self.config = config
         self.lightgcn = LightGCN(num_users + num_items, config.embedding_dim,
                                  config.num_layers)

@@ -285,12 +285,15 @@ class MMSSL(Recommender):
         num_items (int): Number of items.
         feature_channels (dict): Raw feature size per modality (any
             non-empty subset of ``visual``, ``acoustic``, ``textual``).
-        config (MMSSLConfig): Hyper-parameters.
+        config (MMSSLConfig, optional): Hyper-parameters (default:
+            :obj:`MMSSLConfig()`).
     """
     def __init__(self, num_users: int, num_items: int,
                  feature_channels: Dict[str, int],
-                 config: MMSSLConfig = MMSSLConfig()) -> None:
+                 config: Optional[MMSSLConfig] = None) -> None:
         super().__init__(num_users, num_items)
+        # A fresh default each time: the model keeps its config.
+        config = MMSSLConfig() if config is None else config
         if not feature_channels:
             raise ValueError('MMSSL needs at least one item modality')
         self.config = config
@@ -819,7 +822,7 @@ class MMSSL(Recommender):
                 f'discriminator={self.config.discriminator})')
 
 
-def build_mmssl(data: HeteroData, config: MMSSLConfig = MMSSLConfig(),
+def build_mmssl(data: HeteroData, config: Optional[MMSSLConfig] = None,
                 seed: int = 0) -> MMSSL:
     r""":class:`MMSSL` sized for :obj:`data` (all its modalities). The
     :obj:`seed` is unused (kept for the registry's builder signature): all

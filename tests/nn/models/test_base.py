@@ -1,6 +1,7 @@
 import re
 
 import pytest
+import torch
 
 from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
 from pyg_mmrec.nn.models import (
@@ -33,3 +34,37 @@ def test_prepare_refuses_data_of_another_size(model, users, items):
             f'the data has {users} users and {items} items, the model was '
             f'built for 30 and 20')):
         recommender.prepare(other)
+
+
+def test_recommend_scores_in_eval_mode_and_restores_the_modes():
+    # MMSSL drops item features in training mode: two recommend calls on a
+    # model left in training mode used to return different lists.
+    data = make_synthetic(SyntheticConfig(num_users=30, num_items=20))
+    torch.manual_seed(0)
+    model = build_mmssl(data)
+    data = model.prepare(data)
+    model.train()
+    first = model.discriminator
+    first.eval()  # a submodule in another mode than the model
+    users = torch.arange(30)
+    a = model.recommend(data, users, k=5)
+    b = model.recommend(data, users, k=5)
+    assert torch.equal(a, b)
+    model.eval()
+    assert torch.equal(model.recommend(data, users, k=5), a)
+    model.train()
+    first.eval()
+    model.recommend(data, users, k=5)
+    assert model.training and not first.training
+
+
+@pytest.mark.parametrize('builder', [
+    lambda: LightGCNRecommender(30, 20),
+    lambda: build_mmssl(make_synthetic(
+        SyntheticConfig(num_users=30, num_items=20))),
+    lambda: build_diffmm(make_synthetic(
+        SyntheticConfig(num_users=30, num_items=20))),
+])
+def test_default_configs_are_not_shared(builder):
+    a, b = builder(), builder()
+    assert a.config == b.config and a.config is not b.config
