@@ -7,7 +7,7 @@ number of held-out items, NDCG@K uses the ideal DCG over
 :math:`\min(|\text{held-out}|, K)` positions, Precision@K divides by
 :math:`K`; each is averaged over users with at least one held-out item.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -19,12 +19,21 @@ from torch_geometric.metrics import (
     LinkPredRecall,
 )
 
-from pyg_mmrec.data.hetero import num_users_items, split_edge_index
+from pyg_mmrec.data.hetero import (
+    INTERACTS,
+    num_users_items,
+    split_edge_index,
+)
 from pyg_mmrec.errors import DivergenceError
 from pyg_mmrec.graph import csr_of, csr_row_entries
 
 #: ``scores(user_ids) -> [len(user_ids), num_items]``
 ScoreFn = Callable[[Tensor], Tensor]
+
+
+def _has_split(data: HeteroData, split: str) -> bool:
+    return (INTERACTS in data.edge_types
+            and f'{split}_edge_index' in data[INTERACTS])
 
 
 class RankingEvaluator:
@@ -44,10 +53,19 @@ class RankingEvaluator:
         self.num_users, self.num_items = num_users_items(data)
         self.ks = sorted(set(int(k) for k in ks))
         self.batch_size = batch_size
-        self._csr = {
+        # A split the data lacks (e.g. only training edges, to recommend)
+        # is an error only when it is needed.
+        self._csrs = {
             split: csr_of(self._checked_edges(data, split), self.num_users)
             for split in ('train', 'val', 'test')
+            if split == 'train' or _has_split(data, split)
         }
+
+    def _csr(self, split: str) -> Tuple[Tensor, Tensor]:
+        if split not in self._csrs:
+            raise ValueError(f"the data has no {split} edges "
+                             f"('{split}_edge_index' of {INTERACTS})")
+        return self._csrs[split]
 
     def _checked_edges(self, data: HeteroData, split: str) -> Tensor:
         # Held-out edges live beside the training edges under their own
@@ -101,7 +119,7 @@ class RankingEvaluator:
 
     def users_of(self, split: str) -> Tensor:
         r"""Users with at least one interaction in :obj:`split`."""
-        rowptr, _ = self._csr[split]
+        rowptr, _ = self._csr(split)
         return (rowptr[1:] > rowptr[:-1]).nonzero().view(-1)
 
     @torch.no_grad()
@@ -136,7 +154,7 @@ class RankingEvaluator:
                 raise DivergenceError('the model scores items as NaN or '
                                       'infinite: it diverged')
             for split in exclude:
-                _, row, col = csr_row_entries(*self._csr[split], batch)
+                _, row, col = csr_row_entries(*self._csr(split), batch)
                 score[row.to(score.device), col.to(score.device)] = \
                     float('-inf')
             top = score.topk(ranked, dim=1)
@@ -164,7 +182,7 @@ class RankingEvaluator:
         metrics = self._metrics()
         exclude = self.excluded_splits(split)
         max_k = min(max(self.ks), self.num_items)
-        rowptr, col = self._csr[split]
+        rowptr, col = self._csr(split)
         for start in range(0, users.numel(), self.batch_size):
             batch = users[start:start + self.batch_size]
             top = self._top_k(scores, batch, max_k, exclude)

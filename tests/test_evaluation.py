@@ -154,6 +154,22 @@ def test_recommend_excludes_seen_items():
     assert top.tolist() == [[0, 1]]
 
 
+def test_recommend_needs_only_training_edges():
+    # The evaluator read every split up front: data with training edges
+    # only failed with a bare KeyError: 'val_edge_index'.
+    data = _data()
+    del data['user', 'interacts', 'item'].val_edge_index
+    del data['user', 'interacts', 'item'].test_edge_index
+    top = _Fixed(3, 6).recommend(data, torch.tensor([0, 1, 2]), k=3)
+    assert top.tolist() == [[1, 3, 4], [5, 0, 4], [5, 4, 2]]
+    evaluator = RankingEvaluator(data, ks=[3])
+    for split in ('val', 'test'):
+        with pytest.raises(ValueError, match=re.escape(
+                f"the data has no {split} edges ('{split}_edge_index' of "
+                f"('user', 'interacts', 'item'))")):
+            evaluator.evaluate(scores, split)
+
+
 def test_cut_off_larger_than_the_number_of_items():
     # K=20 > 6 items: every non-excluded item is ranked, precision still
     # divides by K.
