@@ -68,11 +68,14 @@ class BPRSampler:
                                  f'but num_{what}s is {count}')
         self.num_users = num_users
         self.num_items = num_items
-        check_negatives(self.users.numpy(), num_items, lambda user, others:
-                        ValueError('a user has interacted with every item: '
-                                   'no negative item can be sampled'))
         # Sorted keys of the positives, for membership tests.
         self._keys = torch.unique(self.users * num_items + self.items)
+        # Distinct pairs: a pair given twice is still one item.
+        check_negatives(
+            (self._keys // num_items).numpy(), num_items,
+            lambda user, others: ValueError(
+                f'user {user} has interacted with every item: no negative '
+                f'item can be sampled'))
         self.batch_size = batch_size
         self.seed = seed
         self.rank = rank

@@ -106,8 +106,18 @@ def test_user_with_every_item_is_an_error():
     edge_index, positive = _dense_graph(num_users=4, num_items=5)
     full = torch.stack([torch.full((5, ), 2), torch.arange(5)])
     edge_index = torch.cat([edge_index, full], dim=1)
-    with pytest.raises(ValueError, match='interacted with every item'):
+    with pytest.raises(ValueError, match='user 2 has interacted with every '
+                       'item'):
         BPRSampler(edge_index, 4, 5)
+
+
+def test_duplicate_pairs_do_not_fill_a_user():
+    # User 0 has items 0 and 1 of 3, item 0 given twice: counted as given,
+    # that read as "interacted with every item".
+    edge_index = torch.tensor([[0, 0, 0, 1], [0, 0, 1, 2]])
+    sampler = BPRSampler(edge_index, 2, 3, seed=0)
+    for users, pos, neg in sampler.epoch(0):
+        assert bool((neg[users == 0] == 2).all())
 
 
 def test_check_negatives_names_the_first_full_user_and_counts_others():
