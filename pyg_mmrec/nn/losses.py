@@ -71,8 +71,9 @@ class _ChunkedLogSumExp(torch.autograd.Function):
 class _BoundedLogSumExp(torch.autograd.Function):
     r""":math:`\ell_n = \log \sum_j \exp(\langle \mathbf{q}_n,
     \mathbf{k}_j \rangle)` for logits known to be bounded (L2-normalised
-    views scaled by :math:`1/\tau \le 40`), where the exponentials cannot
-    overflow and need no max-subtraction. Scalings are folded into the
+    views scaled by :math:`1/\tau \le 40`), where the exponentials and
+    their sums cannot overflow in float32 or bfloat16 (float16 can) and
+    need no max-subtraction. Scalings are folded into the
     ``[B, d]`` operands, so each chunk costs one matrix product and one
     ``exp`` in the forward pass and two products in the backward pass; the
     exponentials are kept for the backward pass only when the keys fit in
@@ -162,7 +163,8 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
     pos = (query * z2[unique]).sum(dim=-1) / temperature
     if chunk_size is None:
         lse = torch.logsumexp(query.matmul(z2.t()) / temperature, dim=1)
-    elif normalize and temperature >= 0.025:
+    elif normalize and temperature >= 0.025 and query.dtype != torch.float16:
+        # (float16 overflows past 65504: exp(1/tau) summed over all nodes.)
         lse = _BoundedLogSumExp.apply(query / temperature, z2, chunk_size)
     else:
         lse = _ChunkedLogSumExp.apply(query, z2, temperature, chunk_size)
