@@ -93,6 +93,8 @@ class RankingEvaluator:
         every id is a user of the data set (a negative id would silently
         index from the end)."""
         users = torch.as_tensor(users).view(-1).cpu()
+        if users.numel() == 0:  # as_tensor([]) is float32
+            users = users.long()
         if users.is_floating_point() or users.dtype == torch.bool:
             raise ValueError(f'user ids must be integers, got dtype '
                              f'{users.dtype}')

@@ -213,6 +213,9 @@ def test_recommend_more_items_than_exist_pads_with_minus_one():
     assert top.tolist() == [[1, 2, 5, 0, 4, 3, -1, -1]]
     top = model.recommend(_data(), torch.tensor([1]), k=8)
     assert top.tolist() == [[5, 0, 4, 3, -1, -1, -1, -1]]
+    # No users, no rows (a plain [] read as float ids).
+    none = model.recommend(_data(), [], k=3)
+    assert none.shape == (0, 3) and none.dtype == torch.long
 
 
 @pytest.mark.parametrize('users,message', [

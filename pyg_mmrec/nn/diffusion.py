@@ -279,7 +279,8 @@ class GaussianDiffusion(Module):
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(num_steps={self.num_steps}, '
                 f'noise_scale={self.noise_scale}, '
-                f'noise_min={self.noise_min}, noise_max={self.noise_max})')
+                f'noise_min={self.noise_min}, noise_max={self.noise_max}, '
+                f'first_beta={self.first_beta})')
 
 
 __all__ = ['GaussianDiffusion', 'Denoiser']

@@ -47,7 +47,9 @@ def test_schedule_stays_float64_under_float():
     diff = GaussianDiffusion().float()
     assert diff.alphas_cumprod.dtype == torch.float64
     assert diff.state_dict() == {}
-    assert 'num_steps=5' in repr(diff)
+    assert repr(diff) == ('GaussianDiffusion(num_steps=5, noise_scale=0.1, '
+                          'noise_min=0.0001, noise_max=0.02, '
+                          'first_beta=0.0001)')
 
 
 def test_q_sample_and_posterior_mean():

@@ -322,7 +322,9 @@ class MMSSL(Recommender):
     def reset_parameters(self) -> None:
         r"""Re-initialises the model as built: weights, and the training
         state it owns (the discriminator's optimiser, the generated
-        :math:`\mathbf{R}_m`, back to :math:`\mathbf{R}`)."""
+        :math:`\mathbf{R}_m`, back to :math:`\mathbf{R}`). Data already
+        prepared still carries the old :math:`\mathbf{R}_m`: run
+        :meth:`prepare` on it again."""
         torch.nn.init.xavier_uniform_(self.user_emb)
         torch.nn.init.xavier_uniform_(self.item_emb)
         self.projection.reset_parameters()
