@@ -55,7 +55,9 @@ class ModalityProjection(Module):
         for m, lin in self.lins.items():
             if m not in features:
                 raise KeyError(f"features of modality '{m}' are missing")
-            h = lin(features[m])
+            # Features are data, not parameters: numpy's float64 (or the
+            # float16 the data sets store) is cast to the weights' dtype.
+            h = lin(features[m].to(lin.weight.dtype))
             out[m] = F.leaky_relu(h, 0.2) if self.kind == 'leaky' else h
         return out
 
