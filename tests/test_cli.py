@@ -442,6 +442,45 @@ def test_invalid_hyper_parameter_is_one_line_exit_2(tmp_path, capsys, model,
     assert err.count('\n') == 1 and 'Traceback' not in err
 
 
+def test_resume_with_an_optimiser_state_of_another_model(trained, tmp_path,
+                                                         capsys):
+    ckpt = torch.load(trained / 'last.pt', weights_only=True)
+    ckpt['optimizer']['param_groups'][0]['params'] = [0, 1, 2]
+    path = tmp_path / 'last.pt'
+    torch.save(ckpt, path)
+    # (checkpoint.pt beside it must be of the same run)
+    (tmp_path / 'checkpoint.pt').write_bytes(
+        (trained / 'checkpoint.pt').read_bytes())
+    out_dir = tmp_path / 'out'
+    status, out, err = run(['train', '--resume', str(path), '--epochs', '3',
+                            '--quiet', '--out', str(out_dir)], capsys)
+    _assert_usage_error(status, out, err, f'{path}: holds an optimiser state '
+                        f'that does not fit the model')
+    assert not out_dir.exists()
+
+
+@pytest.mark.parametrize('name', ['metrics.json', 'last.pt',
+                                  'checkpoint.pt'])
+def test_folder_where_the_run_writes_a_file(tmp_path, capsys, name):
+    # The run trained an epoch and wrote its checkpoints before failing on
+    # metrics.json: checkpoints with no metrics.json to describe them.
+    (tmp_path / name).mkdir()
+    status, out, err = run(['train', *TINY, '--quiet', '--out',
+                            str(tmp_path)], capsys)
+    _assert_usage_error(status, out, err, f'{tmp_path / name}: is a folder '
+                        f'where the run writes a file')
+    assert os.listdir(tmp_path) == [name]
+
+
+def test_empty_dataset_option_is_not_the_synthetic_data(tmp_path, capsys):
+    # `--dataset "$DATA"` with DATA unset trained on the synthetic data.
+    status, out, err = run(['train', '--dataset', '', '--quiet', '--out',
+                            str(tmp_path / 'out')], capsys)
+    _assert_usage_error(status, out, err, 'the data set folder is an empty '
+                        'path')
+    assert not (tmp_path / 'out').exists()
+
+
 def test_diverging_run_stops_with_one_line(tmp_path, capsys):
     # A learning rate of 1e30 sends the scores to infinity after the first
     # epoch (and the loss to NaN in the second); no such model may be
@@ -451,8 +490,8 @@ def test_diverging_run_stops_with_one_line(tmp_path, capsys):
                             '--quiet', '--out', str(out_dir)], capsys)
     _assert_usage_error(status, out, err, 'the model scores items as NaN '
                         'or infinite: it diverged')
-    assert not (out_dir / 'metrics.json').exists()
-    assert not (out_dir / 'checkpoint.pt').exists()
+    # Nothing was written: the folder the run made is gone too.
+    assert not out_dir.exists()
 
 
 @pytest.mark.parametrize('argv,match', [
@@ -533,10 +572,35 @@ def _text_configs(ckpt):
     ckpt['configs'] = 'x'
 
 
+def _set(*keys_value):
+    # ckpt[k1][k2]... = value
+    *keys, value = keys_value
+
+    def corrupt(ckpt):
+        for key in keys[:-1]:
+            ckpt = ckpt[key]
+        ckpt[keys[-1]] = value
+    return corrupt
+
+
 @pytest.mark.parametrize('corrupt, problem', [
     (_no_train_state, "'train_state' lacks best_epoch, best_test, "
      "best_val, epochs_without_improvement, history, next_epoch, "
      "stopped_early"),
+    # Hand-edited fields that used to pass the checks and then end in a
+    # TypeError, AttributeError or an epoch of -6 in metrics.json.
+    (_set('model', ['lightgcn']), "'model' is not a name"),
+    (_set('rng', 'x'), "'rng' is not a random generator state"),
+    (_set('rng', torch.zeros(3)), "'rng' is not a random generator state"),
+    (_set('optimizer', 'adam'), "'optimizer' is not an optimiser state"),
+    (_set('train_state', 'next_epoch', '2'), "'train_state.next_epoch' is "
+     "not a count (an integer >= 0)"),
+    (_set('train_state', 'next_epoch', -6), "'train_state.next_epoch' is "
+     "not a count (an integer >= 0)"),
+    (_set('train_state', 'best_epoch', True), "'train_state.best_epoch' is "
+     "not an epoch (an integer >= -1)"),
+    (_set('train_state', 'history', {}), "'train_state.history' is not a "
+     "list"),
     (_no_data_config, "'configs' does not hold the sections train, model "
      "and data"),
     (_numeric_dataset, "'dataset' is not a path"),

@@ -83,6 +83,9 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     if missing:
         raise CheckpointError(path, f"lacks '{missing[0]}': not a complete "
                               f'pyg_mmrec checkpoint')
+    if not isinstance(ckpt['model'], str):
+        raise CheckpointError(path, "not a complete pyg_mmrec checkpoint: "
+                              "'model' is not a name")
     if ckpt['model'] not in MODELS:
         raise CheckpointError(path, f"holds a '{ckpt['model']}' model, which "
                               f"this version of pyg_mmrec does not know "
@@ -116,13 +119,39 @@ def _structure_problem(ckpt: dict) -> Optional[str]:
     for name, values in configs.items():
         if not isinstance(values, dict):
             return f"'configs.{name}' is not a mapping"
+    rng = ckpt['rng']
+    if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+        return "'rng' is not a random generator state"
+    optimizer = ckpt['optimizer']
+    if not isinstance(optimizer, dict) or \
+            not isinstance(optimizer.get('state'), dict) or \
+            not isinstance(optimizer.get('param_groups'), list):
+        return "'optimizer' is not an optimiser state"
     state = ckpt['train_state']
     fields = {f.name for f in dataclasses.fields(TrainState)}
     if not isinstance(state, dict) or not fields <= set(state):
         missing = sorted(fields - set(state)) if isinstance(state, dict) \
             else sorted(fields)
         return f"'train_state' lacks {', '.join(missing)}"
+    for name, kind, low in _STATE_FIELDS:
+        value = state[name]
+        # (bool is an int: an epoch of True is not an epoch.)
+        if not isinstance(value, kind) or (kind is int and (
+                isinstance(value, bool) or value < low)):
+            return f"'train_state.{name}' is not {_KIND_WORDS[kind, low]}"
     return None
+
+
+# The train_state fields a checkpoint must hold with their types (and the
+# least value of the integer ones).
+_STATE_FIELDS = (('next_epoch', int, 0), ('best_epoch', int, -1),
+                 ('epochs_without_improvement', int, 0),
+                 ('best_val', dict, None), ('best_test', dict, None),
+                 ('history', list, None), ('stopped_early', bool, None))
+_KIND_WORDS = {(int, 0): 'a count (an integer >= 0)',
+               (int, -1): 'an epoch (an integer >= -1)',
+               (dict, None): 'a mapping', (list, None): 'a list',
+               (bool, None): 'true or false'}
 
 
 def configs_of(ckpt: dict) -> Dict[str, Any]:

@@ -17,6 +17,7 @@ from pyg_mmrec.errors import (
     CheckpointError,
     ConfigError,
     OutputError,
+    describe,
 )
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.io import (
@@ -90,8 +91,11 @@ def load_data(dataset: str,
 def with_defaults(options: RunOptions) -> RunOptions:
     r""":obj:`options` of a new run, with an unset model and data set
     filled in: LightGCN on the synthetic data."""
-    return dataclasses.replace(options, model=options.model or 'lightgcn',
-                               dataset=options.dataset or 'synthetic')
+    # `is None`, not `or`: --dataset '' (an unset shell variable) must
+    # fail as a missing folder, not train on the synthetic data.
+    return dataclasses.replace(
+        options, model=options.model or 'lightgcn',
+        dataset='synthetic' if options.dataset is None else options.dataset)
 
 
 def build_configs(options: RunOptions) -> Dict[str, Any]:
@@ -231,12 +235,22 @@ def check_resume_options(options: RunOptions, ckpt: dict,
                           f'(start a new run instead)')
 
 
+#: The files a run writes in its output folder.
+RUN_FILES = ('checkpoint.pt', 'last.pt', 'metrics.json')
+
+
 def check_output_folder(out: str) -> None:
     r"""Raises an :class:`OutputError` before any training if the output
-    folder :obj:`out` cannot be created or written (creating nothing)."""
+    folder :obj:`out` cannot be created or written, or holds a folder where
+    a run writes a file (creating nothing)."""
     problem = folder_problem(out)
     if problem:
         raise OutputError(out, f'cannot be the output folder: {problem}')
+    for name in RUN_FILES:
+        path = osp.join(out, name)
+        if osp.isdir(path):
+            raise OutputError(path, 'is a folder where the run writes a '
+                              'file')
 
 
 def train(options: RunOptions) -> dict:
@@ -263,23 +277,33 @@ def train(options: RunOptions) -> dict:
     state = None
     if ckpt is not None:
         load_model_state(model, ckpt, options.resume)
-        optimizer.load_state_dict(ckpt['optimizer'])
+        try:
+            optimizer.load_state_dict(ckpt['optimizer'])
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            raise CheckpointError(options.resume, f'holds an optimiser state '
+                                  f'that does not fit the model '
+                                  f'({describe(e)})') from None
         for group in optimizer.param_groups:  # honour a new --lr on resume
             group['lr'] = train_config.lr
         state = TrainState.from_dict(ckpt['train_state'])
-        torch.set_rng_state(ckpt['rng'])
+        try:
+            torch.set_rng_state(ckpt['rng'])
+        except RuntimeError as e:
+            raise CheckpointError(options.resume, f"'rng' is not a random "
+                                  f"generator state ({describe(e)})"
+                                  ) from None
         cuda_rng = ckpt.get('cuda_rng')
         if (cuda_rng is not None and torch.cuda.is_available()
                 and len(cuda_rng) == torch.cuda.device_count()):
             torch.cuda.set_rng_state_all(cuda_rng)
+    created = not osp.isdir(options.out)
     try:
         os.makedirs(options.out, exist_ok=True)
     except OSError as e:
         raise OutputError(options.out, f'cannot be created ({e.strerror})'
                           ) from None
-    best_path = osp.join(options.out, 'checkpoint.pt')
-    last_path = osp.join(options.out, 'last.pt')
-    metrics_path = osp.join(options.out, 'metrics.json')
+    best_path, last_path, metrics_path = (osp.join(options.out, name)
+                                          for name in RUN_FILES)
 
     def write_metrics(state: TrainState) -> dict:
         report = metrics_report(options.model, options.dataset, state,
@@ -313,11 +337,23 @@ def train(options: RunOptions) -> dict:
                 save_torch(ckpt, last_path)
             write_metrics(state)
 
-    state = fit(model, data, run.sampler, optimizer, run.evaluator,
-                train_config,
-                state=state, on_epoch_end=on_epoch_end,
-                progress=options.progress)
+    try:
+        state = fit(model, data, run.sampler, optimizer, run.evaluator,
+                    train_config,
+                    state=state, on_epoch_end=on_epoch_end,
+                    progress=options.progress)
+    except BaseException:
+        if created:  # a run that stopped before its first epoch ended
+            _remove_if_empty(options.out)
+        raise
     return write_metrics(state)
+
+
+def _remove_if_empty(folder: str) -> None:
+    try:
+        os.rmdir(folder)
+    except OSError:  # not empty: the files of the epochs done stay
+        pass
 
 
 def checkpoint_device(ckpt: dict) -> str:
