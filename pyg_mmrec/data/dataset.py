@@ -22,7 +22,7 @@ from pyg_mmrec.data.readers import (
     detect_layout,
     read_dataset,
 )
-from pyg_mmrec.errors import DatasetError, OutputError, describe
+from pyg_mmrec.errors import ConfigError, DatasetError, OutputError, describe
 from pyg_mmrec.io import atomic_path, folder_problem
 
 #: Bumped whenever the readers' validation or cleaning changes.
@@ -92,7 +92,11 @@ class MultiModalRecDataset(InMemoryDataset):
         pre_transform: Optional[Callable] = None,
         force_reload: bool = False,
     ) -> None:
+        if not root:  # e.g. --dataset "$DATA" with DATA unset
+            raise ConfigError('the data set folder is an empty path')
         root = osp.expanduser(root)
+        if osp.exists(root) and not osp.isdir(root):
+            raise DatasetError(root, 'is a file, not a data set folder')
         if not osp.isdir(root):  # before PyG would create it
             raise DatasetError(root, 'data set folder not found')
         self.layout = layout or detect_layout(root)

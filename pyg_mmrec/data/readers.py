@@ -75,6 +75,9 @@ def load_features(path: str, num_items: Optional[int]) -> np.ndarray:
     except (OSError, ValueError, EOFError) as e:
         raise DatasetError(path, f'cannot be read as a .npy array ({e})') \
             from None
+    if not isinstance(array, np.ndarray):  # np.load opens .npz archives too
+        array.close()
+        raise DatasetError(path, 'is an .npz archive, not a .npy array')
     if array.dtype.kind != 'f':
         raise DatasetError(
             path, f'features must be floating point, got dtype {array.dtype}')
@@ -114,6 +117,8 @@ def read_features(root: str, num_items: Optional[int]
     first = None
     for modality in MODALITIES:
         path = osp.join(root, FEATURE_FILES[modality])
+        if osp.islink(path) and not osp.exists(path):
+            raise DatasetError(path, 'is a link to a missing file')
         if not osp.exists(path):
             continue
         array = load_features(path, num_items)
@@ -325,6 +330,9 @@ def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:
             obj = json.load(f)
     except (OSError, ValueError) as e:
         raise DatasetError(path, f'cannot be read as JSON ({e})') from None
+    except RecursionError:
+        raise DatasetError(path, 'cannot be read as JSON (nested too '
+                           'deeply)') from None
     if not isinstance(obj, dict):
         raise DatasetError(path, 'expected a JSON object {user: [items]}')
     users: List[int] = []
@@ -465,7 +473,10 @@ def detect_layout(root: str) -> str:
     files present."""
     if not osp.isdir(root):
         raise DatasetError(root, 'data set folder not found')
-    present = set(os.listdir(root))
+    try:
+        present = set(os.listdir(root))
+    except OSError as e:
+        raise DatasetError(root, f'cannot be read ({e.strerror})') from None
     if DIFFMM_FILES['train'] in present:
         return 'diffmm'
     if MMSSL_FILES['train'] in present:

@@ -75,6 +75,30 @@ def test_missing_folder(tmp_path, listing):
         MultiModalRecDataset(str(tmp_path / 'nope'),
                              processed_dir=str(tmp_path / 'cache'))
     assert listing(tmp_path) == []
+    # An empty path (an unset shell variable) and a file are no folders.
+    from pyg_mmrec.errors import ConfigError
+    with pytest.raises(ConfigError, match='the data set folder is an empty '
+                       'path'):
+        MultiModalRecDataset('', processed_dir=str(tmp_path / 'cache'))
+    (tmp_path / 'afile').write_text('x')
+    with pytest.raises(DatasetError, match=re.escape(
+            f"{tmp_path / 'afile'}: is a file, not a data set folder")):
+        MultiModalRecDataset(str(tmp_path / 'afile'),
+                             processed_dir=str(tmp_path / 'cache'))
+    assert listing(tmp_path) == ['afile']
+
+
+def test_unreadable_folder(tmp_path, monkeypatch):
+    # (As root, chmod 000 would not stop the read: fail listdir instead.)
+    from pyg_mmrec.data import readers
+
+    def listdir(path):
+        raise PermissionError(13, 'Permission denied', path)
+
+    monkeypatch.setattr(readers.os, 'listdir', listdir)
+    with pytest.raises(DatasetError, match=re.escape(
+            f'{tmp_path}: cannot be read (Permission denied)')):
+        readers.detect_layout(str(tmp_path))
 
 
 def test_missing_folder_with_layout_creates_nothing(tmp_path, listing):
@@ -149,6 +173,10 @@ def test_garbage_json(make_dataset, assert_rejected):
     _rewrite(root / 'val.json', b'{"0": [1.5]}')
     assert_rejected(root, root / 'val.json',
                     'items of user 0 must be a list of integers')
+    # json's recursion limit: a RecursionError traceback.
+    _rewrite(root / 'val.json', b'[' * 100_000 + b']' * 100_000)
+    assert_rejected(root, root / 'val.json', 'cannot be read as JSON '
+                    '\\(nested too deeply\\)')
     _rewrite(root / 'val.json', b'{"bob": [1]}')
     assert_rejected(root, root / 'val.json',
                     "user id 'bob' is not an integer")
@@ -717,6 +745,26 @@ def test_features_with_zero_columns(make_dataset, assert_rejected,
     root = make_dataset('diffmm', features=features)
     assert_rejected(root, root / 'image_feat.npy', 'features have zero '
                     'columns')
+
+
+def test_feature_file_that_is_an_npz_archive(make_dataset, assert_rejected,
+                                             tiny_features):
+    # np.load returns an NpzFile for a zip: an AttributeError traceback.
+    root = make_dataset('diffmm', features=tiny_features())
+    with open(root / 'image_feat.npy', 'wb') as f:
+        np.savez(f, x=np.ones((NUM_ITEMS, 3), dtype=np.float32))
+    assert_rejected(root, root / 'image_feat.npy', 'is an \\.npz archive, '
+                    'not a \\.npy array')
+
+
+def test_feature_file_that_is_a_broken_link(make_dataset, assert_rejected,
+                                            tiny_features):
+    # It was skipped silently: training went on without the modality.
+    root = make_dataset('diffmm', features=tiny_features())
+    (root / 'image_feat.npy').unlink()
+    (root / 'image_feat.npy').symlink_to(root / 'gone.npy')
+    assert_rejected(root, root / 'image_feat.npy', 'is a link to a missing '
+                    'file')
 
 
 def test_load_features_float16(tmp_path):
