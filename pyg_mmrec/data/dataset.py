@@ -199,10 +199,12 @@ class MultiModalRecDataset(InMemoryDataset):
             raise
 
     def _in_cache(self, path: object) -> bool:
+        # The cache folder, a path in it, or a parent folder that could not
+        # be made on the way to it.
         if not isinstance(path, str):
             return False
-        cache = osp.abspath(self.processed_dir)
-        return osp.commonpath([cache, osp.abspath(path)]) == cache
+        cache, path = osp.abspath(self.processed_dir), osp.abspath(path)
+        return osp.commonpath([cache, path]) in (cache, path)
 
     def process(self) -> None:
         raw = read_dataset(self.root, self.layout)

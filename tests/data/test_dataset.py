@@ -326,3 +326,27 @@ def test_unwritable_cache_folder_is_one_error(make_dataset, tmp_path,
         f'file, not a folder')
     assert sorted(p.name for p in root.iterdir()) == before
     assert blocker.read_text() == 'not a folder'
+
+
+def test_cache_whose_parent_cannot_be_made_is_one_error(make_dataset,
+                                                        tmp_path,
+                                                        monkeypatch):
+    # PYG_MMREC_CACHE under a read-only folder: the PermissionError names
+    # the parent makedirs could not make, which was not recognised as the
+    # cache's and escaped as a traceback. (As root, a chmod would not stop
+    # makedirs: refuse it here instead.)
+    from pyg_mmrec.errors import OutputError
+    root = make_dataset('mmssl')
+    parent = tmp_path / 'readonly' / 'made'
+    cache = parent / 'cache'
+    makedirs = os.makedirs
+
+    def refuse(path, *args, **kwargs):
+        if str(path).startswith(str(parent)):
+            raise PermissionError(13, 'Permission denied', str(parent))
+        return makedirs(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, 'makedirs', refuse)
+    with pytest.raises(OutputError, match=re.escape(
+            f'{cache}: the processed cache cannot be written')):
+        MultiModalRecDataset(str(root), processed_dir=str(cache))
