@@ -11,7 +11,7 @@ import os.path as osp
 import signal
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, List, Optional, Union
+from typing import TYPE_CHECKING, Any, List, NoReturn, Optional, Union
 
 import pyg_mmrec
 from pyg_mmrec.errors import (
@@ -205,8 +205,17 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    r"""An :class:`~argparse.ArgumentParser` whose errors (an unknown
+    option, a value of the wrong type) are one line like every other bad
+    input, not the usage block first (the subcommands' parsers are of this
+    class too)."""
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog='pyg-mmrec',
         description='Multi-modal recommendation with PyTorch Geometric.')
     parser.add_argument('--version', action='version',

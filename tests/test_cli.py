@@ -732,3 +732,17 @@ def test_ctrl_c_while_torch_is_imported_is_an_orderly_stop():
     if proc.returncode != 0:
         assert proc.returncode == 128 + signal.SIGINT, err
         assert err.endswith('pyg-mmrec: interrupted\n')
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['train', '--epochs', 'abc'], "argument --epochs: invalid int value: "
+     "'abc' (see 'pyg-mmrec train --help')"),
+    (['train', '--model', 'foo'], "argument --model: invalid choice: 'foo'"),
+    (['evaluate'], 'the following arguments are required: --checkpoint'),
+    (['train', '--bogus'], "unrecognized arguments: --bogus (see "
+     "'pyg-mmrec --help')"),
+])
+def test_option_errors_are_one_line(argv, match, capsys):
+    # argparse printed its usage block before the error.
+    status, out, err = run(argv, capsys)
+    _assert_usage_error(status, out, err, match)
