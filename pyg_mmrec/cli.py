@@ -280,6 +280,21 @@ def _main(argv: Optional[List[str]]) -> int:
     except KeyboardInterrupt as e:
         print('pyg-mmrec: interrupted', file=sys.stderr)
         return 128 + getattr(e, 'signum', signal.SIGINT)
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        # Sizes beyond the machine (--set embedding_dim=..., a batch too
+        # large for the GPU): one line, though not necessarily bad input.
+        print(f'pyg-mmrec: error: out of memory ({describe(e)}); reduce '
+              f'the batch, embedding or data sizes', file=sys.stderr)
+        return 1
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    # torch.OutOfMemoryError (CUDA) and the CPU allocator's RuntimeError.
+    return (isinstance(e, MemoryError)
+            or type(e).__name__ == 'OutOfMemoryError'
+            or "can't allocate memory" in str(e))
 
 
 if __name__ == '__main__':

@@ -746,3 +746,45 @@ def test_option_errors_are_one_line(argv, match, capsys):
     # argparse printed its usage block before the error.
     status, out, err = run(argv, capsys)
     _assert_usage_error(status, out, err, match)
+
+
+def test_checkpoint_whose_data_set_is_gone(trained, tmp_path, capsys):
+    # The path comes from the checkpoint: say so, and how to give another.
+    ckpt = torch.load(trained / 'checkpoint.pt', weights_only=True)
+    gone = tmp_path / 'gone'
+    ckpt['dataset'] = str(gone)
+    path = tmp_path / 'ckpt.pt'
+    torch.save(ckpt, path)
+    status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
+    _assert_usage_error(status, out, err, f'{gone}: data set folder not '
+                        f'found (the data set {path} was trained on; '
+                        f'--dataset gives another path)')
+
+
+def test_checkpoint_with_nan_weights_is_named(trained, tmp_path, capsys):
+    ckpt = torch.load(trained / 'checkpoint.pt', weights_only=True)
+    ckpt['state_dict']['lightgcn.embedding.weight'].fill_(float('nan'))
+    path = tmp_path / 'ckpt.pt'
+    torch.save(ckpt, path)
+    status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
+    _assert_usage_error(status, out, err, f'{path}: the model scores items '
+                        f'as NaN or infinite')
+
+
+def test_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys):
+    # (Simulated: a real allocation of that size could wake the OOM killer
+    # on a machine that overcommits memory.)
+    from pyg_mmrec.train import run as run_module
+
+    def train(options):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you "
+                           "tried to allocate 1200000000000 bytes.")
+
+    monkeypatch.setattr(run_module, 'train', train)
+    status, out, err = run(['train', '--quiet', '--out',
+                            str(tmp_path / 'out')], capsys)
+    assert status == 1 and 'Traceback' not in err
+    assert err.splitlines() == [
+        "pyg-mmrec: error: out of memory (DefaultCPUAllocator: can't "
+        "allocate memory: you tried to allocate 1200000000000 bytes.); "
+        "reduce the batch, embedding or data sizes"]

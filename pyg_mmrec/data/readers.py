@@ -297,6 +297,8 @@ def _note_trailing_items(path: str, edges: Dict[str, np.ndarray],
 def _require(root: str, names: Dict[str, str]) -> Dict[str, str]:
     paths = {split: osp.join(root, name) for split, name in names.items()}
     for path in paths.values():
+        if osp.isdir(path):
+            raise DatasetError(path, 'is a folder, not a file')
         if not osp.isfile(path):
             raise DatasetError(path, 'file not found')
     return paths

@@ -16,6 +16,8 @@ from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
 from pyg_mmrec.errors import (
     CheckpointError,
     ConfigError,
+    DatasetError,
+    DivergenceError,
     OutputError,
     describe,
 )
@@ -377,7 +379,15 @@ def restore(checkpoint: str, dataset: Optional[str] = None,
     :obj:`device` (default: :func:`checkpoint_device`)."""
     ckpt = load_checkpoint(checkpoint)
     configs = configs_of(ckpt)
-    data = load_data(dataset or ckpt['dataset'], configs['data'])
+    try:
+        data = load_data(dataset or ckpt['dataset'], configs['data'])
+    except DatasetError as e:
+        if dataset:
+            raise
+        # The path came from the checkpoint, not from the command line.
+        raise DatasetError(e.path, f'{e.problem} (the data set {checkpoint} '
+                           f'was trained on; --dataset gives another path)'
+                           ) from None
     torch_device = resolve_device(device or checkpoint_device(ckpt))
     # The training seed, not 0: DiffMM draws its generated graphs' edge drops
     # from it, and a restored model must rebuild the graphs it was scored on.
@@ -399,12 +409,17 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
     evaluator = RankingEvaluator(data, ks=(train_config.k, ),
                                  batch_size=train_config.eval_batch_size)
     scores = model.score_fn(data)
+    try:
+        val = evaluator.evaluate(scores, 'val')
+        test = evaluator.evaluate(scores, 'test')
+    except DivergenceError as e:
+        raise CheckpointError(checkpoint, str(e)) from None
     return {
         'model': ckpt['model'],
         'dataset': dataset or ckpt['dataset'],
         # The epoch of these weights: the best one for checkpoint.pt, the
         # last one for last.pt.
         'epoch': ckpt['train_state']['next_epoch'] - 1,
-        'val': evaluator.evaluate(scores, 'val'),
-        'test': evaluator.evaluate(scores, 'test'),
+        'val': val,
+        'test': test,
     }

@@ -50,6 +50,14 @@ def test_diffmm_missing_training_matrix(make_dataset, assert_rejected):
     assert_rejected(root, root, 'no interaction files found .*trnMat\\.pkl')
 
 
+def test_folder_in_place_of_a_split_file(make_dataset, assert_rejected):
+    # It read as "file not found", with the folder right there.
+    root = make_dataset('diffmm')
+    os.remove(root / 'valMat.pkl')
+    os.mkdir(root / 'valMat.pkl')
+    assert_rejected(root, root / 'valMat.pkl', 'is a folder, not a file')
+
+
 @pytest.mark.parametrize('split', ['train', 'val', 'test'])
 def test_mmssl_missing_json(make_dataset, assert_rejected, split):
     root = make_dataset('mmssl')
