@@ -85,6 +85,10 @@ class OneSidedNormConv(MessagePassing):
                 and not _is_sized(edge_index)):
             raise ValueError("the number of target nodes is unknown: pass "
                              "'x' as (x_src, x_dst) or give 'size'")
+        for part in x:
+            if part is not None and part.dim() != 2:
+                raise ValueError(f'expected 2-D node features [N, F] (got '
+                                 f'{part.dim()}-D)')
         num_src = x[0].size(0)
         num_dst = None if x[1] is None else x[1].size(0)
         # `propagate` ignores `size` for sparse layouts and `EdgeIndex`, and

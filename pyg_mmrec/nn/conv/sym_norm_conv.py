@@ -73,6 +73,9 @@ class SymNormConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
                 edge_weight: OptTensor = None) -> Tensor:
+        if x.dim() != 2:
+            raise ValueError(f'expected 2-D node features [N, F] (got '
+                             f'{x.dim()}-D)')
         check_adj(edge_index, edge_weight, x.size(0), x.size(0), x.dtype)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x)

@@ -153,3 +153,13 @@ def test_one_sided_norm_conv_size_must_match_adjacency(backend):
                 f"(num_src, num_dst) = {(I, U)}")):
             conv(x_item, adj, w, size=(I, U + 1))
     assert conv(x_item, adj, w, size=(I, U)).shape == (U, 3)
+
+
+def test_one_dimensional_features_are_refused():
+    edge_index = torch.tensor([[0, 1, 2], [0, 1, 1]])
+    with pytest.raises(ValueError, match=r'expected 2-D node features '
+                       r'\[N, F\] \(got 1-D\)'):
+        OneSidedNormConv()((torch.randn(3), torch.randn(2, 4)), edge_index)
+    with pytest.raises(ValueError, match=r'got 3-D'):
+        OneSidedNormConv()((torch.randn(3, 4), torch.randn(2, 4, 1)),
+                           edge_index)

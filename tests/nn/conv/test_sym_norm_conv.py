@@ -147,3 +147,16 @@ def test_sym_norm_conv_unsized_edge_index_keeps_isolated_nodes(sort_order):
     assert_close(out, A @ x)
     assert_close(out, SymNormConv()(x, edge_index, weight))
     assert ei.num_rows is None  # the caller's `EdgeIndex` is not modified
+
+
+@pytest.mark.parametrize('backend', BACKENDS)
+def test_one_dimensional_features_are_refused(backend):
+    # The scatter path failed with an IndexError from inside PyG.
+    R = bipartite()
+    U, I = R.shape
+    edge_index, weight = sym_norm_bipartite(R.nonzero().t(), U, I, dtype=DT)
+    adj, w = to_adj(edge_index, weight, U + I, backend=backend,
+                    symmetric=True)
+    with pytest.raises(ValueError, match=r'expected 2-D node features '
+                       r'\[N, F\] \(got 1-D\)'):
+        SymNormConv()(torch.randn(U + I, dtype=DT), adj, w)
