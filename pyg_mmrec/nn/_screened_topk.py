@@ -10,7 +10,7 @@ The bound and the two levels of the procedure are derived in
 it.
 """
 from contextlib import contextmanager
-from typing import Iterator, NamedTuple, Tuple
+from typing import Any, Iterator, List, NamedTuple, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -69,11 +69,31 @@ def _unround(score: Tensor, unit: float) -> Tensor:
     return torch.where(score >= 0, score / (1 - unit), score / (1 + unit))
 
 
+def _precision_backends() -> List[Any]:
+    # The per-backend float32 precision settings of newer torch releases,
+    # whose legacy getter raises once they are used.
+    backends = [torch.backends.cuda.matmul,
+                getattr(torch.backends.mkldnn, 'matmul', None)]
+    return [b for b in backends if hasattr(b, 'fp32_precision')]
+
+
 @contextmanager
 def _ieee_float32() -> Iterator[None]:
     # The certificate compares exact float32 scores with the bound; a
-    # process-wide 'high' or 'medium' matmul precision would compute them
-    # in TF32 (CUDA) or bfloat16 (oneDNN on CPU) instead.
+    # process-wide TF32 (CUDA) or bfloat16 (oneDNN on CPU) precision for
+    # float32 products would compute them inexactly. The setting is
+    # process-wide while it lasts, like torch's own.
+    backends = _precision_backends()
+    if backends:
+        saved = [b.fp32_precision for b in backends]
+        for backend in backends:
+            backend.fp32_precision = 'ieee'
+        try:
+            yield
+        finally:
+            for backend, value in zip(backends, saved):
+                backend.fp32_precision = value
+        return
     precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision('highest')
     try:

@@ -280,8 +280,9 @@ class Denoiser(Module):
         them, the whole row). Items left out provably score below
         :math:`v_b`, so the result is the full-precision top-:obj:`k` (up to
         float32 rounding and ties). The exact scores are taken in IEEE
-        float32 whatever :func:`torch.set_float32_matmul_precision` says
-        (TF32 or bfloat16 products would void the certificate).
+        float32 whatever the float32 matmul precision is set to (TF32 or
+        bfloat16 products would void the certificate); like torch's own
+        setting, that holds process-wide while the decode runs.
         """
         if fold is None or fold.screen is None or fold.bound is None or \
                 k + margin >= self.num_items:

@@ -236,7 +236,7 @@ def test_screened_decode_scores_in_full_float32(monkeypatch, precision):
     seen = []
 
     def rescore(*args, **kwargs):
-        seen.append(torch.get_float32_matmul_precision())
+        seen.append(_float32_precision())
         return rescore_exactly(*args, **kwargs)
 
     rescore_exactly = _screened_topk._rescore
@@ -253,7 +253,52 @@ def test_screened_decode_scores_in_full_float32(monkeypatch, precision):
         assert torch.get_float32_matmul_precision() == precision
     finally:
         torch.set_float32_matmul_precision(before)
-    assert seen == ['highest']
+    assert seen == [_IEEE]
+    assert torch.equal(out, ref)
+
+
+def _float32_precision():
+    # Newer torch: per-backend settings (the legacy getter may raise).
+    from pyg_mmrec.nn._screened_topk import _precision_backends
+    backends = _precision_backends()
+    if backends:
+        return tuple(b.fp32_precision for b in backends)
+    return torch.get_float32_matmul_precision()
+
+
+def _ieee():
+    from pyg_mmrec.nn._screened_topk import _precision_backends
+    backends = _precision_backends()
+    return ('ieee', ) * len(backends) if backends else 'highest'
+
+
+_IEEE = _ieee()
+
+
+def test_screened_decode_under_the_per_backend_precision_api():
+    # torch.backends.*.matmul.fp32_precision = 'tf32' / 'bf16' (the API
+    # newer torch documents) made get_float32_matmul_precision raise, and
+    # with it every screened decode.
+    from pyg_mmrec.nn._screened_topk import _precision_backends
+    backends = _precision_backends()
+    if not backends:
+        pytest.skip('this torch has no per-backend fp32 precision')
+    saved = [b.fp32_precision for b in backends]
+    torch.manual_seed(2)
+    den = Denoiser(60, hidden_channels=32).eval()
+    fold = GaussianDiffusion().fold(den, torch.bfloat16)
+    h = torch.tanh(torch.randn(64, 32)) * 1e-3
+    ref = den.decode(h).topk(2, dim=1).indices
+    low = ['tf32' if b is torch.backends.cuda.matmul else 'bf16'
+           for b in backends]
+    try:
+        for backend, value in zip(backends, low):
+            backend.fp32_precision = value
+        out = den.decode_topk(h, 2, fold, margin=1, max_candidates=0)
+        assert [b.fp32_precision for b in backends] == low
+    finally:
+        for backend, value in zip(backends, saved):
+            backend.fp32_precision = value
     assert torch.equal(out, ref)
 
 
