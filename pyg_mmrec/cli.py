@@ -149,13 +149,14 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
 
 def _run_recommend(args: argparse.Namespace) -> int:
     from pyg_mmrec.io import atomic_path
-    from pyg_mmrec.train.run import restore
+    from pyg_mmrec.train.run import restore, scoring
     if args.k < 1:
         raise ConfigError(f'--k must be at least 1, got {args.k}')
     model, data, _ = restore(args.checkpoint, args.dataset, args.device)
     users = _parse_users(args.users, model.num_users)
     k = min(args.k, model.num_items)
-    top = model.recommend(data, users, k=k, exclude_seen=True)
+    with scoring(args.checkpoint):
+        top = model.recommend(data, users, k=k, exclude_seen=True)
     # A user with fewer than k unseen items gets only those (the rest of
     # the row is -1).
     rows = [[item for item in row if item >= 0] for row in top.tolist()]
@@ -272,7 +273,14 @@ def _main(argv: Optional[List[str]]) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         parser = build_parser()  # imports the commands' modules
-        args = parser.parse_args(argv or ['train'])  # bare command: train
+        # bare command: train
+        args, unknown = parser.parse_known_args(argv or ['train'])
+        if unknown:
+            # (parse_args would name the top-level help, which lists no
+            # subcommand's options.)
+            prog = ' '.join(filter(None, ['pyg-mmrec', args.command]))
+            raise ConfigError(f"unrecognized arguments: {' '.join(unknown)} "
+                              f"(see '{prog} --help')")
         return args.func(args)
     except MMRecError as e:
         print(f'pyg-mmrec: error: {e}', file=sys.stderr)

@@ -38,7 +38,8 @@ def _has_split(data: HeteroData, split: str) -> bool:
 
 class RankingEvaluator:
     r"""Evaluates a scoring function by full ranking on a split of
-    :obj:`data`.
+    :obj:`data`. The validation and test edges are optional: a split the
+    data lacks cannot be evaluated, and is not excluded from rankings.
 
     Args:
         data (HeteroData): The data set (see :mod:`pyg_mmrec.data.hetero`).
@@ -108,8 +109,10 @@ class RankingEvaluator:
 
     def excluded_splits(self, split: str) -> List[str]:
         r"""The splits whose items are removed from the ranking of
-        :obj:`split`: training items always, validation items for test."""
-        return ['train', 'val'] if split == 'test' else ['train']
+        :obj:`split`: training items always, validation items (if the data
+        has any) for test."""
+        return ['train', 'val'] if split == 'test' and 'val' in self._csrs \
+            else ['train']
 
     def _metrics(self) -> LinkPredMetricCollection:
         metrics = {}

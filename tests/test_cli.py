@@ -740,7 +740,9 @@ def test_ctrl_c_while_torch_is_imported_is_an_orderly_stop():
     (['train', '--model', 'foo'], "argument --model: invalid choice: 'foo'"),
     (['evaluate'], 'the following arguments are required: --checkpoint'),
     (['train', '--bogus'], "unrecognized arguments: --bogus (see "
-     "'pyg-mmrec --help')"),
+     "'pyg-mmrec train --help')"),
+    (['--bogus'], "unrecognized arguments: --bogus (see 'pyg-mmrec "
+     "--help')"),
 ])
 def test_option_errors_are_one_line(argv, match, capsys):
     # argparse printed its usage block before the error.
@@ -757,8 +759,13 @@ def test_checkpoint_whose_data_set_is_gone(trained, tmp_path, capsys):
     torch.save(ckpt, path)
     status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
     _assert_usage_error(status, out, err, f'{gone}: data set folder not '
-                        f'found (the data set {path} was trained on; '
-                        f'--dataset gives another path)')
+                        f'found (the data set folder recorded in {path}; '
+                        f'pass --dataset to use another)')
+    # An empty --dataset (an unset shell variable) is no "default".
+    status, out, err = run(['evaluate', '--checkpoint', str(path),
+                            '--dataset', ''], capsys)
+    _assert_usage_error(status, out, err, 'the data set folder is an empty '
+                        'path')
 
 
 def test_checkpoint_with_nan_weights_is_named(trained, tmp_path, capsys):
@@ -766,9 +773,10 @@ def test_checkpoint_with_nan_weights_is_named(trained, tmp_path, capsys):
     ckpt['state_dict']['lightgcn.embedding.weight'].fill_(float('nan'))
     path = tmp_path / 'ckpt.pt'
     torch.save(ckpt, path)
-    status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
-    _assert_usage_error(status, out, err, f'{path}: the model scores items '
-                        f'as NaN or infinite')
+    for command in (['evaluate'], ['recommend', '--users', '0']):
+        status, out, err = run([*command, '--checkpoint', str(path)], capsys)
+        _assert_usage_error(status, out, err, f'{path}: holds a model that '
+                            f'scores items as NaN or infinite')
 
 
 def test_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys):

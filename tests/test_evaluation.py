@@ -168,6 +168,14 @@ def test_recommend_needs_only_training_edges():
                 f"the data has no {split} edges ('{split}_edge_index' of "
                 f"('user', 'interacts', 'item'))")):
             evaluator.evaluate(scores, split)
+    # Test without validation edges: only training items are excluded.
+    data['user', 'interacts', 'item'].test_edge_index = _index(TEST)
+    evaluator = RankingEvaluator(data, ks=[3])
+    assert evaluator.excluded_splits('test') == ['train']
+    #   user 0: ranking 1, 3, 4 -> hit (3) at rank 2 of 2 test items
+    #   user 1: ranking 5, 0, 4 -> hit (0) at rank 2 of 1 test item
+    assert evaluator.evaluate(scores, 'test')['recall@3'] == \
+        pytest.approx((1 / 2 + 1 / 1) / 2)
 
 
 def test_cut_off_larger_than_the_number_of_items():

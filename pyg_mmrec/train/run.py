@@ -1,10 +1,11 @@
 r"""Assembles a training run from explicit options: data set, model, preset,
 overrides; writes ``metrics.json`` and checkpoints (atomically)."""
+import contextlib
 import dataclasses
 import os
 import os.path as osp
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch_geometric.data import HeteroData
@@ -379,15 +380,18 @@ def restore(checkpoint: str, dataset: Optional[str] = None,
     :obj:`device` (default: :func:`checkpoint_device`)."""
     ckpt = load_checkpoint(checkpoint)
     configs = configs_of(ckpt)
+    # `is None`: --dataset '' is an empty path, not "the checkpoint's".
+    recorded = dataset is None
     try:
-        data = load_data(dataset or ckpt['dataset'], configs['data'])
+        data = load_data(ckpt['dataset'] if recorded else dataset,
+                         configs['data'])
     except DatasetError as e:
-        if dataset:
+        if not recorded or e.path != ckpt['dataset']:
             raise
         # The path came from the checkpoint, not from the command line.
-        raise DatasetError(e.path, f'{e.problem} (the data set {checkpoint} '
-                           f'was trained on; --dataset gives another path)'
-                           ) from None
+        raise DatasetError(e.path, f'{e.problem} (the data set folder '
+                           f'recorded in {checkpoint}; pass --dataset to use '
+                           f'another)') from None
     torch_device = resolve_device(device or checkpoint_device(ckpt))
     # The training seed, not 0: DiffMM draws its generated graphs' edge drops
     # from it, and a restored model must rebuild the graphs it was scored on.
@@ -397,6 +401,18 @@ def restore(checkpoint: str, dataset: Optional[str] = None,
     data = model.prepare(data.to(torch_device))
     model.eval()
     return model, data, ckpt
+
+
+@contextlib.contextmanager
+def scoring(checkpoint: str) -> Iterator[None]:
+    r"""Within this context, a model that scores items as NaN or infinite
+    is reported as a fault of :obj:`checkpoint` (a restored model did not
+    diverge here)."""
+    try:
+        yield
+    except DivergenceError:
+        raise CheckpointError(checkpoint, 'holds a model that scores items '
+                              'as NaN or infinite') from None
 
 
 def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
@@ -409,14 +425,12 @@ def evaluate_checkpoint(checkpoint: str, dataset: Optional[str] = None,
     evaluator = RankingEvaluator(data, ks=(train_config.k, ),
                                  batch_size=train_config.eval_batch_size)
     scores = model.score_fn(data)
-    try:
+    with scoring(checkpoint):
         val = evaluator.evaluate(scores, 'val')
         test = evaluator.evaluate(scores, 'test')
-    except DivergenceError as e:
-        raise CheckpointError(checkpoint, str(e)) from None
     return {
         'model': ckpt['model'],
-        'dataset': dataset or ckpt['dataset'],
+        'dataset': ckpt['dataset'] if dataset is None else dataset,
         # The epoch of these weights: the best one for checkpoint.pt, the
         # last one for last.pt.
         'epoch': ckpt['train_state']['next_epoch'] - 1,
