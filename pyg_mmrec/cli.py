@@ -1,13 +1,16 @@
 r"""The ``pyg-mmrec`` command.
 
 Bad input (missing or invalid files, unknown options) is reported in one
-line on standard error with exit status 2, without a traceback.
+line on standard error with exit status 2, without a traceback; running out
+of memory likewise, with exit status 1, and a stop (Ctrl-C, SIGTERM) with
+128 + the signal number.
 """
 import argparse
 import csv
 import io
 import json
 import os.path as osp
+import re
 import signal
 import sys
 import warnings
@@ -206,6 +209,10 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+#: Exit status when the machine runs out of memory.
+EXIT_RESOURCES = 1
+
+
 class _OneLineParser(argparse.ArgumentParser):
     r"""An :class:`~argparse.ArgumentParser` whose errors (an unknown
     option, a value of the wrong type) are one line like every other bad
@@ -293,16 +300,22 @@ def _main(argv: Optional[List[str]]) -> int:
             raise
         # Sizes beyond the machine (--set embedding_dim=..., a batch too
         # large for the GPU): one line, though not necessarily bad input.
-        print(f'pyg-mmrec: error: out of memory ({describe(e)}); reduce '
-              f'the batch, embedding or data sizes', file=sys.stderr)
-        return 1
+        # (c10's "[enforce fail at alloc_cpu.cpp:N] err == 0." prefix says
+        # nothing to a user.)
+        detail = re.sub(r'^\[enforce fail at [^\]]*\]\s*(err == 0\.\s*)?',
+                        '', describe(e))
+        print(f'pyg-mmrec: error: out of memory ({detail}); reduce the '
+              f'batch, embedding or data sizes', file=sys.stderr)
+        return EXIT_RESOURCES
 
 
 def _out_of_memory(e: BaseException) -> bool:
-    # torch.OutOfMemoryError (CUDA) and the CPU allocator's RuntimeError.
+    # torch.OutOfMemoryError (CUDA) and the CPU allocator's RuntimeError
+    # (worded differently on Windows).
     return (isinstance(e, MemoryError)
             or type(e).__name__ == 'OutOfMemoryError'
-            or "can't allocate memory" in str(e))
+            or "can't allocate memory" in str(e)
+            or 'not enough memory' in str(e))
 
 
 if __name__ == '__main__':

@@ -36,11 +36,12 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
                          f"{list(edge_weight.shape)})")
     if not edge_index.numel():
         return
-    if int(edge_index.min()) < 0:
-        raise ValueError("'edge_index' contains negative node ids")
     for row, num, name, count in zip(edge_index, (num_src, num_dst), names,
                                      counts):
-        largest = int(row.max())
+        smallest, largest = (int(v) for v in torch.aminmax(row))
+        if smallest < 0:
+            raise ValueError(f"'edge_index' has negative {name} id "
+                             f"{smallest}")
         if largest >= num:
             raise ValueError(f"'edge_index' has {name} id {largest} but "
                              f"there are only {num} {count}")

@@ -200,11 +200,13 @@ class MultiModalRecDataset(InMemoryDataset):
 
     def _in_cache(self, path: object) -> bool:
         # The cache folder, a path in it, or a parent folder that could not
-        # be made on the way to it.
+        # be made on the way to it (one that exists, e.g. the data set
+        # folder, is not the cache's).
         if not isinstance(path, str):
             return False
         cache, path = osp.abspath(self.processed_dir), osp.abspath(path)
-        return osp.commonpath([cache, path]) in (cache, path)
+        common = osp.commonpath([cache, path])
+        return common == cache or (common == path and not osp.exists(path))
 
     def process(self) -> None:
         raw = read_dataset(self.root, self.layout)

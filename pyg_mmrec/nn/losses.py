@@ -146,7 +146,8 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
             :obj:`None` computes the ``[B, N']`` matrix at once.
         normalize (bool): Row-normalise :obj:`z1` and :obj:`z2` first. The
             logits are then bounded by :math:`1/\tau`, which enables a
-            faster kernel without max-subtraction.
+            faster kernel without max-subtraction (not in float16, whose
+            sums of exponentials could overflow).
     """
     if temperature <= 0:
         raise ValueError(f'temperature must be > 0, got {temperature}')

@@ -110,6 +110,12 @@ class SparseAdj:
     (called by :meth:`~torch_geometric.data.HeteroData.clone` and friends)
     apply to all of its tensors, and :func:`copy.deepcopy` and
     :mod:`pickle` work (the CSR caches are rebuilt on demand).
+
+    PyG's :class:`~torch_geometric.explain.Explainer` sizes its edge masks
+    from a tensor :obj:`edge_index`: to explain a model, pass the
+    ``(edge_index, edge_weight)`` of :meth:`to_edge_index` in place of the
+    matrix (edge :math:`k` of the mask is the :math:`k`-th stored
+    non-zero).
     """
     def __init__(self, rowptr: Tensor, col: Tensor, value: Tensor,
                  size: Tuple[int, int], symmetric: bool = False) -> None:

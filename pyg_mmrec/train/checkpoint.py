@@ -23,6 +23,18 @@ CHECKPOINT_KEYS = ('model', 'dataset', 'preset', 'configs', 'state_dict',
                    'optimizer', 'train_state', 'rng')
 
 
+# The train_state fields a checkpoint must hold with their types (and the
+# least value of the integer ones).
+_STATE_FIELDS = (('next_epoch', int, 0), ('best_epoch', int, -1),
+                 ('epochs_without_improvement', int, 0),
+                 ('best_val', dict, None), ('best_test', dict, None),
+                 ('history', list, None), ('stopped_early', bool, None))
+_KIND_WORDS = {(int, 0): 'a count (an integer >= 0)',
+               (int, -1): 'an epoch (an integer >= -1)',
+               (dict, None): 'a mapping', (list, None): 'a list',
+               (bool, None): 'true or false'}
+
+
 def checkpoint_document(model_name: str, dataset: str,
                         preset: Optional[str], configs: Dict[str, Any],
                         model: Recommender,
@@ -68,8 +80,14 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
                               'archive written by torch.save (another format '
                               'or a truncated file)')
     try:
-        ckpt = torch.load(path, map_location='cpu', weights_only=True,
-                          mmap=mmap)
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=True,
+                              mmap=mmap)
+        except (OSError, RuntimeError):
+            if not mmap:
+                raise
+            # A file system that cannot map files: read it instead.
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError:
         raise CheckpointError(path, 'cannot be read as a checkpoint: it holds '
                               'objects other than tensors and plain data, '
@@ -140,18 +158,6 @@ def _structure_problem(ckpt: dict) -> Optional[str]:
                 isinstance(value, bool) or value < low)):
             return f"'train_state.{name}' is not {_KIND_WORDS[kind, low]}"
     return None
-
-
-# The train_state fields a checkpoint must hold with their types (and the
-# least value of the integer ones).
-_STATE_FIELDS = (('next_epoch', int, 0), ('best_epoch', int, -1),
-                 ('epochs_without_improvement', int, 0),
-                 ('best_val', dict, None), ('best_test', dict, None),
-                 ('history', list, None), ('stopped_early', bool, None))
-_KIND_WORDS = {(int, 0): 'a count (an integer >= 0)',
-               (int, -1): 'an epoch (an integer >= -1)',
-               (dict, None): 'a mapping', (list, None): 'a list',
-               (bool, None): 'true or false'}
 
 
 def configs_of(ckpt: dict) -> Dict[str, Any]:

@@ -299,7 +299,7 @@ def train(options: RunOptions) -> dict:
         if (cuda_rng is not None and torch.cuda.is_available()
                 and len(cuda_rng) == torch.cuda.device_count()):
             torch.cuda.set_rng_state_all(cuda_rng)
-    created = not osp.isdir(options.out)
+    made = _missing_top(options.out)
     try:
         os.makedirs(options.out, exist_ok=True)
     except OSError as e:
@@ -346,17 +346,33 @@ def train(options: RunOptions) -> dict:
                     state=state, on_epoch_end=on_epoch_end,
                     progress=options.progress)
     except BaseException:
-        if created:  # a run that stopped before its first epoch ended
-            _remove_if_empty(options.out)
+        if made is not None:  # stopped before its first epoch ended
+            _remove_empty_folders(options.out, made)
         raise
     return write_metrics(state)
 
 
-def _remove_if_empty(folder: str) -> None:
-    try:
-        os.rmdir(folder)
-    except OSError:  # not empty: the files of the epochs done stay
-        pass
+def _missing_top(folder: str) -> Optional[str]:
+    # The outermost folder of `folder` that does not exist yet (None if it
+    # exists): what makedirs will create.
+    folder = osp.abspath(folder)
+    top = None
+    while not osp.exists(folder):
+        top, folder = folder, osp.dirname(folder)
+    return top
+
+
+def _remove_empty_folders(folder: str, top: str) -> None:
+    # Removes `folder` and its parents up to `top` while they are empty.
+    folder = osp.abspath(folder)
+    while True:
+        try:
+            os.rmdir(folder)
+        except OSError:  # not empty: the files of the epochs done stay
+            return
+        if folder == top:
+            return
+        folder = osp.dirname(folder)
 
 
 def checkpoint_device(ckpt: dict) -> str:

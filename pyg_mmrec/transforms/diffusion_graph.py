@@ -257,11 +257,13 @@ class DiffusionGraph(BaseTransform):
         num_users, num_items = num_users_items(data)
         edge_index = data[INTERACTS].edge_index
         for name, denoiser in self.denoisers.items():
-            gen_index = diffusion_topk_edges(self.diffusion, denoiser,
-                                             edge_index, num_users, num_items,
-                                             self.k, self.batch_size,
-                                             self.screen_dtype,
-                                             self.hidden_dtype)
+            try:
+                gen_index = diffusion_topk_edges(
+                    self.diffusion, denoiser, edge_index, num_users,
+                    num_items, self.k, self.batch_size, self.screen_dtype,
+                    self.hidden_dtype)
+            except ValueError as e:
+                raise ValueError(f"modality '{name}': {e}") from None
             adj_index, adj_weight = sym_norm_bipartite(
                 gen_index, num_users, num_items)
             store = data[self.edge_type(name)]

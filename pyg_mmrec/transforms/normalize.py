@@ -73,6 +73,11 @@ class SymmetricNorm(BaseTransform):
                 raise ValueError(f"edge type {self.edge_type} has no "
                                  f"attribute '{self.weight_attr}'")
             weight = store[self.weight_attr]
+            if weight.shape != (store.edge_index.size(1), ):
+                raise ValueError(f"edge type {self.edge_type}: "
+                                 f"'{self.weight_attr}' has shape "
+                                 f"{list(weight.shape)} but there are "
+                                 f"{store.edge_index.size(1)} edges")
         try:
             index, weight = sym_norm_bipartite(store.edge_index, num_users,
                                                num_items, weight,

@@ -291,6 +291,18 @@ def test_resume_maps_the_best_checkpoint_it_only_compares(tmp_path,
     assert loads == [('last.pt', False), ('checkpoint.pt', True)]
     assert resumed['epochs'][:3] == report['epochs']
 
+    # A file system that cannot map files: read the file instead.
+    def unmappable(path, *args, **kwargs):
+        if kwargs.get('mmap'):
+            raise OSError(19, 'No such device')
+        return load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', unmappable)
+    again = _train(tmp_path / 'c', ('train.epochs', '4'),
+                   resume=str(tmp_path / 'a' / 'last.pt'))
+    assert [(e['loss'], e['val']) for e in again['epochs']] == \
+        [(e['loss'], e['val']) for e in resumed['epochs']]
+
 
 def test_resume_needs_the_best_checkpoint_of_its_run(tmp_path):
     from pyg_mmrec.errors import CheckpointError

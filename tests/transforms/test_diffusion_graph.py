@@ -182,6 +182,10 @@ def test_bad_input():
         DiffusionGraph(diff, {})
     # A denoiser of another width used to score past the last item (an
     # index error later) or ignore the last items.
+    with pytest.raises(ValueError, match="modality 'visual': the denoiser "
+                       f"scores {I + 1} items but the graph has {I}"):
+        DiffusionGraph(diff, {'visual': Denoiser(I + 1, hidden_channels=4)}
+                       )(tiny_data())
     for width in (I - 2, I + 2):
         with pytest.raises(ValueError, match=f'the denoiser scores {width} '
                            f'items but the graph has {I}'):

@@ -152,7 +152,7 @@ def test_to_undirected_runs_before_one_sided_norm_not_after():
     # Unchecked, a user id past U became an item node (an item-item edge),
     # a negative item id the last user (a user-user edge).
     ((6, 0), 'has user id 6 but there are only 6 users'),
-    ((0, -1), 'contains negative node ids'),
+    ((0, -1), 'has negative item id -1'),
     ((0, 5), 'has item id 5 but there are only 5 items'),
 ])
 def test_ids_out_of_range(transform, edge, message):
@@ -164,8 +164,14 @@ def test_ids_out_of_range(transform, edge, message):
             f"edge type ('user', 'interacts', 'item'): 'edge_index' "
             f"{message}")):
         transform(data)
-    weights = torch.ones(store.edge_index.size(1) + 1)
-    store.w = weights
+
+
+def test_weights_of_another_length():
+    data, _ = make_data()
+    store = data['user', 'interacts', 'item']
+    store.w = torch.ones(store.edge_index.size(1) + 1)
     with pytest.raises(ValueError, match=re.escape(
-            f"'edge_weight' must have shape [{weights.numel() - 1}]")):
+            f"edge type ('user', 'interacts', 'item'): 'w' has shape "
+            f"[{store.w.numel()}] but there are {store.w.numel() - 1} "
+            f"edges")):
         SymmetricNorm(weight_attr='w')(data)

@@ -118,10 +118,8 @@ def fused_sparse_adj(
     :meth:`~pyg_mmrec.nn.sparse.SparseAdj.to_edge_index`, i.e. the path of
     the ``'edge_index'`` backend. Edge :math:`k` of an edge mask is then
     the :math:`k`-th stored non-zero (duplicate edges summed, sorted by
-    target, then source). PyG's :class:`~torch_geometric.explain.Explainer`
-    sizes its masks from a tensor :obj:`edge_index`, so explain a model
-    with :obj:`adj.to_edge_index()` (or a plain :obj:`edge_index`) in
-    place of the :class:`SparseAdj`.
+    target, then source). (PyG's :class:`~torch_geometric.explain.Explainer`
+    itself needs a tensor :obj:`edge_index`: see :class:`SparseAdj`.)
     """
     if isinstance(x, Tensor):
         check_fused_size(adj_t, x.size(0))
