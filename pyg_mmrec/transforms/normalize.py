@@ -5,7 +5,8 @@ copy made by :class:`~torch_geometric.transforms.BaseTransform`) and compose
 with :class:`torch_geometric.transforms.Compose`. They compute edge weights
 once, so that the layers in :mod:`pyg_mmrec.nn.conv` only propagate.
 """
-from typing import Optional, Tuple
+from contextlib import contextmanager
+from typing import Iterator, Optional, Tuple
 
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
@@ -20,6 +21,15 @@ def _check_edge_type(data: HeteroData, edge_type: EdgeType) -> None:
     if edge_type not in data.edge_types or 'edge_index' not in data[edge_type]:
         raise ValueError(f"data has no 'edge_index' for edge type "
                          f"{edge_type} (edge types: {data.edge_types})")
+
+
+@contextmanager
+def _named(edge_type: EdgeType) -> Iterator[None]:
+    # Input errors of the graph functions, prefixed with the edge type.
+    try:
+        yield
+    except ValueError as e:
+        raise ValueError(f'edge type {edge_type}: {e}') from None
 
 
 class SymmetricNorm(BaseTransform):
@@ -78,12 +88,10 @@ class SymmetricNorm(BaseTransform):
                                  f"'{self.weight_attr}' has shape "
                                  f"{list(weight.shape)} but there are "
                                  f"{store.edge_index.size(1)} edges")
-        try:
+        with _named(self.edge_type):
             index, weight = sym_norm_bipartite(store.edge_index, num_users,
                                                num_items, weight,
                                                self.add_self_loops)
-        except ValueError as e:
-            raise ValueError(f'edge type {self.edge_type}: {e}') from None
         store.adj_edge_index = index
         store.adj_edge_weight = weight
         return data
@@ -146,11 +154,9 @@ class OneSidedNorm(BaseTransform):
         _check_edge_type(data, self.edge_type)
         num_users, num_items = num_users_items(data)
         store = data[self.edge_type]
-        try:
+        with _named(self.edge_type):
             user_weight, item_weight = one_sided_norm(
                 store.edge_index, num_users, num_items)
-        except ValueError as e:
-            raise ValueError(f'edge type {self.edge_type}: {e}') from None
         store.edge_weight = item_weight
         rev = data[self.rev_edge_type]
         rev.edge_index = store.edge_index.flip(0)

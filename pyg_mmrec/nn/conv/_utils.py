@@ -13,6 +13,15 @@ from pyg_mmrec.nn.sparse import SparseAdj, adj_size, check_fused_size
 AdjLike = Union[Adj, SparseAdj]
 
 
+def check_features(*xs: Optional[Tensor]) -> None:
+    r"""Raises :class:`ValueError` unless every given node feature matrix
+    is 2-D (the scatter path would fail inside PyG otherwise)."""
+    for x in xs:
+        if x is not None and x.dim() != 2:
+            raise ValueError(f'expected 2-D node features [N, F] (got '
+                             f'{x.dim()}-D)')
+
+
 def int64_index(edge_index: AdjLike) -> AdjLike:
     r"""An int32 :obj:`edge_index` (a plain tensor or an
     :class:`~torch_geometric.EdgeIndex`) as int64; other adjacencies as

@@ -8,6 +8,7 @@ from torch_geometric.utils import is_torch_sparse_tensor
 
 from pyg_mmrec.nn.conv._utils import (
     check_adj,
+    check_features,
     check_size,
     check_weighted_sum,
     fused_sparse_adj,
@@ -85,10 +86,7 @@ class OneSidedNormConv(MessagePassing):
                 and not _is_sized(edge_index)):
             raise ValueError("the number of target nodes is unknown: pass "
                              "'x' as (x_src, x_dst) or give 'size'")
-        for part in x:
-            if part is not None and part.dim() != 2:
-                raise ValueError(f'expected 2-D node features [N, F] (got '
-                                 f'{part.dim()}-D)')
+        check_features(*x)
         num_src = x[0].size(0)
         num_dst = None if x[1] is None else x[1].size(0)
         # `propagate` ignores `size` for sparse layouts and `EdgeIndex`, and

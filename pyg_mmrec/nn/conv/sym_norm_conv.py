@@ -6,6 +6,7 @@ from torch_geometric.typing import Adj, OptTensor
 
 from pyg_mmrec.nn.conv._utils import (
     check_adj,
+    check_features,
     check_weighted_sum,
     fused_sparse_adj,
     int64_index,
@@ -73,9 +74,7 @@ class SymNormConv(MessagePassing):
 
     def forward(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
                 edge_weight: OptTensor = None) -> Tensor:
-        if x.dim() != 2:
-            raise ValueError(f'expected 2-D node features [N, F] (got '
-                             f'{x.dim()}-D)')
+        check_features(x)
         check_adj(edge_index, edge_weight, x.size(0), x.size(0), x.dtype)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x)
