@@ -14,7 +14,7 @@ import re
 import signal
 import sys
 import warnings
-from typing import TYPE_CHECKING, Any, List, NoReturn, Optional, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 import pyg_mmrec
 from pyg_mmrec.errors import (
@@ -22,7 +22,9 @@ from pyg_mmrec.errors import (
     ConfigError,
     DatasetError,
     MMRecError,
+    OneLineArgumentParser,
     describe,
+    is_out_of_memory,
 )
 from pyg_mmrec.io import STOP_SIGNALS, signal_handlers
 
@@ -213,17 +215,8 @@ def _run_info(args: argparse.Namespace) -> int:
 EXIT_RESOURCES = 1
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    r"""An :class:`~argparse.ArgumentParser` whose errors (an unknown
-    option, a value of the wrong type) are one line like every other bad
-    input, not the usage block first (the subcommands' parsers are of this
-    class too)."""
-    def error(self, message: str) -> NoReturn:
-        raise ConfigError(f"{message} (see '{self.prog} --help')")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _OneLineParser(
+    parser = OneLineArgumentParser(
         prog='pyg-mmrec',
         description='Multi-modal recommendation with PyTorch Geometric.')
     parser.add_argument('--version', action='version',
@@ -296,7 +289,7 @@ def _main(argv: Optional[List[str]]) -> int:
         print('pyg-mmrec: interrupted', file=sys.stderr)
         return 128 + getattr(e, 'signum', signal.SIGINT)
     except (MemoryError, RuntimeError) as e:
-        if not _out_of_memory(e):
+        if not is_out_of_memory(e):
             raise
         # Sizes beyond the machine (--set embedding_dim=..., a batch too
         # large for the GPU): one line, though not necessarily bad input.
@@ -307,15 +300,6 @@ def _main(argv: Optional[List[str]]) -> int:
         print(f'pyg-mmrec: error: out of memory ({detail}); reduce the '
               f'batch, embedding or data sizes', file=sys.stderr)
         return EXIT_RESOURCES
-
-
-def _out_of_memory(e: BaseException) -> bool:
-    # torch.OutOfMemoryError (CUDA) and the CPU allocator's RuntimeError
-    # (worded differently on Windows).
-    return (isinstance(e, MemoryError)
-            or type(e).__name__ == 'OutOfMemoryError'
-            or "can't allocate memory" in str(e)
-            or 'not enough memory' in str(e))
 
 
 if __name__ == '__main__':

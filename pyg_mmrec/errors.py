@@ -3,13 +3,14 @@ r"""Errors raised for bad user input.
 Each error names the file (or option) at fault and the problem, in one line,
 so that the command line can print it without a traceback.
 """
+import argparse
 import dataclasses
 import math
 import numbers
 import sys
 import typing
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, NoReturn, Optional, Sequence
 
 #: Exit status of a command given bad input (as argparse uses for bad
 #: arguments).
@@ -85,6 +86,26 @@ def exit_on_input_error(prog: str) -> Iterator[None]:
     except MMRecError as e:
         print(f'{prog}: error: {e}', file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+    r"""An :class:`~argparse.ArgumentParser` whose errors (an unknown
+    option, a value of the wrong type, :meth:`error` called by the program)
+    raise a :class:`ConfigError` instead of printing the usage block and
+    exiting: inside :func:`exit_on_input_error` (or ``pyg-mmrec``) they end
+    as one line like every other bad input, pointing at ``--help``."""
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see '{self.prog} --help')")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    r"""Whether :obj:`err` is an allocation failure: a :class:`MemoryError`,
+    :class:`torch.OutOfMemoryError` (CUDA) or the CPU allocator's
+    :class:`RuntimeError` (worded differently on Windows)."""
+    return (isinstance(err, MemoryError)
+            or type(err).__name__ == 'OutOfMemoryError'
+            or "can't allocate memory" in str(err)
+            or 'not enough memory' in str(err))
 
 
 def describe(err: BaseException, path: Optional[str] = None) -> str:
