@@ -8,11 +8,13 @@ parsed, before any data is loaded or anything is timed.
 import argparse
 import contextlib
 import math
-import os
 import os.path as osp
 import resource
 import tempfile
 from typing import Callable, Dict, Iterable, Optional, Union
+
+import torch
+from torch import Tensor
 
 from pyg_mmrec.errors import ConfigError, OutputError
 from pyg_mmrec.io import atomic_path, folder_problem
@@ -54,6 +56,17 @@ def thread_count(text: str) -> int:
     r"""A CPU thread count :math:`\geq 1` (``torch.set_num_threads``
     raises on a negative one and would silently ignore 0 here)."""
     return _integer(text, 1)
+
+
+def random_seed(text: str) -> int:
+    r"""A random seed in :math:`[0, 2^{32})`, the range ``pyg-mmrec``'s
+    :class:`~pyg_mmrec.train.TrainConfig` accepts (:func:`torch.manual_seed`
+    raises on one beyond 64 bits)."""
+    value = _integer(text, 0)
+    if value >= 2**32:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, 2**32), got '{text}'")
+    return value
 
 
 def _real(text: str, accept: Callable[[float], bool],
@@ -107,27 +120,72 @@ def edge_count_problem(num_users: int, num_items: int,
     return None
 
 
+def distinct_pairs(num_users: int, num_items: int, num_edges: int,
+                   generator: torch.Generator,
+                   draw: Optional[Callable[[int], Tensor]] = None) -> Tensor:
+    r"""Exactly :obj:`num_edges` distinct user-item pairs, as sorted keys
+    ``user * num_items + item``.
+
+    :obj:`draw(missing)` returns random keys, a few more than the
+    :obj:`missing` pairs (default: uniform over all pairs); rounds of draws
+    are deduplicated until there are enough. Near full density most draws
+    hit pairs already taken, so the last pairs would take (practically)
+    forever: once the free pairs are fewer than twice the missing ones,
+    those are picked among the free pairs directly (which costs one flag
+    per pair, then no more than twice the edges), and draws that stall on
+    rare pairs (a heavy-tailed :obj:`draw`) give way to uniform ones."""
+    problem = edge_count_problem(num_users, num_items, num_edges)
+    if problem:
+        raise ValueError(problem)
+    num_pairs = num_users * num_items
+
+    def uniform(missing: int) -> Tensor:
+        return torch.randint(num_pairs, (int(missing * 1.05) + 16, ),
+                             generator=generator)
+
+    draw = draw or uniform
+    keys = torch.empty(0, dtype=torch.long)
+    while keys.numel() < num_edges:
+        missing = num_edges - keys.numel()
+        if num_pairs - keys.numel() < 2 * missing:
+            free = torch.ones(num_pairs, dtype=torch.bool)
+            free[keys] = False
+            free_keys = free.nonzero().view(-1)
+            pick = torch.randperm(free_keys.numel(),
+                                  generator=generator)[:missing]
+            keys = torch.cat([keys, free_keys[pick]])
+            break
+        before = keys.numel()
+        keys = torch.unique(torch.cat([keys, draw(missing)]))
+        if keys.numel() - before < missing / 8:
+            draw = uniform
+    keep = torch.randperm(keys.numel(), generator=generator)[:num_edges]
+    return keys[keep].sort().values
+
+
 def output_folder(folder: str, names: Iterable[str] = ()) -> str:
-    r"""Creates :obj:`folder` if needed and checks, by writing a probe
-    file, that the files :obj:`names` can be written in it, so that a bad
-    ``--out`` fails before the benchmark runs rather than after. Raises
-    an :class:`OutputError` naming the folder (or file) at fault."""
+    r"""Checks, by writing a probe file, that the files :obj:`names` can be
+    written in :obj:`folder` (or, if it does not exist yet, that it can be
+    created there), so that a bad ``--out`` fails before the benchmark runs
+    rather than after. Creates nothing: :func:`write_outputs` makes the
+    folder with the files, so that a run that fails leaves no empty
+    folder behind. Raises an :class:`OutputError` naming the folder (or
+    file) at fault."""
     if osp.exists(folder) and not osp.isdir(folder):
         raise OutputError(folder, 'is a file, not a folder')
     problem = folder_problem(folder)  # e.g. a parent that is a file
     if problem:
         raise OutputError(folder, f'cannot be created: {problem}')
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as e:
-        raise OutputError(folder, f'cannot be created ({e.strerror})'
-                          ) from None
+    existing = osp.abspath(folder)
+    while not osp.exists(existing):
+        existing = osp.dirname(existing)
     try:
         # Permission bits do not stop root, nor tell of a read-only mount.
-        with tempfile.TemporaryFile(dir=folder):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise OutputError(folder, f'cannot be written ({e.strerror})'
+        what = 'written' if existing == osp.abspath(folder) else 'created'
+        raise OutputError(folder, f'cannot be {what} ({e.strerror})'
                           ) from None
     for name in names:
         if osp.isdir(osp.join(folder, name)):

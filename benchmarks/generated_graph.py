@@ -10,7 +10,6 @@ checked before the training pass.
         --root ../shared/datasets/tiktok-dev --denoisers 3 \
         > benchmarks/results/generated_graph.json
 """
-import argparse
 import json
 import os
 import platform
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from common import TIKTOK_ROOT, fraction, positive_int
+from common import TIKTOK_ROOT, fraction, positive_int, random_seed
 from pyg_mmrec.data import (
     INTERACTS,
     MODALITIES,
@@ -27,7 +26,7 @@ from pyg_mmrec.data import (
     item_modalities,
     num_users_items,
 )
-from pyg_mmrec.errors import exit_on_input_error
+from pyg_mmrec.errors import OneLineArgumentParser, exit_on_input_error
 from pyg_mmrec.graph import csr_of, unique_csr_rows
 from pyg_mmrec.nn.denoiser import Denoiser
 from pyg_mmrec.nn.diffusion import GaussianDiffusion
@@ -98,7 +97,7 @@ def build_phases(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default=TIKTOK_ROOT)
     parser.add_argument('--denoisers', type=int, default=3, choices=[1, 2, 3],
                         help='number of denoisers (one per modality)')
@@ -123,7 +122,7 @@ def main() -> None:
     parser.add_argument('--train-bf16', action='store_true',
                         help='time the training pass under bfloat16 '
                         'autocast (DiffMMConfig.diffusion_bf16)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=random_seed, default=0)
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)

@@ -23,7 +23,6 @@ full. Per-batch means (``seconds_per_batch``,
 default). Options and the output folder are checked before the data is
 generated.
 """
-import argparse
 import dataclasses
 import json
 import os.path as osp
@@ -34,16 +33,21 @@ import warnings
 from statistics import fmean
 
 import torch
+from torch import Tensor
 
 warnings.filterwarnings('ignore', category=UserWarning)
 
 from torch_geometric.data import HeteroData  # noqa: E402
 
-from common import (device_name, edge_count_problem,  # noqa: E402
-                    output_folder, peak_rss_gib, positive_int,
-                    thread_count, write_outputs)
+from common import (device_name, distinct_pairs,  # noqa: E402
+                    edge_count_problem, output_folder, peak_rss_gib,
+                    positive_int, random_seed, thread_count, write_outputs)
 from pyg_mmrec.data.sampling import BPRSampler  # noqa: E402
-from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
+from pyg_mmrec.errors import (  # noqa: E402
+    ConfigError,
+    OneLineArgumentParser,
+    exit_on_input_error,
+)
 from pyg_mmrec.nn.models.base import device_clock  # noqa: E402
 from pyg_mmrec.nn.models.mmssl import MMSSLConfig, build_mmssl  # noqa: E402
 from pyg_mmrec.train.run import resolve_device  # noqa: E402
@@ -60,21 +64,17 @@ def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
     r"""Exactly :obj:`num_edges` distinct user-item pairs with heavy-tailed
     user activity and item popularity (log-normal weights), two random
     feature modalities; O(edges) memory."""
-    problem = edge_count_problem(num_users, num_items, num_edges)
-    if problem:  # the loop below would never end
-        raise ValueError(problem)
     gen = torch.Generator().manual_seed(seed)
     user_w = torch.exp(0.8 * torch.randn(num_users, generator=gen))
     item_w = torch.exp(1.0 * torch.randn(num_items, generator=gen))
-    keys = torch.empty(0, dtype=torch.long)
-    while keys.numel() < num_edges:
-        # Draw a little more than missing, deduplicate, repeat if short.
-        n = int(1.05 * (num_edges - keys.numel())) + 1024
+
+    def draw(missing: int) -> Tensor:
+        n = int(1.05 * missing) + 1024
         users = torch.multinomial(user_w, n, replacement=True, generator=gen)
         items = torch.multinomial(item_w, n, replacement=True, generator=gen)
-        keys = torch.unique(torch.cat([keys, users * num_items + items]))
-    keep = torch.randperm(keys.numel(), generator=gen)[:num_edges]
-    keys = keys[keep].sort().values
+        return users * num_items + items
+
+    keys = distinct_pairs(num_users, num_items, num_edges, gen, draw)
     data = HeteroData()
     data['user'].num_nodes = num_users
     data['item'].num_nodes = num_items
@@ -86,7 +86,7 @@ def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--users', type=positive_int,
                         default=AMAZON_BOOK['num_users'])
     parser.add_argument('--items', type=positive_int,
@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument('--threads', type=thread_count, default=None)
     parser.add_argument('--device', type=device_name, default='cpu',
                         help="'cpu' (default), 'cuda', 'cuda:N' or 'auto'")
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=random_seed, default=0)
     parser.add_argument('--out', default=osp.join(HERE, 'results'),
                         help='output folder (default: benchmarks/results)')
     args = parser.parse_args()
@@ -121,6 +121,12 @@ def main() -> None:
                                   seed=args.seed)
     seconds_data = time.perf_counter() - start
     rss_data = peak_rss_gib()
+    try:
+        sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
+                             args.users, args.items, args.batch_size,
+                             seed=args.seed)
+    except ValueError as e:  # a dense draw gave a user every item
+        raise ConfigError(f'--edges: {e}; use fewer edges') from None
 
     torch.manual_seed(args.seed)
     config = dataclasses.replace(MMSSLConfig(),
@@ -130,9 +136,6 @@ def main() -> None:
     data = model.prepare(data.to(device))
     seconds_prepare = device_clock(device) - start
     optimizer = model.configure_optimizer(5.5e-4)
-    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index.cpu(),
-                         args.users, args.items, args.batch_size,
-                         seed=args.seed)
 
     model.train()
     if cuda:
@@ -222,12 +225,23 @@ def main() -> None:
     write_outputs(args.out, {
         'mmssl_memory.json': text,
         'mmssl_memory.png': lambda path: plot(step_seconds, disc_seconds,
-                                              memory, num_batches, path),
+                                              memory, num_batches,
+                                              graph_label(result), path),
     })
 
 
+def graph_label(result: dict) -> str:
+    r"""``'Amazon-Book size'`` for the default sizes, else the sizes."""
+    sizes = {'num_users': result['users'], 'num_items': result['items'],
+             'num_edges': result['edges']}
+    if sizes == AMAZON_BOOK:
+        return 'Amazon-Book size'
+    return (f"{result['users']:,} users x {result['items']:,} items x "
+            f"{result['edges']:,} edges")
+
+
 def plot(step_seconds, disc_seconds, memory, num_batches: int,
-         path: str) -> None:
+         graph: str, path: str) -> None:
     r"""Seconds per batch, and ``memory = (trace, label)`` per batch."""
     import matplotlib
     matplotlib.use('Agg')
@@ -246,7 +260,7 @@ def plot(step_seconds, disc_seconds, memory, num_batches: int,
     right.legend()
     timed = ('all' if len(step_seconds) == num_batches else
              f'the first {len(step_seconds)} of')
-    fig.suptitle(f'MMSSL at Amazon-Book size: {timed} {num_batches} '
+    fig.suptitle(f'MMSSL at {graph}: {timed} {num_batches} '
                  f'batches of an epoch')
     fig.tight_layout()
     # The path is a temporary name: say the format.

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import time
 import warnings
@@ -37,10 +38,12 @@ import torch_geometric
 import torch_geometric.typing
 from torch_geometric.nn import LGConv
 
-from common import (TIKTOK_ROOT, device_name, edge_count_problem,
-                    non_negative_float, output_folder, positive_float,
-                    positive_int, write_outputs)
-from pyg_mmrec.errors import ConfigError, DatasetError, exit_on_input_error
+from common import (TIKTOK_ROOT, device_name, distinct_pairs,
+                    edge_count_problem, non_negative_float, output_folder,
+                    positive_float, positive_int, write_outputs)
+from pyg_mmrec.errors import (ConfigError, DatasetError,
+                              OneLineArgumentParser, exit_on_input_error,
+                              is_out_of_memory)
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.models.base import device_clock
@@ -134,17 +137,8 @@ def thread_list(text: str) -> List[int]:
 def synthetic_edges(num_users: int, num_items: int, num_edges: int,
                     seed: int = 0) -> Tensor:
     r"""``num_edges`` distinct uniform random user-item pairs (sorted)."""
-    problem = edge_count_problem(num_users, num_items, num_edges)
-    if problem:  # the loop below would never end
-        raise ValueError(problem)
-    gen = torch.Generator().manual_seed(seed)
-    key = torch.empty(0, dtype=torch.long)
-    while key.numel() < num_edges:
-        extra = int((num_edges - key.numel()) * 1.05) + 16
-        new = torch.randint(num_users * num_items, (extra, ), generator=gen)
-        key = torch.unique(torch.cat([key, new]))
-    key = key[torch.randperm(key.numel(), generator=gen)[:num_edges]]
-    key = key.sort().values
+    key = distinct_pairs(num_users, num_items, num_edges,
+                         torch.Generator().manual_seed(seed))
     return torch.stack([key // num_items, key % num_items])
 
 
@@ -214,15 +208,14 @@ def time_fn(fn: Callable[[], None], device: torch.device, min_time: float,
             break
         if spent + warm > budget:
             break
-    times.sort()
-    cpu_times.sort()
     return {
-        'ms_median': 1e3 * times[len(times) // 2],
-        'ms_min': 1e3 * times[0],
+        # (Of an even count, the mean of the middle two, not the slower.)
+        'ms_median': 1e3 * statistics.median(times),
+        'ms_min': 1e3 * min(times),
         # CPU time of the process (all threads): less sensitive than wall
         # time to other programs competing for the cores. On CUDA it is the
         # host spinning in the synchronisation, i.e. wall time: left out.
-        'cpu_ms_median': (1e3 * cpu_times[len(cpu_times) // 2]
+        'cpu_ms_median': (1e3 * statistics.median(cpu_times)
                           if device.type == 'cpu' else None),
         'repeats': len(times),
         'ms_warmup': 1e3 * warm,
@@ -263,15 +256,39 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
                 rate: Dict[str, float]) -> List[Dict[str, Any]]:
     r"""All backends on one graph for one device / thread setting."""
     num_nodes = num_users + num_items
-    full_index, full_weight = sym_norm_bipartite(edge_index, num_users,
-                                                 num_items)
-    full_index, full_weight = full_index.to(device), full_weight.to(device)
-    nnz = full_index.size(1)
     dim = args.dim
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(num_nodes, dim, generator=gen).to(device)
-    x.requires_grad_()
-    grad = torch.randn(num_nodes, dim, generator=gen).to(device)
+    try:
+        full_index, full_weight = sym_norm_bipartite(edge_index, num_users,
+                                                     num_items)
+        full_index = full_index.to(device)
+        full_weight = full_weight.to(device)
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(num_nodes, dim, generator=gen).to(device)
+        x.requires_grad_()
+        grad = torch.randn(num_nodes, dim, generator=gen).to(device)
+    except (MemoryError, RuntimeError) as e:
+        if not is_out_of_memory(e):
+            raise
+        # Not even the graph and features fit: every backend is skipped,
+        # the other graphs and devices are still measured.
+        print(f'  {label:>24s} {str(device):>5s} out of memory for the '
+              f'graph and features', file=sys.stderr, flush=True)
+        # (Dropped first, so that empty_cache can return their blocks.)
+        full_index = full_weight = x = grad = None
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+        return [{'graph': label, 'num_users': num_users,
+                 'num_items': num_items, 'num_edges': edge_index.size(1),
+                 # nnz(A): the edges both ways plus a self-loop per node.
+                 'nnz': 2 * edge_index.size(1) + num_nodes, 'dim': dim,
+                 'device': str(device),
+                 'threads': threads if device.type == 'cpu' else None,
+                 'backend': name, 'layers': layers,
+                 'skipped': f'out of memory on {device} (graph and '
+                            f'features)'}
+                for name, _ in BACKENDS if name in args.backends
+                for layers in (1, 3)]
+    nnz = full_index.size(1)
     peak = peak_bandwidth(device, args.peak_bandwidth)
     base = {
         'graph': label, 'num_users': num_users, 'num_items': num_items,
@@ -360,8 +377,12 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
                           f"threads={threads} {name:>13s} L={layers} "
                           f"{timing['ms_median']:10.2f} ms", file=sys.stderr,
                           flush=True)
-        except torch.OutOfMemoryError:
-            # One backend that does not fit must not lose the others.
+        except (MemoryError, RuntimeError) as e:
+            if not is_out_of_memory(e):
+                raise
+            # One backend that does not fit must not lose the others (on
+            # CPU the allocator raises a RuntimeError, on CUDA
+            # torch.OutOfMemoryError, a subclass).
             done = {r['layers'] for r in rows if r['backend'] == name}
             rows.extend({**base, 'backend': name, 'layers': layers,
                          'skipped': f'out of memory on {device}'}
@@ -472,7 +493,7 @@ def plot(results: List[Dict[str, Any]], path: str) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default=None,
                         help='TikTok data set (default: the shared one, '
                         'skipped if missing; a folder given here must '
@@ -532,8 +553,10 @@ def main() -> None:
     root = TIKTOK_ROOT if args.root is None else args.root
     missing = not os.path.isdir(root)
     if missing and not args.no_tiktok and args.root is not None:
-        raise DatasetError(root, 'data set folder not found (--root; '
-                           'pass --no-tiktok to leave TikTok out)')
+        problem = ('is a file, not a data set folder' if os.path.exists(root)
+                   else 'data set folder not found')
+        raise DatasetError(root, f'{problem} (--root; pass --no-tiktok to '
+                           f'leave TikTok out)')
     use_tiktok = not (args.no_tiktok or missing)
     if not use_tiktok and not args.sizes:
         raise ConfigError('nothing to measure: TikTok is left out ('

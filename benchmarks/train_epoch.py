@@ -33,7 +33,11 @@ warnings.filterwarnings('ignore', category=DeprecationWarning)
 from common import (device_name, output_folder,  # noqa: E402
                     peak_rss_gib, positive_int, thread_count,
                     write_outputs)
-from pyg_mmrec.errors import exit_on_input_error  # noqa: E402
+from pyg_mmrec.errors import (  # noqa: E402
+    ConfigError,
+    OneLineArgumentParser,
+    exit_on_input_error,
+)
 from pyg_mmrec.nn.models.base import device_clock  # noqa: E402
 from pyg_mmrec.train.config import parse_overrides  # noqa: E402
 from pyg_mmrec.train.loop import run_epoch  # noqa: E402
@@ -44,6 +48,9 @@ from pyg_mmrec.train.run import (  # noqa: E402
 )
 
 HERE = osp.dirname(osp.abspath(__file__))
+#: Training options this script sets itself: ``--set`` key -> option.
+OWN_OPTIONS = {'device': '--device', 'train.device': '--device',
+               'epochs': '--epochs', 'train.epochs': '--epochs'}
 
 
 def file_tag(text: str) -> str:
@@ -57,7 +64,7 @@ def file_tag(text: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--model', default='diffmm')
     parser.add_argument('--preset', default=None)
     parser.add_argument('--dataset', default='synthetic')
@@ -75,10 +82,17 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
+    overrides = parse_overrides(args.overrides)
+    for key, _ in overrides:
+        # The script's own options set these; an override would be
+        # silently replaced (device) or ignored (epochs).
+        if key in OWN_OPTIONS:
+            raise ConfigError(f'--set {key}: use {OWN_OPTIONS[key]} '
+                              f'instead')
     options = RunOptions(model=args.model, dataset=args.dataset,
                          preset=args.preset,
-                         overrides=parse_overrides(
-                             [*args.overrides, f'train.device={args.device}']))
+                         overrides=[*overrides, ('train.device',
+                                                 args.device)])
     configs = build_configs(options)  # checks the model and overrides
     stem = f'train_epoch_{args.model}{("_" + args.tag) if args.tag else ""}'
     output_folder(args.out, [stem + '.json', stem + '.png'])

@@ -7,7 +7,7 @@ MMSSL's cross-modal attention. Trained with BPR by the library's loop.
 
     python examples/custom_recommender.py --epochs 20
 """
-import argparse
+import json
 from typing import Dict, Tuple
 
 import torch
@@ -16,7 +16,7 @@ from torch import Tensor
 
 from pyg_mmrec.data import (INTERACTS, BPRSampler, item_modalities,
                             make_synthetic)
-from pyg_mmrec.errors import exit_on_input_error
+from pyg_mmrec.errors import OneLineArgumentParser, exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn import (CrossModalAttention, ModalityProjection,
                           SymNormConv, bpr_loss, to_adj)
@@ -72,7 +72,7 @@ class FusedLightGCN(Recommender):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--epochs', type=int, default=20)
     args = parser.parse_args()
     config = TrainConfig(epochs=args.epochs, batch_size=512)  # checked
@@ -88,7 +88,8 @@ def main() -> None:
                          model.num_items, config.batch_size)
     state = fit(model, data, sampler, model.configure_optimizer(config.lr),
                 RankingEvaluator(data), config)
-    print(f'best epoch {state.best_epoch}: test {state.best_test}')
+    print(json.dumps({'best_epoch': state.best_epoch,
+                      'test': state.best_test}))
 
 
 if __name__ == '__main__':

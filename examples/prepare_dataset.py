@@ -31,7 +31,6 @@ The command-line equivalent of step 1 (with the visual encoder in a module)::
 
 Run: ``python examples/prepare_dataset.py [--out DIR] [--no-text]``.
 """
-import argparse
 import filecmp
 import hashlib
 import importlib.util
@@ -43,7 +42,9 @@ import numpy as np
 import pandas as pd
 
 from pyg_mmrec.data import MultiModalRecDataset
-from pyg_mmrec.errors import exit_on_input_error
+from pyg_mmrec.errors import (OneLineArgumentParser, OutputError,
+                              exit_on_input_error)
+from pyg_mmrec.io import folder_problem
 from pyg_mmrec.prepare import (
     dataset_statistics,
     format_statistics,
@@ -111,12 +112,15 @@ def text_extra_installed() -> bool:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser = OneLineArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--out', help='working folder (default: a temporary '
                         'one)')
     parser.add_argument('--no-text', action='store_true',
                         help='skip the text encoder even if installed')
     args = parser.parse_args()
+    problem = args.out and folder_problem(args.out)
+    if problem:
+        raise OutputError(args.out, f'cannot be used: {problem}')
     work = args.out or tempfile.mkdtemp(prefix='pyg_mmrec_prepare_')
     raw = osp.join(work, 'raw')
     os.makedirs(raw, exist_ok=True)

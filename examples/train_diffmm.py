@@ -6,16 +6,16 @@ r"""Train DiffMM with the library's Python API.
 Equivalent to ``pyg-mmrec train --model diffmm --preset tiktok``; this
 script spells out the pieces: data set, model, sampler, evaluator, loop.
 """
-import argparse
 import dataclasses
 import json
+import sys
 
 import torch
 
 from pyg_mmrec.data import MultiModalRecDataset
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import make_synthetic
-from pyg_mmrec.errors import exit_on_input_error
+from pyg_mmrec.errors import OneLineArgumentParser, exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
 from pyg_mmrec.nn.models.diffmm import build_diffmm
@@ -23,7 +23,7 @@ from pyg_mmrec.train import TrainConfig, fit, resolve_device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dataset', default='synthetic')
     parser.add_argument('--preset', choices=sorted(DIFFMM_PRESETS),
                         default='tiktok')
@@ -34,18 +34,20 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
 
+    # Options first (TrainConfig checks them), then the data.
+    config = dataclasses.replace(DiffMMConfig(), **DIFFMM_PRESETS[args.preset])
+    train_config = TrainConfig(epochs=args.epochs, seed=args.seed)
+
     if args.dataset == 'synthetic':
         data = make_synthetic()
     else:
         data = MultiModalRecDataset(args.dataset)[0]
-    config = dataclasses.replace(DiffMMConfig(), **DIFFMM_PRESETS[args.preset])
-    train_config = TrainConfig(epochs=args.epochs, seed=args.seed)
 
     torch.manual_seed(args.seed)
     model = build_diffmm(data, config, seed=args.seed).to(device)
     # The normalised A and the first generated graphs, on the device.
     data = model.prepare(data.to(device))
-    print(model)
+    print(model, file=sys.stderr)  # stdout is the JSON result
 
     sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
                          model.num_users, model.num_items,

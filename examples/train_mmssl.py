@@ -10,16 +10,16 @@ generator step, per batch; the modality graphs regenerated every epoch) lives
 in :meth:`MMSSL.train_step` and :meth:`MMSSL.before_epoch`, which the loop
 calls.
 """
-import argparse
 import dataclasses
 import json
+import sys
 
 import torch
 
 from pyg_mmrec.data import MultiModalRecDataset
 from pyg_mmrec.data.sampling import BPRSampler
 from pyg_mmrec.data.synthetic import make_synthetic
-from pyg_mmrec.errors import exit_on_input_error
+from pyg_mmrec.errors import OneLineArgumentParser, exit_on_input_error
 from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.mmssl import MMSSL_PRESETS, MMSSLConfig
 from pyg_mmrec.nn.models.mmssl import build_mmssl
@@ -27,7 +27,7 @@ from pyg_mmrec.train import TrainConfig, fit, resolve_device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--dataset', default='synthetic')
     parser.add_argument('--preset', choices=sorted(MMSSL_PRESETS),
                         default='tiktok')
@@ -40,21 +40,23 @@ def main() -> None:
     args = parser.parse_args()
     device = resolve_device(args.device)
 
-    if args.dataset == 'synthetic':
-        data = make_synthetic()
-    else:
-        data = MultiModalRecDataset(args.dataset)[0]
+    # Options first (TrainConfig checks them), then the data.
     config = dataclasses.replace(MMSSLConfig(), **MMSSL_PRESETS[args.preset],
                                  discriminator=args.discriminator)
     # The paper: AdamW lr 5.5e-4, batch 1024, early stopping patience 7.
     train_config = TrainConfig(epochs=args.epochs, lr=5.5e-4, batch_size=1024,
                                patience=7, seed=args.seed)
 
+    if args.dataset == 'synthetic':
+        data = make_synthetic()
+    else:
+        data = MultiModalRecDataset(args.dataset)[0]
+
     torch.manual_seed(args.seed)
     model = build_mmssl(data, config, seed=args.seed).to(device)
     # P, Q and the initial modality graphs, on the device.
     data = model.prepare(data.to(device))
-    print(model)
+    print(model, file=sys.stderr)  # stdout is the JSON result
 
     sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
                          model.num_users, model.num_items,

@@ -106,8 +106,18 @@ def load_spmm(monkeypatch):
     return spmm
 
 
-def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch):
-    # One backend that does not fit on a GPU must not lose the others'
+CPU_OUT_OF_MEMORY = RuntimeError(
+    "[enforce fail at alloc_cpu.cpp:117] err == 0. DefaultCPUAllocator: "
+    "can't allocate memory")
+
+
+@pytest.mark.parametrize('oom', [
+    torch.OutOfMemoryError('CUDA out of memory (simulated)'),
+    # The CPU allocator raises a RuntimeError, which used to end the run.
+    CPU_OUT_OF_MEMORY,
+], ids=['cuda', 'cpu'])
+def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch, oom):
+    # One backend that does not fit must not lose the others'
     # measurements (simulated on CPU).
     import argparse
 
@@ -116,7 +126,7 @@ def test_spmm_backend_out_of_memory_is_skipped_not_fatal(monkeypatch):
 
     def make_conv_out(name, *args):
         if name == 'csr':
-            raise torch.OutOfMemoryError('CUDA out of memory (simulated)')
+            raise oom
         return real(name, *args)
 
     monkeypatch.setattr(spmm, 'make_conv_out', make_conv_out)
@@ -163,6 +173,8 @@ def bench(name):
     (['--keep-rate', '0'], "argument --keep-rate: must be a number in "
      "(0, 1], got '0'"),
     (['--repeats', '0'], 'argument --repeats'),
+    (['--seed', str(2**64)], "argument --seed: must be an integer in "
+     "[0, 2**32), got '18446744073709551616'"),
 ])
 def test_generated_graph_refuses_bad_options_up_front(
         monkeypatch, capsys, make_dataset, args, message):
@@ -173,16 +185,23 @@ def test_generated_graph_refuses_bad_options_up_front(
     assert err.startswith('generated_graph.py: error: ' + message)
 
 
-def test_mmssl_memory_refuses_more_edges_than_pairs_at_once(tmp_path):
+@pytest.mark.parametrize('edges, message', [
     # It used to draw pairs forever; now one line before any work.
+    ('101', "--edges: 101 edges do not fit 10 users x 10 items (at most 100 "
+     "distinct pairs) (see 'mmssl_memory.py --help')"),
+    # Within the count, but no negative item left to sample: it used to end
+    # in the sampler's traceback, with an empty --out folder left behind.
+    ('100', '--edges: user 0 has interacted with every item: no negative '
+     'item can be sampled; use fewer edges'),
+])
+def test_mmssl_memory_refuses_too_many_edges_in_one_line(tmp_path, edges,
+                                                         message):
     proc = subprocess.run(
         [sys.executable, bench('mmssl_memory.py'), '--users', '10',
-         '--items', '10', '--edges', '101', '--out', str(tmp_path / 'o')],
+         '--items', '10', '--edges', edges, '--out', str(tmp_path / 'o')],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and 'Traceback' not in proc.stderr
-    assert proc.stderr.splitlines()[-1] == (
-        'mmssl_memory.py: error: --edges: 101 edges do not fit 10 users x '
-        '10 items (at most 100 distinct pairs)')
+    assert proc.stderr.splitlines() == [f'mmssl_memory.py: error: {message}']
     assert not (tmp_path / 'o').exists()
 
 
@@ -225,6 +244,15 @@ BAD_OPTIONS = [
      "an integer >= 1, got '-1'"),
     ('train_epoch.py', ['--threads', '0'], 'argument --threads'),
     ('train_epoch.py', ['--tag', '../x'], 'argument --tag'),
+    # The script's own options, which it used to override or ignore.
+    ('train_epoch.py', ['--set', 'train.device=cuda'], '--set train.device: '
+     'use --device instead'),
+    ('train_epoch.py', ['--set', 'epochs=5'], '--set epochs: use --epochs '
+     'instead'),
+    ('mmssl_memory.py', ['--seed', '-1'], "argument --seed: must be an "
+     "integer >= 0, got '-1'"),
+    ('mmssl_memory.py', ['--seed', str(2**64)], 'argument --seed: must be '
+     'an integer in [0, 2**32)'),
 ]
 SMALL_ARGS = {'mmssl_memory.py': SMALL, 'spmm.py': SMALL_SPMM,
               'train_epoch.py': SMALL_EPOCH}
@@ -248,7 +276,8 @@ def test_spmm_refuses_cuda_index_without_cuda(monkeypatch, capsys,
                                         '--out', str(tmp_path)],
                      monkeypatch, capsys)
     assert err == ("spmm.py: error: argument --device: device 'cuda:0' "
-                   "requested but CUDA is not available")
+                   "requested but CUDA is not available (see 'spmm.py "
+                   "--help')")
     assert os.listdir(tmp_path) == []
 
 
@@ -380,3 +409,150 @@ def test_spmm_leaves_out_cpu_time_on_cuda(monkeypatch):
         assert timing['repeats'] == 3
         assert (timing['cpu_ms_median'] is not None) == has_cpu_time
     assert len(calls) == 8  # a warm-up and three timed calls, twice
+
+
+SCRIPTS = [bench('spmm.py'), bench('train_epoch.py'),
+           bench('generated_graph.py'), bench('mmssl_memory.py'),
+           *(osp.join(ROOT, 'examples', name) for name in (
+               'custom_recommender.py', 'prepare_dataset.py',
+               'train_diffmm.py', 'train_mmssl.py'))]
+
+
+#: An option of each script that takes a value.
+VALUE_OPTION = {'spmm.py': '--out', 'train_epoch.py': '--out',
+                'generated_graph.py': '--root', 'mmssl_memory.py': '--out',
+                'custom_recommender.py': '--epochs',
+                'prepare_dataset.py': '--out', 'train_diffmm.py': '--epochs',
+                'train_mmssl.py': '--epochs'}
+
+
+@pytest.mark.parametrize('path', SCRIPTS, ids=osp.basename)
+@pytest.mark.parametrize('unknown', [True, False])
+def test_every_script_reports_argparse_errors_in_one_line(
+        monkeypatch, capsys, path, unknown):
+    # argparse's own errors used to print the usage block first.
+    name = osp.basename(path)
+    option = VALUE_OPTION[name]
+    args, message = ((['--bogus'], 'unrecognized arguments: --bogus')
+                     if unknown else
+                     ([option], f'argument {option}: expected one argument'))
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    monkeypatch.setattr(sys, 'argv', [name, *args])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(path, run_name='__main__')
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"{name}: error: {message} (see '{name} --help')"]
+
+
+def test_output_folder_creates_nothing(monkeypatch, tmp_path):
+    # The folder is made with the files, so a run that fails after the
+    # check leaves no empty folder.
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import common
+    out = tmp_path / 'a' / 'b'
+    assert common.output_folder(str(out), ['x.json']) == str(out)
+    assert os.listdir(tmp_path) == []
+    common.write_outputs(str(out), {'x.json': '{}'})
+    assert os.listdir(out) == ['x.json']
+
+
+@pytest.mark.parametrize('users, items, edges', [
+    (10, 10, 100), (30, 20, 599), (40, 50, 1500), (300, 300, 90_000),
+    (400, 250, 99_990)])
+def test_synthetic_graphs_of_any_density_are_drawn(monkeypatch, users,
+                                                   items, edges):
+    # Near full density, rounds of random draws found the last free pairs
+    # only by chance: (300, 300, 90_000) did not finish in 100 s, and
+    # (400, 250, 99_990) took 15 s for uniform pairs.
+    spmm = load_spmm(monkeypatch)
+    import mmssl_memory
+    uniform = spmm.synthetic_edges(users, items, edges)
+    skewed = mmssl_memory.synthetic_interactions(
+        users, items, edges, feature_dim=2)['user', 'interacts',
+                                            'item'].edge_index
+    for edge_index in (uniform, skewed):
+        keys = edge_index[0] * items + edge_index[1]
+        assert keys.numel() == edges
+        assert torch.equal(keys, keys.unique())  # distinct and sorted
+        assert int(edge_index[0].max()) < users
+        assert int(edge_index[1].max()) < items
+
+
+def test_mmssl_memory_plot_title_names_the_sizes(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import mmssl_memory
+    sizes = mmssl_memory.AMAZON_BOOK
+    result = {'users': sizes['num_users'], 'items': sizes['num_items'],
+              'edges': sizes['num_edges']}
+    assert mmssl_memory.graph_label(result) == 'Amazon-Book size'
+    assert mmssl_memory.graph_label({**result, 'edges': 1500}) == \
+        '52,643 users x 91,599 items x 1,500 edges'
+
+
+def test_spmm_median_of_two_repeats_is_their_mean(monkeypatch):
+    import time
+    spmm = load_spmm(monkeypatch)
+    monkeypatch.setattr(spmm, 'device_clock',
+                        lambda device: time.perf_counter())
+    sleeps = iter([0.0, 0.02, 0.10])  # warm-up, then two timed calls
+    timing = spmm.time_fn(lambda: time.sleep(next(sleeps)),
+                          torch.device('cpu'), 10.0, 2, 10.0)
+    assert timing['repeats'] == 2
+    # The mean of 20 and 100 ms; it used to be the slower call's.
+    assert 50 < timing['ms_median'] < 90
+    assert 15 < timing['ms_min'] < 50
+
+
+def test_spmm_graph_out_of_memory_skips_the_graph_not_the_run(monkeypatch):
+    # The graph and features themselves may not fit on the device.
+    import argparse
+    spmm = load_spmm(monkeypatch)
+    args = argparse.Namespace(backends=['default', 'csr'], dim=8,
+                              max_memory_gb=None, max_seconds=5.0,
+                              min_time=0.0, max_repeats=1,
+                              peak_bandwidth=None)
+    edge_index = torch.stack([torch.arange(30) % 10, torch.arange(30) % 7])
+
+    def no_room(*args, **kwargs):
+        raise CPU_OUT_OF_MEMORY
+
+    monkeypatch.setattr(spmm, 'sym_norm_bipartite', no_room)
+    rows = spmm.bench_graph('tiny', edge_index, 10, 7, args,
+                            torch.device('cpu'), 1, {})
+    assert [(r['backend'], r['layers'], r['skipped'], r['nnz'])
+            for r in rows] == [
+        (name, layers, 'out of memory on cpu (graph and features)', 77)
+        for name in ('csr', 'default') for layers in (1, 3)]
+
+    def bug(*args, **kwargs):
+        raise RuntimeError('shape mismatch')  # a bug keeps its traceback
+
+    monkeypatch.setattr(spmm, 'sym_norm_bipartite', bug)
+    with pytest.raises(RuntimeError, match='shape mismatch'):
+        spmm.bench_graph('tiny', edge_index, 10, 7, args,
+                         torch.device('cpu'), 1, {})
+
+
+def test_spmm_root_that_is_a_file_is_named_so(monkeypatch, capsys,
+                                              tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('')
+    err = run_script(bench('spmm.py'), [*SMALL_SPMM[1:], '--root',
+                                        str(afile), '--out',
+                                        str(tmp_path / 'o')],
+                     monkeypatch, capsys)
+    assert err == (f'spmm.py: error: {afile}: is a file, not a data set '
+                   f'folder (--root; pass --no-tiktok to leave TikTok out)')
+
+
+def test_prepare_dataset_example_refuses_a_file_as_out(monkeypatch, capsys,
+                                                       tmp_path):
+    afile = tmp_path / 'afile'
+    afile.write_text('keep me')
+    err = run_script(osp.join(ROOT, 'examples', 'prepare_dataset.py'),
+                     ['--out', str(afile)], monkeypatch, capsys)
+    assert err == (f'prepare_dataset.py: error: {afile}: cannot be used: '
+                   f'{afile} is a file, not a folder')
+    assert afile.read_text() == 'keep me'

@@ -20,9 +20,9 @@ def run_example(name, args, monkeypatch):
 def test_custom_recommender_trains_one_epoch(monkeypatch, capsys):
     torch.manual_seed(0)
     run_example('custom_recommender.py', ['--epochs', '1'], monkeypatch)
-    out = capsys.readouterr().out
-    assert 'best epoch 0' in out
-    recall = float(out.split("'recall@20': ")[1].split(',')[0])
+    report = json.loads(capsys.readouterr().out)  # stdout: JSON only
+    assert report['best_epoch'] == 0
+    recall = report['test']['recall@20']
     # One epoch gives 0.19; random is 0.025 (20 of 800 items), and a
     # flipped BPR sign 0.013.
     assert recall > 0.12
@@ -31,8 +31,9 @@ def test_custom_recommender_trains_one_epoch(monkeypatch, capsys):
 def test_train_diffmm_example_one_epoch(monkeypatch, capsys):
     torch.manual_seed(0)  # the synthetic data draws from the global RNG
     run_example('train_diffmm.py', ['--epochs', '1'], monkeypatch)
-    out = capsys.readouterr().out
-    report = json.loads(out[out.index('\n{\n') + 1:])
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # stdout: JSON only
+    assert captured.err.startswith('DiffMM(')  # the model, on stderr
     assert report['best_epoch'] == 0
     for split in ('val', 'test'):
         metrics = report[split]
@@ -47,6 +48,9 @@ def test_train_diffmm_example_one_epoch(monkeypatch, capsys):
      'train_diffmm.py: error: NOPE: data set folder not found'),
     ('train_mmssl.py', ['--epochs', '0'],
      'train_mmssl.py: error: epochs must be >= 1, got 0'),
+    # Options are checked before the data set is read.
+    ('train_diffmm.py', ['--dataset', 'NOPE', '--seed', '-1'],
+     'train_diffmm.py: error: seed must be in [0, 2**32), got -1'),
     # The examples now place model and data on --device (default 'auto').
     ('train_diffmm.py', ['--device', 'mps'], "train_diffmm.py: error: "
      "device 'mps' is not supported: use 'cpu', 'cuda', 'cuda:N' or 'auto'"),
