@@ -76,8 +76,8 @@ PEAK_BANDWIDTH_GBS: List[Tuple[str, float]] = [
     ('B200', 8000.), ('MI300X', 5300.),
 ]
 
-# Bytes per element of the scatter path's [nnz, d] message tensors; several
-# live at once in forward + backward.
+# How many float32 [nnz, d] message tensors the scatter path holds at once
+# in forward + backward.
 SCATTER_COPIES = 4
 
 
@@ -503,10 +503,12 @@ def main() -> None:
                         help='synthetic USERSxITEMSxEDGES graphs (default '
                         'with --quick: 100000x20000x1000000; full: up to '
                         '1000000x200000x20000000)')
-    parser.add_argument('--full', action='store_true',
-                        help='all synthetic sizes up to 1M x 200k x 20M')
-    parser.add_argument('--quick', action='store_true',
-                        help='the default: TikTok + one small synthetic')
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument('--full', action='store_true',
+                       help='all synthetic sizes up to 1M x 200k x 20M')
+    scale.add_argument('--quick', action='store_true',
+                       help='TikTok + one small synthetic (the default, '
+                       'named for scripts that say which they run)')
     parser.add_argument('--dim', type=positive_int, default=64)
     parser.add_argument('--threads', type=thread_list, default='1,all',
                         help="CPU thread counts, e.g. '1,all'")
@@ -524,9 +526,10 @@ def main() -> None:
                         help='skip a measurement whose predicted step time '
                         'exceeds this')
     parser.add_argument('--max-memory-gb', type=positive_float, default=None,
-                        help='skip scatter-style backends above this '
-                        "(default: half the device's memory: the GPU's for "
-                        "CUDA, the host's for CPU)")
+                        help='skip scatter-style backends needing more GiB '
+                        "(2**30 bytes) than this (default: half the "
+                        "device's memory: the GPU's for CUDA, the host's "
+                        "for CPU)")
     parser.add_argument('--peak-bandwidth', type=positive_float,
                         default=None,
                         help='device peak bandwidth in GB/s (CUDA: from a '

@@ -237,6 +237,8 @@ BAD_OPTIONS = [
      'counts >= 1'),
     ('spmm.py', ['--threads', 'foo'], 'argument --threads'),
     ('spmm.py', ['--no-tiktok', '--sizes'], 'nothing to measure'),
+    ('spmm.py', ['--quick', '--full'], 'argument --full: not allowed with '
+     'argument --quick'),
     ('train_epoch.py', ['--epochs', '0'], 'argument --epochs: must be an '
      "integer >= 1, got '0'"),
     ('train_epoch.py', ['--epochs', '-1'], 'argument --epochs'),
