@@ -99,10 +99,17 @@ def test_training_loss_seeded_and_bad_input():
     diff = GaussianDiffusion()
     den = Denoiser(5, hidden_channels=4)
     x0 = torch.ones(2, 5)
+    x0 = torch.rand(8, 5)
     a = diff.training_loss(den.eval(), x0,
                            generator=torch.Generator().manual_seed(3))
     b = diff.training_loss(den, x0, generator=torch.Generator().manual_seed(3))
     assert torch.equal(a, b)
+    # What the generator draws: t ~ U{0, .., T-1}, then standard normal
+    # noise, in this order.
+    gen = torch.Generator().manual_seed(3)
+    t = torch.randint(0, diff.num_steps, (8, ), generator=gen)
+    noise = torch.randn(8, 5, generator=gen)
+    assert torch.equal(a, diff.training_loss(den, x0, t, noise))
     with pytest.raises(ValueError, match="lambda_e != 0 needs both"):
         diff.training_loss(den, x0, lambda_e=0.1)
     with pytest.raises(ValueError, match="reduction must be 'mean' or"):
@@ -309,7 +316,10 @@ def test_low_precision_hidden_is_close():
     x0 = (torch.rand(8, 50) < 0.2).float()
     exact = den.reverse_hidden(x0, diff.fold(den))
     low = den.reverse_hidden(x0, diff.fold(den, hidden_dtype=torch.bfloat16))
-    assert (exact - low).abs().max() < 5e-2
+    # bf16 rounding moves the hidden state by ~3e-3 here; a slip in the
+    # folded schedule (e.g. twice the noise scale) moves it by ~5e-2.
+    error = (exact - low).abs().max()
+    assert 0 < error < 1e-2
 
 
 @pytest.mark.parametrize('scale', [1e-3, 1.0, 30.0])
