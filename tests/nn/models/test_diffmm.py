@@ -141,6 +141,43 @@ def test_recommender_optimizer_leaves_denoisers_alone():
     assert id(model.user_emb) in names and id(model.modality_logits) in names
 
 
+def test_diffusion_training_feeds_each_denoiser_its_modality(monkeypatch):
+    # Each denoiser learns every user's interaction row once per pass, with
+    # the constraint between the (detached) item embeddings and its own
+    # modality's projected features.
+    model, data = small_model(('visual', 'acoustic', 'textual'), e_loss=0.3)
+    calls = []
+    real = model.diffusion.training_loss
+
+    def spy(denoiser, x0, **kwargs):
+        calls.append((denoiser, x0, kwargs))
+        return real(denoiser, x0, **kwargs)
+
+    monkeypatch.setattr(model.diffusion, 'training_loss', spy)
+    model.train_diffusion(data, epoch=0)
+    with torch.no_grad():
+        projected = model.projection(
+            {m: data['item'][m] for m in model.modalities})
+    rows = torch.zeros(model.num_users, model.num_items)
+    train = data['user', 'interacts', 'item'].edge_index
+    rows[train[0], train[1]] = 1.0
+    for m in model.modalities:
+        mine = [c for c in calls if c[0] is model.denoisers[m]]
+        assert mine
+        x0 = torch.cat([x for _, x, _ in mine])
+        # All users once each, in some order: the same multiset of rows.
+        assert x0.size(0) == model.num_users
+        assert sorted(map(tuple, x0.tolist())) == \
+            sorted(map(tuple, rows.tolist()))
+        for _, _, kwargs in mine:
+            torch.testing.assert_close(kwargs['item_emb'], model.item_emb,
+                                       check_dtype=False)
+            assert not kwargs['item_emb'].requires_grad
+            torch.testing.assert_close(kwargs['modality_emb'], projected[m])
+            assert kwargs['lambda_e'] == 0.3
+    assert len(calls) == len(model.modalities) * len(mine)
+
+
 def test_diffusion_training_lowers_denoiser_loss():
     model, data = small_model()
     losses = [model.train_diffusion(data, epoch) for epoch in range(15)]
