@@ -35,6 +35,22 @@ def test_negatives_never_positive_on_dense_graph():
     assert seen_negatives == set(map(tuple, (~positive).nonzero().tolist()))
 
 
+def test_negatives_are_uniform_over_the_free_items():
+    # One user with 3 free items of 12 (9 positives): each free item a
+    # third of the time, whatever its position among the positives.
+    positive = torch.zeros(2, 12, dtype=torch.bool)
+    positive[0, [0, 1, 2, 3, 5, 6, 7, 8, 9]] = True  # free: 4, 10, 11
+    positive[1, 0] = True
+    sampler = BPRSampler(positive.nonzero().t(), 2, 12)
+    users = torch.zeros(30_000, dtype=torch.long)
+    neg = sampler.sample_negatives(users, torch.Generator().manual_seed(0))
+    counts = torch.bincount(neg, minlength=12).float() / users.numel()
+    expected = torch.zeros(12)
+    expected[[4, 10, 11]] = 1 / 3
+    # Three standard errors of a frequency of 1/3 in 30,000 draws: 0.008.
+    torch.testing.assert_close(counts, expected, atol=0.01, rtol=0)
+
+
 def test_sample_negatives_directly():
     edge_index, positive = _dense_graph(num_users=5, num_items=6, seed=3)
     sampler = BPRSampler(edge_index, 5, 6)
