@@ -63,8 +63,9 @@ def test_info_nce_normalize_flag_and_bad_input():
         info_nce(z1, torch.randn(7, 2), index)
 
 
-def explicit_grace(z1, z2, tau):
-    u, v = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+def explicit_grace(z1, z2, tau, normalize=True):
+    u, v = (F.normalize(z1, dim=1), F.normalize(z2, dim=1)) if normalize \
+        else (z1, z2)
 
     def side(a, b):
         out = []
@@ -88,6 +89,10 @@ def test_grace_info_nce_matches_formula():
     assert torch.allclose(grace_info_nce(z1, z2), 0.5 * (l12 + l21).mean())
     assert torch.allclose(grace_info_nce(z1, z2, symmetric=False),
                           l12.mean())
+    # Raw dot products (inputs of norm ~2, far from normalised).
+    raw12, raw21 = explicit_grace(z1, z2, 0.5, normalize=False)
+    assert torch.allclose(grace_info_nce(z1, z2, normalize=False),
+                          0.5 * (raw12 + raw21).mean())
     with pytest.raises(ValueError, match=r'same shape, got \(6, 4\) and'):
         grace_info_nce(z1, z2[:5])
     with pytest.raises(ValueError, match='temperature must be > 0, got -1'):
@@ -128,3 +133,19 @@ def test_float16_info_nce_over_many_nodes_stays_finite():
     got = info_nce(z1.half(), z2.half(), index, 0.5, 4096, normalize=True)
     assert torch.isfinite(got)
     torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+
+
+def test_small_temperature_info_nce_stays_finite_in_float32():
+    # Below tau = 0.025, exp(1/tau) of a normalised pair passes float32's
+    # 3.4e38 (exp(100) = 2.7e43 at tau = 0.01): the bounded kernel would
+    # return inf, so such temperatures take the max-subtracting one.
+    torch.manual_seed(0)
+    z1 = torch.ones(50, 4) + 0.01 * torch.randn(50, 4)
+    z2 = torch.ones(50, 4) + 0.01 * torch.randn(50, 4)
+    index = torch.tensor([0, 7, 7, 49])
+    got = info_nce(z1, z2, index, 0.01, chunk_size=16, normalize=True)
+    a, b = F.normalize(z1.double(), dim=-1), F.normalize(z2.double(), dim=-1)
+    logits = a[index] @ b.t() / 0.01
+    expected = -(logits.gather(1, index.view(-1, 1)).view(-1) -
+                 torch.logsumexp(logits, dim=1)).mean()
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
