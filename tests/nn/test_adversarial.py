@@ -53,6 +53,11 @@ def test_discriminator_architecture_and_range():
 def test_projected_discriminator_scales_linearly():
     num_items, d = 1000, 16
     proj = ProjectedDiscriminator(num_items, channels=d, hidden_channels=32)
+    # Widths d -> hidden -> hidden / 2 -> 1, with Discriminator's dropout.
+    assert [(lin.in_features, lin.out_features)
+            for lin in [*proj.mlp.lins, proj.mlp.out]] == [
+                (16, 32), (32, 16), (16, 1)]
+    assert [drop.p for drop in proj.mlp.dropouts] == [0.31, 0.5]
     count = sum(p.numel() for p in proj.parameters())
     assert count < num_items * d + 5000
     assert proj(torch.rand(4, num_items)).shape == (4, 1)
