@@ -1,10 +1,8 @@
 r"""The training loop: model selection on validation, test at the best
 epoch, early stopping, resuming, and a quality floor.
 
-``make_synthetic`` currently draws part of its data from the global RNG
-(see ``tests/data/test_synthetic.py``), so the tests below reset the global
-seed before every call that builds the synthetic data set: that is what a
-fresh process does, and it keeps these tests about the loop."""
+The tests below reset the global seed before building a model (its
+initialisation draws from the global RNG), as a fresh process would."""
 import json
 import os.path as osp
 import re
