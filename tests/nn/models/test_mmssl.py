@@ -790,3 +790,46 @@ def test_reset_parameters_forgets_the_generated_graphs():
         edge_type = model.generated_edge_type(m)
         assert torch.equal(data[edge_type].edge_index,
                            fresh_data[edge_type].edge_index)
+
+
+@pytest.mark.parametrize('max_grad_norm', [0.0, 0.05])
+def test_generator_step_is_one_clipped_step_on_fresh_gradients(
+        max_grad_norm):
+    # After the discriminator's own step, the generator's parameters move
+    # by -lr * g (g clipped to max_grad_norm), g this batch's gradient of
+    # the generator loss: replayed on a copy with the same random state.
+    model, data = small_model(max_grad_norm=max_grad_norm)
+    model.train()
+    batch = fixed_batch(data)
+    lr = 0.1
+    optimizer = torch.optim.SGD(
+        [p for group in model.configure_optimizer(1e-3).param_groups
+         for p in group['params']], lr=lr)
+    params = optimizer.param_groups[0]['params']
+    for step in range(2):
+        shadow = copy.deepcopy(model)
+        torch.manual_seed(10 + step)
+        loss, _, _ = shadow._batch_loss(data, *batch,
+                                        train_discriminator=True)
+        shadow_params = [dict(shadow.named_parameters())[name]
+                         for name, p in model.named_parameters()
+                         if any(p is q for q in params)]
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(
+            shadow_params, torch.autograd.grad(loss, shadow_params,
+                                               allow_unused=True))]
+        norm = torch.cat([g.view(-1) for g in grads]).norm()
+        scale = (min(1.0, max_grad_norm / (float(norm) + 1e-6))
+                 if max_grad_norm > 0 else 1.0)
+        expected = [p.detach() - lr * scale * g
+                    for p, g in zip(shadow_params, grads)]
+        torch.manual_seed(10 + step)
+        parts = model.train_step(data, batch, optimizer)
+        assert parts['loss'] == pytest.approx(loss.item(), rel=1e-6)
+        if max_grad_norm > 0:
+            assert scale < 1  # the clipping is exercised
+            assert parts['grad_norm'] == pytest.approx(float(norm), rel=1e-5)
+        names = [name for name, p in model.named_parameters()
+                 if any(p is q for q in params)]
+        for name, e in zip(names, expected):
+            torch.testing.assert_close(dict(model.named_parameters())[name]
+                                       .detach(), e, msg=name)
