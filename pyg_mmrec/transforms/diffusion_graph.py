@@ -150,11 +150,14 @@ def diffusion_topk_edges(
         # items get the same top-k: run it once per distinct row (on TikTok
         # 6,753 rows for 9,308 users, most of whom have 1-3 items).
         first, inverse = unique_csr_rows(rowptr, col)
+        # Rows in the denoiser's dtype (float64 for a model made .double()).
+        dtype = torch.float32 if param is None else param.dtype
         tops = []
         for start in range(0, first.numel(), batch_size):
             rows = interaction_rows(rowptr, col,
                                     first[start:start + batch_size],
-                                    num_items, layout=torch.sparse_csr)
+                                    num_items, dtype=dtype,
+                                    layout=torch.sparse_csr)
             tops.append(diffusion.reverse_topk(denoiser, rows, k, fold=fold))
     finally:
         denoiser.train(was_training)

@@ -249,8 +249,9 @@ class DiffMM(Recommender):
                         'adj_edge_weight'):
                 data[edge_type][key] = store[key]
             # Dropping entries independently breaks symmetry.
-            data[edge_type].adj = to_adj(store.adj_edge_index,
-                                         store.adj_edge_weight, num_nodes,
+            weight = store.adj_edge_weight.to(self.user_emb.dtype)
+            data[edge_type].adj = to_adj(store.adj_edge_index, weight,
+                                         num_nodes,
                                          backend=self.config.backend)
         self._generated_types = {m: transform.edge_type(m)
                                  for m in self.modalities}
@@ -267,7 +268,10 @@ class DiffMM(Recommender):
         data = SymmetricNorm()(data)
         store = data[INTERACTS]
         # (adjacency, weights): the weights are None for fused backends.
-        store.adj = to_adj(store.adj_edge_index, store.adj_edge_weight,
+        # (Weights in the embeddings' dtype: float64 for a model made
+        # .double().)
+        weight = store.adj_edge_weight.to(self.user_emb.dtype)
+        store.adj = to_adj(store.adj_edge_index, weight,
                            self.num_users + self.num_items,
                            backend=self.config.backend, symmetric=True)
         self.store_train_csr(data)
@@ -389,7 +393,10 @@ class DiffMM(Recommender):
         generator = torch.Generator(gen_device).manual_seed(
             self.seed * 7919 + epoch)
         # Emulated bf16 is slower than float32: autocast only where native.
-        bf16 = cfg.diffusion_bf16 and native_bf16(device)
+        # (A model made .double() is for exact arithmetic: no autocast.)
+        dtype = self.user_emb.dtype
+        bf16 = (cfg.diffusion_bf16 and native_bf16(device)
+                and dtype == torch.float32)
         with torch.no_grad():
             targets = self.projection(self._features(data))
             item_emb = self.item_emb.detach()
@@ -402,7 +409,8 @@ class DiffMM(Recommender):
             for start in range(0, self.num_users, cfg.diffusion_batch_size):
                 users = perm[start:start + cfg.diffusion_batch_size].to(
                     col.device)
-                x0 = interaction_rows(rowptr, col, users, self.num_items)
+                x0 = interaction_rows(rowptr, col, users, self.num_items,
+                                      dtype=dtype)
                 with torch.autocast(x0.device.type, dtype=torch.bfloat16,
                                     enabled=bf16):
                     # Draws the steps t, then the noise, from `generator`.

@@ -347,9 +347,10 @@ class MMSSL(Recommender):
         num_users, num_items = self.num_users, self.num_items
         backend = self.config.backend
         store, rev = data[norm.edge_type], data[norm.rev_edge_type]
-        p, p_weight = to_adj(rev.edge_index, rev.edge_weight,
+        dtype = self.user_emb.dtype  # float64 for a model made .double()
+        p, p_weight = to_adj(rev.edge_index, rev.edge_weight.to(dtype),
                              (num_items, num_users), backend=backend)
-        q, q_weight = to_adj(store.edge_index, store.edge_weight,
+        q, q_weight = to_adj(store.edge_index, store.edge_weight.to(dtype),
                              (num_users, num_items), backend=backend)
         store[USER_ADJ] = (p, p_weight, (num_items, num_users))
         store[ITEM_ADJ] = (q, q_weight, (num_users, num_items))
