@@ -657,6 +657,16 @@ def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
     if isinstance(adj_t, SparseAdj):
         return adj_t.matmul(x)
     if isinstance(adj_t, EdgeIndex):
+        if (adj_t.device.type == 'cpu'
+                and x.dtype in (torch.float16, torch.bfloat16)):
+            # EdgeIndex.matmul takes MKL's CSR kernel, which has no
+            # half-precision version on CPU: gather and add instead.
+            src, dst = adj_t.as_tensor().long()
+            msg = x.index_select(0, src)
+            if edge_weight is not None:
+                msg = msg * edge_weight.view(-1, 1)
+            return msg.new_zeros(adj_t.get_sparse_size(1),
+                                 x.size(1)).index_add_(0, dst, msg)
         if adj_t.num_rows != adj_t.num_cols:
             # PyG 2.8's `matmul(..., transpose=True)` builds its backward
             # matrix with swapped sizes, which fails on rectangular graphs;
