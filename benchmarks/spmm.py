@@ -4,8 +4,9 @@ For every backend (PyG ``LGConv()`` on a plain ``edge_index`` as the
 baseline, then :class:`pyg_mmrec.nn.conv.SymNormConv` on the adjacency that
 :func:`pyg_mmrec.nn.sparse.to_adj` builds for ``scatter``, ``coo``, ``csr``,
 ``sparse_tensor``, ``edge_index`` and the library default ``auto``) it times
-one propagation :math:`\mathbf{A}\mathbf{X}` and the LightGCN-style sum
-:math:`\sum_{l=0}^{3} \mathbf{A}^l \mathbf{X}`, forward and backward, with
+one propagation, :math:`\mathbf{X} + \mathbf{A}\mathbf{X}`, and the
+LightGCN-style sum :math:`\sum_{l=0}^{3} \mathbf{A}^l \mathbf{X}`, forward
+and backward, with
 :math:`\mathbf{A}` the symmetric normalised user-item graph with self-loops.
 The graphs are the TikTok training graph and synthetic uniform bipartite
 graphs. CPU runs use one thread and all threads; on CUDA the achieved
