@@ -6,6 +6,7 @@ from pyg_mmrec.data.hetero import (
     USER,
     item_modalities,
     num_users_items,
+    require_modalities,
     split_edge_index,
 )
 from pyg_mmrec.data.readers import RawInteractions, detect_layout, read_dataset
@@ -15,7 +16,8 @@ from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
 
 __all__ = [
     'USER', 'ITEM', 'INTERACTS', 'MODALITIES', 'item_modalities',
-    'num_users_items', 'split_edge_index', 'RawInteractions', 'detect_layout',
-    'read_dataset', 'MultiModalRecDataset', 'to_hetero_data', 'BPRSampler',
+    'num_users_items', 'require_modalities', 'split_edge_index',
+    'RawInteractions', 'detect_layout', 'read_dataset',
+    'MultiModalRecDataset', 'to_hetero_data', 'BPRSampler',
     'SyntheticConfig', 'make_synthetic'
 ]

@@ -115,6 +115,8 @@ class MultiModalRecDataset(InMemoryDataset):
 
     @property
     def raw_dir(self) -> str:
+        # The data set's files sit in the folder itself (the DiffMM and
+        # MMSSL layouts), not in PyG's default root/raw.
         return self.root
 
     @property

@@ -1,6 +1,6 @@
 r"""A deterministic synthetic multi-modal data set with planted structure."""
 from dataclasses import dataclass
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -83,7 +83,7 @@ def _sample_without_replacement(logits: Tensor, counts: Tensor,
     return torch.stack([users[keep], order[keep]])
 
 
-def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> HeteroData:
+def make_synthetic(config: Optional[SyntheticConfig] = None) -> HeteroData:
     r"""Generates a bipartite multi-modal data set in which users and items
     share latent factors, users pick items with probability
     :math:`\propto \exp(\langle \mathbf{u}, \mathbf{v}_i \rangle /
@@ -97,6 +97,8 @@ def make_synthetic(config: SyntheticConfig = SyntheticConfig()) -> HeteroData:
     test (every user keeps at least one training interaction, and held-out
     items always occur in training).
     """
+    # A fresh default each time: one shared instance could be edited.
+    config = SyntheticConfig() if config is None else config
     gen = torch.Generator().manual_seed(config.seed)
     num_users, num_items, k = (config.num_users, config.num_items,
                                config.num_factors)

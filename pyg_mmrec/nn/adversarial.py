@@ -61,6 +61,11 @@ class Discriminator(Module):
         dropout (Tuple[float, float]): Dropout after each hidden layer.
         negative_slope (float): LeakyReLU slope (default: :obj:`0.2`).
         scale (float): Output scale (default: :obj:`100`).
+
+    Shapes:
+        - **input:** preference rows :math:`(B, I)`
+        - **output:** scores :math:`(B, 1)` in :math:`(0, s)`, :math:`s`
+          = :obj:`scale`
     """
     def __init__(self, num_items: int,
                  dropout: Tuple[float, float] = (0.31, 0.5),
@@ -119,6 +124,12 @@ class ProjectedDiscriminator(Module):
         dropout (Tuple[float, float]): Dropout after each hidden layer.
         negative_slope (float): LeakyReLU slope (default: :obj:`0.2`).
         scale (float): Output scale (default: :obj:`100`).
+
+    Shapes:
+        - **input:** preference rows :math:`(B, I)` (or, to :meth:`score`,
+          rows already projected, :math:`(B, d)`)
+        - **output:** scores :math:`(B, 1)` in :math:`(0, s)`, :math:`s`
+          = :obj:`scale`
     """
     def __init__(self, num_items: int, channels: int = 64,
                  hidden_channels: int = 64,

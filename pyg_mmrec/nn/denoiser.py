@@ -86,6 +86,10 @@ class Denoiser(Module):
         hidden_channels (int): Hidden size (default: :obj:`1000`).
         time_channels (int): Size of the time embedding (default: :obj:`10`).
         dropout (float): Dropout on the input row (default: :obj:`0.5`).
+
+    Shapes:
+        - **input:** noisy rows :math:`(B, I)`, time steps :math:`(B)`
+        - **output:** predicted clean rows :math:`(B, I)`
     """
     def __init__(self, num_items: int, hidden_channels: int = 1000,
                  time_channels: int = 10, dropout: float = 0.5) -> None:

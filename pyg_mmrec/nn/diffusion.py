@@ -283,4 +283,4 @@ class GaussianDiffusion(Module):
                 f'first_beta={self.first_beta})')
 
 
-__all__ = ['GaussianDiffusion', 'Denoiser']
+__all__ = ['GaussianDiffusion']

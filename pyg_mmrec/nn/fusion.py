@@ -1,6 +1,6 @@
 r"""Cross-modal fusion of per-modality node views (MMSSL)."""
 import math
-from typing import Sequence, Union
+from typing import Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -30,6 +30,13 @@ class CrossModalAttention(Module):
         channels (int): Embedding size :math:`d`.
         heads (int): Number of heads :math:`H`; must divide :obj:`channels`
             (default: :obj:`4`).
+
+    Shapes:
+        - **input:** views :math:`(M, N, d)`, or :math:`M` tensors
+          :math:`(N, d)`
+        - **output:** fused embeddings :math:`(N, d)`, and with
+          :obj:`return_attention` the attention weights :math:`(N, H, M, M)`
+          (node, head, query view, key view)
     """
     def __init__(self, channels: int, heads: int = 4) -> None:
         super().__init__()
@@ -50,7 +57,7 @@ class CrossModalAttention(Module):
 
     def forward(self, views: Union[Tensor, Sequence[Tensor]],
                 return_attention: bool = False
-                ) -> Union[Tensor, tuple]:
+                ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""
         Args:
             views (Tensor or Sequence[Tensor]): ``[M, N, d]`` (or a sequence

@@ -1,5 +1,5 @@
 r"""Projection of raw item features into the embedding space."""
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +23,11 @@ class ModalityProjection(Module):
         in_channels (Mapping[str, int]): Feature size per modality.
         out_channels (int): The embedding size :math:`d`.
         kind (str): ``'linear'`` or ``'leaky'``.
+
+    Shapes:
+        - **input:** a mapping from each modality :math:`m` to its item
+          features :math:`(I, F_m)` (other modalities are ignored)
+        - **output:** a mapping from each modality to :math:`(I, d)`
     """
     def __init__(self, in_channels: Mapping[str, int], out_channels: int,
                  kind: str = 'linear') -> None:
@@ -41,7 +46,8 @@ class ModalityProjection(Module):
         self.reset_parameters()
 
     @property
-    def modalities(self):
+    def modalities(self) -> List[str]:
+        r"""The modalities, in the order given at construction."""
         return list(self.lins.keys())
 
     def reset_parameters(self) -> None:

@@ -199,6 +199,8 @@ class DiffusionGraph(BaseTransform):
       :func:`~pyg_mmrec.graph.sym_norm_bipartite`) after dropping and
       rescaling; this is what the propagation :math:`\mathbf{G}_m
       \mathbf{h}` uses (``flow='source_to_target'``: row 0 is the source).
+      Homogeneous ids: see the note on batching of
+      :class:`~pyg_mmrec.transforms.SymmetricNorm`.
 
     The transform shallow-copies the data (:class:`BaseTransform`) and draws
     its randomness (edge dropping only) from :obj:`generator`, so a fixed
@@ -273,6 +275,9 @@ class DiffusionGraph(BaseTransform):
             store.edge_index = gen_index
             store.edge_weight = adj_weight[:gen_index.size(1)]
             if self.keep_rate < 1.0:
+                # dropout_edge's mask, drawn from the transform's own
+                # generator (dropout_edge takes none: the global RNG would
+                # tie the graph to whatever drew before it).
                 keep = sample_on_generator(
                     torch.rand, adj_weight.numel(), generator=self.generator,
                     device=adj_weight.device) < self.keep_rate

@@ -58,6 +58,14 @@ class SymmetricNorm(BaseTransform):
     :obj:`edge_weight` of the store is left alone, so this transform
     composes with :class:`OneSidedNorm`.
 
+    .. note::
+        Do not batch such graphs with
+        :meth:`~torch_geometric.data.Batch.from_data_list`: PyG shifts
+        every ``*index`` attribute of a ``(user, *, item)`` store by the
+        user and item counts, which is wrong for homogeneous ids.
+        (Recommendation data sets are one graph, so nothing here batches
+        them.)
+
     Args:
         edge_type (tuple): The ``(user, relation, item)`` edge type to
             normalise (default: the training interactions).

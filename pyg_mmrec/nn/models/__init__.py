@@ -9,11 +9,23 @@ from pyg_mmrec.nn.models.lightgcn import (
     LightGCNRecommender,
     MostPopular,
 )
-from pyg_mmrec.nn.models.diffmm import DiffMM, DiffMMConfig, build_diffmm
-from pyg_mmrec.nn.models.mmssl import MMSSL, MMSSLConfig, build_mmssl
+from pyg_mmrec.nn.models.diffmm import (
+    DIFFMM_PRESETS,
+    DiffMM,
+    DiffMMConfig,
+    build_diffmm,
+)
+from pyg_mmrec.nn.models.mmssl import (
+    MMSSL,
+    MMSSL_PRESETS,
+    MMSSLConfig,
+    MMSSLEmbeddings,
+    build_mmssl,
+)
 
 __all__ = [
     'Recommender', 'batch_embeddings', 'check_sizes', 'LightGCNConfig',
     'LightGCNRecommender', 'MostPopular', 'DiffMM', 'DiffMMConfig',
-    'build_diffmm', 'MMSSL', 'MMSSLConfig', 'build_mmssl'
+    'DIFFMM_PRESETS', 'build_diffmm', 'MMSSL', 'MMSSLConfig',
+    'MMSSL_PRESETS', 'MMSSLEmbeddings', 'build_mmssl'
 ]

@@ -1,7 +1,15 @@
 r"""The interface every recommender of the library implements, so that one
 training loop, one evaluator and one CLI serve all models."""
 import time
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import (
+    TYPE_CHECKING,
+    Callable,
+    Dict,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from torch import Tensor
@@ -9,6 +17,9 @@ from torch_geometric.data import HeteroData
 
 from pyg_mmrec.data.hetero import num_users_items, split_edge_index
 from pyg_mmrec.graph import csr_of
+
+if TYPE_CHECKING:  # the evaluator is imported when needed, not before
+    from pyg_mmrec.evaluation import RankingEvaluator
 
 Batch = Tuple[Tensor, Tensor, Tensor]
 
@@ -117,7 +128,7 @@ class Recommender(torch.nn.Module):
         return {'loss': loss.item(), **parts}
 
     @torch.no_grad()
-    def score_fn(self, data: HeteroData):
+    def score_fn(self, data: HeteroData) -> Callable[[Tensor], Tensor]:
         r"""A function mapping user ids to scores for all items, with the
         embeddings computed once, in evaluation mode (no dropout; every
         submodule's mode is restored afterwards)."""
@@ -138,7 +149,8 @@ class Recommender(torch.nn.Module):
     def recommend(self, data: HeteroData,
                   users: Union[Tensor, Sequence[int]], k: int = 20,
                   exclude_seen: bool = True,
-                  evaluator: Optional[object] = None) -> Tensor:
+                  evaluator: Optional['RankingEvaluator'] = None
+                  ) -> Tensor:
         r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
         scored in evaluation mode (:meth:`score_fn`), excluding their
         training items when :obj:`exclude_seen`; :obj:`-1` fills the places
