@@ -62,8 +62,11 @@ def random_seed(text: str) -> int:
     r"""A random seed in :math:`[0, 2^{32})`, the range ``pyg-mmrec``'s
     :class:`~pyg_mmrec.train.TrainConfig` accepts (:func:`torch.manual_seed`
     raises on one beyond 64 bits)."""
-    value = _integer(text, 0)
-    if value >= 2**32:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(
             f"must be an integer in [0, 2**32), got '{text}'")
     return value

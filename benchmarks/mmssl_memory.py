@@ -21,7 +21,8 @@ full. Per-batch means (``seconds_per_batch``,
 ``mmssl_memory.json`` and a plot of the per-batch time and peak memory,
 ``mmssl_memory.png``, in the ``--out`` folder (``benchmarks/results`` by
 default). Options and the output folder are checked before the data is
-generated.
+generated (and a drawn graph that leaves a user every item, with no
+negative to sample, right after).
 """
 import dataclasses
 import json
@@ -62,8 +63,9 @@ def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
                            feature_dim: int = 64, seed: int = 0
                            ) -> HeteroData:
     r"""Exactly :obj:`num_edges` distinct user-item pairs with heavy-tailed
-    user activity and item popularity (log-normal weights), two random
-    feature modalities; O(edges) memory."""
+    user activity and item popularity (log-normal weights; near full
+    density the last pairs are uniform, see :func:`common.distinct_pairs`),
+    two random feature modalities; O(edges) memory."""
     gen = torch.Generator().manual_seed(seed)
     user_w = torch.exp(0.8 * torch.randn(num_users, generator=gen))
     item_w = torch.exp(1.0 * torch.randn(num_items, generator=gen))
@@ -109,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
     problem = edge_count_problem(args.users, args.items, args.edges)
     if problem:
-        parser.error(f'--edges: {problem}')
+        raise ConfigError(f'--edges: {problem}')
     output_folder(args.out, OUTPUTS)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -42,9 +42,13 @@ from torch_geometric.nn import LGConv
 from common import (TIKTOK_ROOT, device_name, distinct_pairs,
                     edge_count_problem, non_negative_float, output_folder,
                     positive_float, positive_int, write_outputs)
-from pyg_mmrec.errors import (ConfigError, DatasetError,
-                              OneLineArgumentParser, exit_on_input_error,
-                              is_out_of_memory)
+from pyg_mmrec.errors import (
+    ConfigError,
+    DatasetError,
+    OneLineArgumentParser,
+    exit_on_input_error,
+    is_out_of_memory,
+)
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
 from pyg_mmrec.nn.models.base import device_clock
@@ -284,6 +288,7 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
                  'nnz': 2 * edge_index.size(1) + num_nodes, 'dim': dim,
                  'device': str(device),
                  'threads': threads if device.type == 'cpu' else None,
+                 'features_fit_in_l2': None,
                  'backend': name, 'layers': layers,
                  'skipped': f'out of memory on {device} (graph and '
                             f'features)'}

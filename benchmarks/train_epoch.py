@@ -48,9 +48,14 @@ from pyg_mmrec.train.run import (  # noqa: E402
 )
 
 HERE = osp.dirname(osp.abspath(__file__))
-#: Training options this script sets itself: ``--set`` key -> option.
-OWN_OPTIONS = {'device': '--device', 'train.device': '--device',
-               'epochs': '--epochs', 'train.epochs': '--epochs'}
+#: Training options an override of which the script would replace or
+#: ignore: ``--set`` key -> what to do instead.
+OWN_OPTIONS = {'device': 'use --device instead',
+               'train.device': 'use --device instead',
+               'epochs': 'use --epochs instead',
+               'train.epochs': 'use --epochs instead',
+               'patience': 'every epoch is timed (no early stopping)',
+               'train.patience': 'every epoch is timed (no early stopping)'}
 
 
 def file_tag(text: str) -> str:
@@ -84,11 +89,8 @@ def main() -> None:
 
     overrides = parse_overrides(args.overrides)
     for key, _ in overrides:
-        # The script's own options set these; an override would be
-        # silently replaced (device) or ignored (epochs).
         if key in OWN_OPTIONS:
-            raise ConfigError(f'--set {key}: use {OWN_OPTIONS[key]} '
-                              f'instead')
+            raise ConfigError(f'--set {key}: {OWN_OPTIONS[key]}')
     options = RunOptions(model=args.model, dataset=args.dataset,
                          preset=args.preset,
                          overrides=[*overrides, ('train.device',

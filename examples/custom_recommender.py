@@ -89,7 +89,7 @@ def main() -> None:
     state = fit(model, data, sampler, model.configure_optimizer(config.lr),
                 RankingEvaluator(data), config)
     print(json.dumps({'best_epoch': state.best_epoch,
-                      'test': state.best_test}))
+                      'test': state.best_test}, indent=2))
 
 
 if __name__ == '__main__':

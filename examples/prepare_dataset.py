@@ -42,8 +42,11 @@ import numpy as np
 import pandas as pd
 
 from pyg_mmrec.data import MultiModalRecDataset
-from pyg_mmrec.errors import (OneLineArgumentParser, OutputError,
-                              exit_on_input_error)
+from pyg_mmrec.errors import (
+    OneLineArgumentParser,
+    OutputError,
+    exit_on_input_error,
+)
 from pyg_mmrec.io import folder_problem
 from pyg_mmrec.prepare import (
     dataset_statistics,

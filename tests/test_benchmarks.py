@@ -1,3 +1,4 @@
+import argparse
 import json
 import math
 import os
@@ -187,8 +188,8 @@ def test_generated_graph_refuses_bad_options_up_front(
 
 @pytest.mark.parametrize('edges, message', [
     # It used to draw pairs forever; now one line before any work.
-    ('101', "--edges: 101 edges do not fit 10 users x 10 items (at most 100 "
-     "distinct pairs) (see 'mmssl_memory.py --help')"),
+    ('101', '--edges: 101 edges do not fit 10 users x 10 items (at most 100 '
+     'distinct pairs)'),
     # Within the count, but no negative item left to sample: it used to end
     # in the sampler's traceback, with an empty --out folder left behind.
     ('100', '--edges: user 0 has interacted with every item: no negative '
@@ -251,8 +252,12 @@ BAD_OPTIONS = [
      'use --device instead'),
     ('train_epoch.py', ['--set', 'epochs=5'], '--set epochs: use --epochs '
      'instead'),
+    ('train_epoch.py', ['--set', 'train.patience=2'], '--set train.patience: '
+     'every epoch is timed (no early stopping)'),
     ('mmssl_memory.py', ['--seed', '-1'], "argument --seed: must be an "
-     "integer >= 0, got '-1'"),
+     "integer in [0, 2**32), got '-1'"),
+    ('mmssl_memory.py', ['--seed', str(2**32)], "argument --seed: must be "
+     "an integer in [0, 2**32), got '4294967296'"),
     ('mmssl_memory.py', ['--seed', str(2**64)], 'argument --seed: must be '
      'an integer in [0, 2**32)'),
 ]
@@ -448,6 +453,16 @@ def test_every_script_reports_argparse_errors_in_one_line(
         f"{name}: error: {message} (see '{name} --help')"]
 
 
+def test_random_seed_accepts_exactly_the_training_range(monkeypatch):
+    monkeypatch.syspath_prepend(BENCHMARKS)
+    import common
+    assert common.random_seed('0') == 0
+    assert common.random_seed(str(2**32 - 1)) == 2**32 - 1
+    for text in ('-1', str(2**32), '1.5', 'x'):
+        with pytest.raises(argparse.ArgumentTypeError, match=r'in \[0, '):
+            common.random_seed(text)
+
+
 def test_output_folder_creates_nothing(monkeypatch, tmp_path):
     # The folder is made with the files, so a run that fails after the
     # check leaves no empty folder.
@@ -462,7 +477,9 @@ def test_output_folder_creates_nothing(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize('users, items, edges', [
     (10, 10, 100), (30, 20, 599), (40, 50, 1500), (300, 300, 90_000),
-    (400, 250, 99_990)])
+    (400, 250, 99_990),
+    # Rounds of draws (skewed ones giving way to uniform ones), no filling.
+    (2000, 1000, 900_000)])
 def test_synthetic_graphs_of_any_density_are_drawn(monkeypatch, users,
                                                    items, edges):
     # Near full density, rounds of random draws found the last free pairs

@@ -1,10 +1,9 @@
 r"""The ``pyg-mmrec`` command, in-process through :func:`main` and once as a
 real process.
 
-``make_synthetic`` currently draws part of its data from the global RNG
-(see ``tests/data/test_synthetic.py``); a fresh process always starts from
-the same global state, so the in-process calls below reset the global seed
-first to behave like separate processes."""
+A fresh process always starts from the same global RNG state, so the
+in-process calls below reset the global seed first to behave like separate
+processes."""
 import csv
 import io
 import json

@@ -29,7 +29,7 @@ def test_custom_recommender_trains_one_epoch(monkeypatch, capsys):
 
 
 def test_train_diffmm_example_one_epoch(monkeypatch, capsys):
-    torch.manual_seed(0)  # the synthetic data draws from the global RNG
+    torch.manual_seed(0)  # the global RNG as a fresh process has it
     run_example('train_diffmm.py', ['--epochs', '1'], monkeypatch)
     captured = capsys.readouterr()
     report = json.loads(captured.out)  # stdout: JSON only

@@ -661,6 +661,10 @@ def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
                 and x.dtype in (torch.float16, torch.bfloat16)):
             # EdgeIndex.matmul takes MKL's CSR kernel, which has no
             # half-precision version on CPU: gather and add instead.
+            if edge_weight is not None and edge_weight.dtype != x.dtype:
+                # As the other backends do, rather than promote silently.
+                raise ValueError(f'dtype mismatch: edge_weight is '
+                                 f'{edge_weight.dtype} but x is {x.dtype}')
             src, dst = adj_t.as_tensor().long()
             msg = x.index_select(0, src)
             if edge_weight is not None:

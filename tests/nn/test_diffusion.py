@@ -98,7 +98,6 @@ def test_training_loss_matches_formula_and_is_detached():
 def test_training_loss_seeded_and_bad_input():
     diff = GaussianDiffusion()
     den = Denoiser(5, hidden_channels=4)
-    x0 = torch.ones(2, 5)
     x0 = torch.rand(8, 5)
     a = diff.training_loss(den.eval(), x0,
                            generator=torch.Generator().manual_seed(3))

@@ -136,9 +136,10 @@ def test_float16_info_nce_over_many_nodes_stays_finite():
 
 
 def test_small_temperature_info_nce_stays_finite_in_float32():
-    # Below tau = 0.025, exp(1/tau) of a normalised pair passes float32's
-    # 3.4e38 (exp(100) = 2.7e43 at tau = 0.01): the bounded kernel would
-    # return inf, so such temperatures take the max-subtracting one.
+    # At tau = 0.01 a single exp(1/tau) = exp(100) = 2.7e43 overflows
+    # float32 (3.4e38): the bounded kernel, which does not subtract the
+    # maximum, would return inf. It serves only tau >= 0.025 (exp(40) =
+    # 2.4e17 per term, headroom for the sum over all nodes).
     torch.manual_seed(0)
     z1 = torch.ones(50, 4) + 0.01 * torch.randn(50, 4)
     z2 = torch.ones(50, 4) + 0.01 * torch.randn(50, 4)

@@ -267,10 +267,10 @@ class DiffMM(Recommender):
         require_modalities(data, self.modalities)
         data = SymmetricNorm()(data)
         store = data[INTERACTS]
-        # (adjacency, weights): the weights are None for fused backends.
-        # (Weights in the embeddings' dtype: float64 for a model made
-        # .double().)
+        # Weights in the embeddings' dtype (float64 for a model made
+        # .double()).
         weight = store.adj_edge_weight.to(self.user_emb.dtype)
+        # (adjacency, weights): the weights are None for fused backends.
         store.adj = to_adj(store.adj_edge_index, weight,
                            self.num_users + self.num_items,
                            backend=self.config.backend, symmetric=True)
@@ -393,7 +393,8 @@ class DiffMM(Recommender):
         generator = torch.Generator(gen_device).manual_seed(
             self.seed * 7919 + epoch)
         # Emulated bf16 is slower than float32: autocast only where native.
-        # (A model made .double() is for exact arithmetic: no autocast.)
+        # (A model made .double() computes in float64: CPU autocast would
+        # leave its float64 layers alone anyway, this says so explicitly.)
         dtype = self.user_emb.dtype
         bf16 = (cfg.diffusion_bf16 and native_bf16(device)
                 and dtype == torch.float32)

@@ -10,7 +10,7 @@ from torch_geometric.explain.algorithm.utils import clear_masks, set_masks
 
 from pyg_mmrec.graph import sym_norm_bipartite
 from pyg_mmrec.nn.conv import OneSidedNormConv, SymNormConv
-from pyg_mmrec.nn.sparse import BACKENDS, to_adj
+from pyg_mmrec.nn.sparse import BACKENDS, sparse_matmul, to_adj
 
 DT = torch.float64
 STOCK_BACKENDS = [b for b in BACKENDS if b != 'sparse_tensor'
@@ -167,6 +167,17 @@ def test_low_precision(backend, dtype, trainable):
     assert_close(x.grad.float(), A.sum(0).view(-1, 1).expand(6, 4),
                  atol=0.05, rtol=0.05)
     assert (w.grad is not None) == trainable
+
+
+def test_half_edge_index_refuses_weights_of_another_dtype():
+    # The CPU half-precision path of an EdgeIndex would promote to float32
+    # where every other backend refuses.
+    edge_index, weight = simple_graph(6, 6)
+    adj, w = to_adj(edge_index, weight.float(), 6, backend='edge_index')
+    x = torch.randn(6, 4, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match='dtype mismatch: edge_weight is '
+                       'torch.float32 but x is torch.bfloat16'):
+        sparse_matmul(adj, x, w)
 
 
 @pytest.mark.parametrize('backend', STOCK_BACKENDS)

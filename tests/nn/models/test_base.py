@@ -1,3 +1,4 @@
+import copy
 import re
 
 import pytest
@@ -68,3 +69,33 @@ def test_recommend_scores_in_eval_mode_and_restores_the_modes():
 def test_default_configs_are_not_shared(builder):
     a, b = builder(), builder()
     assert a.config == b.config and a.config is not b.config
+
+
+@pytest.mark.parametrize('build', [
+    lambda d: LightGCNRecommender(30, 20),
+    lambda d: build_diffmm(d, DiffMMConfig()),
+], ids=['lightgcn', 'diffmm'])
+def test_train_step_is_one_optimizer_step_on_fresh_gradients(build):
+    # Each step's update is -lr * (this batch's gradient at the current
+    # parameters): gradients of earlier steps must not pile up.
+    torch.manual_seed(0)
+    data = make_synthetic(SyntheticConfig(num_users=30, num_items=20))
+    model = build(data)
+    data = model.prepare(data)
+    batch = (torch.tensor([0, 1, 2]), torch.tensor([3, 4, 5]),
+             torch.tensor([6, 7, 8]))
+    lr = 0.5
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=lr)
+    for _ in range(2):
+        shadow = copy.deepcopy(model)
+        expected_loss, _ = shadow.loss(data, *batch)
+        shadow_params = [p for p in shadow.parameters() if p.requires_grad]
+        grads = torch.autograd.grad(expected_loss, shadow_params,
+                                    allow_unused=True)
+        expected = [p.detach() - lr * (0 if g is None else g)
+                    for p, g in zip(shadow_params, grads)]
+        parts = model.train_step(data, batch, optimizer)
+        assert parts['loss'] == pytest.approx(expected_loss.item(), rel=1e-6)
+        for p, e in zip(params, expected):
+            torch.testing.assert_close(p.detach(), e)
