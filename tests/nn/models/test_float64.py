@@ -1,6 +1,6 @@
 r"""Models made ``.double()`` (e.g. for gradient checks) train and predict
-in float64: the graphs' weights, interaction rows and diffusion follow the
-parameters' dtype."""
+in float64: the graphs' weights (normalised in float32, then cast),
+interaction rows and diffusion follow the parameters' dtype."""
 import copy
 
 import pytest
@@ -43,7 +43,7 @@ def test_double_model_matches_the_float_model(name):
     torch.testing.assert_close(user64, user.double(), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(item64, item.double(), rtol=1e-4, atol=1e-5)
 
-    # A training epoch stays in float64 (DiffMM: no bf16 autocast).
+    # A training epoch keeps every parameter in float64.
     double.train()
     double.before_epoch(data, epoch=1)
     batch = (torch.arange(4), torch.arange(4), torch.arange(4, 8))
