@@ -4,41 +4,34 @@ from typing import Optional, Tuple
 
 import torch
 from torch import Tensor
-from torch.nn import BatchNorm1d, Dropout, LeakyReLU, Linear, Module, Parameter
+from torch.nn import Module, Parameter
+from torch_geometric.nn import MLP
 
 from pyg_mmrec.nn._random import sample_on_generator
 
 
-class _MLPHead(Module):
-    # Linear -> LeakyReLU -> BatchNorm -> Dropout per hidden layer, then a
-    # Linear to one logit; sigmoid scaled by `scale` (MMSSL's convention).
-    def __init__(self, channels: Tuple[int, ...], dropout: Tuple[float, ...],
-                 negative_slope: float, scale: float) -> None:
-        super().__init__()
-        if len(dropout) != len(channels) - 1:
-            raise ValueError(f'need one dropout rate per hidden layer '
-                             f'({len(channels) - 1}), got {len(dropout)}')
-        self.lins = torch.nn.ModuleList(
-            Linear(a, b) for a, b in zip(channels[:-1], channels[1:]))
-        self.out = Linear(channels[-1], 1)
-        self.norms = torch.nn.ModuleList(BatchNorm1d(c) for c in channels[1:])
-        self.dropouts = torch.nn.ModuleList(Dropout(p) for p in dropout)
-        self.act = LeakyReLU(negative_slope)
-        self.negative_slope = negative_slope
-        self.scale = scale
+def _score_mlp(widths: Tuple[int, ...], dropout: Tuple[float, ...],
+               negative_slope: float) -> MLP:
+    # PyG's MLP as MMSSL's discriminators use it: Linear -> LeakyReLU ->
+    # BatchNorm -> dropout per hidden layer, then a plain Linear to one logit.
+    if len(dropout) != len(widths) - 1:
+        raise ValueError(f'need one dropout rate per hidden layer '
+                         f'({len(widths) - 1}), got {len(dropout)}')
+    return MLP([*widths, 1], act='leaky_relu',
+               act_kwargs={'negative_slope': negative_slope},
+               norm='batch_norm', act_first=True, plain_last=True,
+               dropout=[*dropout, 0.0])
 
-    def reset_parameters(self) -> None:
-        for lin in list(self.lins) + [self.out]:
-            torch.nn.init.kaiming_normal_(lin.weight, a=self.negative_slope,
-                                          nonlinearity='leaky_relu')
-            torch.nn.init.zeros_(lin.bias)
-        for norm in self.norms:
-            norm.reset_parameters()
 
-    def forward(self, x: Tensor) -> Tensor:
-        for lin, norm, drop in zip(self.lins, self.norms, self.dropouts):
-            x = drop(norm(self.act(lin(x))))
-        return self.scale * torch.sigmoid(self.out(x))
+def _reset_score_mlp(mlp: MLP, negative_slope: float) -> None:
+    # MMSSL's initialisation, not PyG's: Kaiming-normal weights for the
+    # LeakyReLU that follows, zero biases.
+    for lin in mlp.lins:
+        torch.nn.init.kaiming_normal_(lin.weight, a=negative_slope,
+                                      nonlinearity='leaky_relu')
+        torch.nn.init.zeros_(lin.bias)
+    for norm in mlp.norms:
+        norm.reset_parameters()
 
 
 class Discriminator(Module):
@@ -74,13 +67,15 @@ class Discriminator(Module):
         if num_items < 1:
             raise ValueError(f'num_items must be >= 1, got {num_items}')
         self.num_items = num_items
+        self.negative_slope = negative_slope
+        self.scale = scale
         widths = (num_items, max(num_items // 4, 1), max(num_items // 8, 1))
-        self.mlp = _MLPHead(widths, tuple(dropout), negative_slope, scale)
+        self.mlp = _score_mlp(widths, tuple(dropout), negative_slope)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         r"""Resets all learnable parameters of the module."""
-        self.mlp.reset_parameters()
+        _reset_score_mlp(self.mlp, self.negative_slope)
 
     def forward(self, rows: Tensor) -> Tensor:
         r"""
@@ -91,7 +86,7 @@ class Discriminator(Module):
             ``[B, 1]`` scores in :math:`(0, s)`, :math:`s` = :obj:`scale`
             (100 by default).
         """
-        return self.mlp(rows)
+        return self.scale * torch.sigmoid(self.mlp(rows))
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}({self.num_items})'
@@ -147,8 +142,10 @@ class ProjectedDiscriminator(Module):
         else:
             self._check(projection)
             self.register_buffer('projection', projection.detach().clone())
+        self.negative_slope = negative_slope
+        self.scale = scale
         widths = (channels, hidden_channels, max(hidden_channels // 2, 1))
-        self.mlp = _MLPHead(widths, tuple(dropout), negative_slope, scale)
+        self.mlp = _score_mlp(widths, tuple(dropout), negative_slope)
         self.reset_parameters()
 
     def _check(self, projection: Tensor) -> None:
@@ -161,7 +158,7 @@ class ProjectedDiscriminator(Module):
         r"""Resets all learnable parameters of the module."""
         if self.learnable:
             torch.nn.init.xavier_uniform_(self.projection)
-        self.mlp.reset_parameters()
+        _reset_score_mlp(self.mlp, self.negative_slope)
 
     @torch.no_grad()
     def set_projection(self, projection: Tensor) -> None:
@@ -189,7 +186,7 @@ class ProjectedDiscriminator(Module):
         :func:`~pyg_mmrec.transforms.projected_preference_rows` for rows
         that are never formed; :obj:`forward` is
         ``score(rows @ projection)``."""
-        return self.mlp(projected)
+        return self.scale * torch.sigmoid(self.mlp(projected))
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}({self.num_items}, '

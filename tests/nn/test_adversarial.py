@@ -12,15 +12,15 @@ from pyg_mmrec.nn.adversarial import (
 def test_discriminator_architecture_and_range():
     torch.manual_seed(0)
     disc = Discriminator(64)
-    assert [lin.out_features for lin in disc.mlp.lins] == [16, 8]
-    assert disc.mlp.out.out_features == 1
-    assert [d.p for d in disc.mlp.dropouts] == [0.31, 0.5]
+    # PyG's MLP: two hidden layers (dropout 0.31, then 0.5), a plain output.
+    assert [lin.out_channels for lin in disc.mlp.lins] == [16, 8, 1]
+    assert disc.mlp.dropout == [0.31, 0.5, 0.0] and disc.mlp.plain_last
     out = disc(torch.rand(10, 64))
     assert out.shape == (10, 1)
     assert bool(((out > 0) & (out < 100)).all())
     assert repr(disc) == 'Discriminator(64)'
     # Zero biases, Kaiming-normal weights for LeakyReLU(0.2).
-    lins = list(disc.mlp.lins) + [disc.mlp.out]
+    lins = list(disc.mlp.lins)
     assert all(bool((lin.bias == 0).all()) for lin in lins)
     # (262k weights: the sample std is within 0.2%; a=0 would give -2%.)
     weight = Discriminator(1024).mlp.lins[0].weight
@@ -33,6 +33,7 @@ def test_discriminator_architecture_and_range():
         for lin in lins:
             lin.bias.uniform_(-0.5, 0.5)
         for norm in disc.mlp.norms:
+            norm = norm.module  # PyG's BatchNorm wraps torch's
             norm.running_mean.uniform_(-1, 1)
             norm.running_var.uniform_(0.5, 2)
             norm.weight.uniform_(0.5, 2)
@@ -41,11 +42,13 @@ def test_discriminator_architecture_and_range():
     x = torch.rand(10, 64)
     h = x
     for lin, norm in zip(disc.mlp.lins, disc.mlp.norms):
+        norm = norm.module
         h = h @ lin.weight.t() + lin.bias
         h = torch.where(h > 0, h, 0.2 * h)
         h = ((h - norm.running_mean) / (norm.running_var + 1e-5).sqrt() *
              norm.weight + norm.bias)
-    logit = h @ disc.mlp.out.weight.t() + disc.mlp.out.bias
+    out = disc.mlp.lins[-1]
+    logit = h @ out.weight.t() + out.bias
     ref = 100 / (1 + torch.exp(-logit))
     torch.testing.assert_close(disc(x), ref)
 
@@ -54,10 +57,9 @@ def test_projected_discriminator_scales_linearly():
     num_items, d = 1000, 16
     proj = ProjectedDiscriminator(num_items, channels=d, hidden_channels=32)
     # Widths d -> hidden -> hidden / 2 -> 1, with Discriminator's dropout.
-    assert [(lin.in_features, lin.out_features)
-            for lin in [*proj.mlp.lins, proj.mlp.out]] == [
-                (16, 32), (32, 16), (16, 1)]
-    assert [drop.p for drop in proj.mlp.dropouts] == [0.31, 0.5]
+    assert [(lin.in_channels, lin.out_channels)
+            for lin in proj.mlp.lins] == [(16, 32), (32, 16), (16, 1)]
+    assert proj.mlp.dropout == [0.31, 0.5, 0.0]
     count = sum(p.numel() for p in proj.parameters())
     assert count < num_items * d + 5000
     assert proj(torch.rand(4, num_items)).shape == (4, 1)
@@ -67,7 +69,7 @@ def test_projected_discriminator_scales_linearly():
     assert 'projection' not in dict(fixed.named_parameters())
     fixed.eval()
     rows = torch.rand(3, num_items)
-    ref = fixed.mlp(rows @ emb)
+    ref = 100 * torch.sigmoid(fixed.mlp(rows @ emb))
     assert torch.allclose(fixed(rows), ref)
     fixed.set_projection(2 * emb)
     assert torch.allclose(fixed.projection, 2 * emb)

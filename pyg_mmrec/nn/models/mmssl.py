@@ -205,8 +205,8 @@ _PAPER = dict(num_layers=2, id_weight=0.36, feature_weight=0.55,
 #: L2-normalised, so their weight is relative to the scale of the ID
 #: embeddings (Xavier-uniform rows of norm ~0.12 here), and at 0.36 and
 #: 0.55 they swamp them (when chosen, best validation Recall@20 of the
-#: first five epochs 0.078, against 0.091 at a tenth; later fixes raised
-#: the latter, to 0.0964 in the README's run). Baby and Sports keep the
+#: first five epochs 0.078, against 0.091 at a tenth; the README's run of
+#: the current code reaches 0.0925). Baby and Sports keep the
 #: paper's weights: there is no data here to validate a change on.
 MMSSL_PRESETS: Dict[str, Dict[str, object]] = {
     'tiktok': dict(_PAPER, id_weight=0.036, feature_weight=0.055),
