@@ -303,8 +303,10 @@ class DiffMM(Recommender):
         for j, m in enumerate(self.modalities):
             p_m = F.normalize(projected[m], dim=1)
             gen_adj = data[self._generated_types[m]].adj
-            s_m = self.modality_conv(self.user_emb, self.item_emb, p_m,
-                                     adj[0], gen_adj[0], adj[1], gen_adj[1])
+            s_m = self.modality_conv(
+                self.user_emb, self.item_emb, p_m, edge_index=adj[0],
+                edge_weight=adj[1], gen_edge_index=gen_adj[0],
+                gen_edge_weight=gen_adj[1])
             x = x + weights[j] * s_m
             if with_views:
                 c_m = self.conv(torch.cat([self.user_emb, p_m]), *gen_adj)
