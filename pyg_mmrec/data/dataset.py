@@ -82,6 +82,13 @@ class MultiModalRecDataset(InMemoryDataset):
         transform (callable, optional): Applied on every access.
         pre_transform (callable, optional): Applied before caching.
         force_reload (bool, optional): Re-process even if cached.
+
+    Attributes:
+        notes (List[str]): Remarks on the raw files (removed duplicates,
+            mostly unused ids, ...), each also issued as a
+            :class:`UserWarning`, when the raw files are read. Empty when
+            the data set comes from the cache: they were given when the
+            cache was built (:obj:`force_reload=True` gives them again).
     """
     def __init__(
         self,
