@@ -308,23 +308,6 @@ def test_corrupt_checkpoint(tmp_path, capsys, trained):
                         f'objects other than tensors and plain data')
 
 
-def test_checkpoint_of_another_model_version(tmp_path, capsys, trained):
-    # Parameter names the model no longer has (as MMSSL's checkpoints from
-    # before its discriminators used PyG's MLP): not a data set problem.
-    ckpt = torch.load(trained / 'checkpoint.pt', weights_only=True)
-    state = ckpt['state_dict']
-    state['lightgcn.old_embedding.weight'] = state.pop(
-        'lightgcn.embedding.weight')
-    path = tmp_path / 'old.pt'
-    torch.save(ckpt, path)
-    status, out, err = run(['evaluate', '--checkpoint', str(path)], capsys)
-    _assert_usage_error(
-        status, out, err,
-        f"{path}: does not fit this version's lightgcn model: it lacks "
-        f"'lightgcn.embedding.weight' (written by another version of "
-        f"pyg_mmrec?)")
-
-
 def test_checkpoint_of_other_data_set(tmp_path, capsys, trained,
                                       make_dataset):
     ckpt = str(trained / 'checkpoint.pt')

@@ -224,15 +224,7 @@ def load_model_state(model: Recommender, ckpt: dict, path: str) -> None:
     into :obj:`model`, or raises a :class:`CheckpointError` naming the first
     parameter that does not fit (typically: the data set has other user or
     item counts than the one the checkpoint was trained on)."""
-    expected = model.state_dict()
-    mismatch = _state_dict_mismatch(ckpt['state_dict'], expected)
-    if mismatch and set(ckpt['state_dict']) != set(expected):
-        # Other parameter names: not another data set but another version
-        # of the model (e.g. MMSSL's discriminators before they used PyG's
-        # MLP).
-        raise CheckpointError(path, f"does not fit this version's "
-                              f"{ckpt['model']} model: {mismatch} (written "
-                              f"by another version of pyg_mmrec?)")
+    mismatch = _state_dict_mismatch(ckpt['state_dict'], model.state_dict())
     if mismatch:
         raise CheckpointError(path, f'does not fit the model built for this '
                               f'data set ({model.num_users} users, '
