@@ -224,13 +224,15 @@ def load_model_state(model: Recommender, ckpt: dict, path: str) -> None:
     into :obj:`model`, or raises a :class:`CheckpointError` naming the first
     parameter that does not fit (typically: the data set has other user or
     item counts than the one the checkpoint was trained on)."""
-    mismatch = _state_dict_mismatch(ckpt['state_dict'], model.state_dict())
+    # Parameter names of earlier versions of the model, renamed.
+    state = model.upgrade_state_dict(ckpt['state_dict'])
+    mismatch = _state_dict_mismatch(state, model.state_dict())
     if mismatch:
         raise CheckpointError(path, f'does not fit the model built for this '
                               f'data set ({model.num_users} users, '
                               f'{model.num_items} items): {mismatch}')
     try:
-        model.load_state_dict(ckpt['state_dict'])
+        model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError) as e:
         raise CheckpointError(path, f'does not fit the model ({describe(e)})'
                               ) from None

@@ -3,6 +3,7 @@ training loop, one evaluator and one CLI serve all models."""
 import time
 from typing import (
     TYPE_CHECKING,
+    Any,
     Callable,
     Dict,
     Optional,
@@ -89,6 +90,14 @@ class Recommender(torch.nn.Module):
             raise RuntimeError(f'call prepare(data) before training '
                                f'{self.__class__.__name__}')
         return self._train_rowptr, self._train_col
+
+    def upgrade_state_dict(self, state_dict: Dict[str, Any]
+                           ) -> Dict[str, Any]:
+        r"""Returns :obj:`state_dict` (e.g. a checkpoint's) with the
+        parameter names of earlier versions of the model renamed to the
+        current ones, so that their checkpoints still load; a model whose
+        names never changed returns it as it is."""
+        return state_dict
 
     def prepare(self, data: HeteroData) -> HeteroData:
         r"""Adds the graph structures this model propagates on to

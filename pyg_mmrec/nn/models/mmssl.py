@@ -1,8 +1,9 @@
 r"""MMSSL (Wei et al., WWW 2023), assembled from the library's layers,
 building blocks and transforms."""
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -771,6 +772,24 @@ class MMSSL(Recommender):
         if epoch > 0:
             self.regenerate_graphs(data)
         return {'graph': device_clock(device) - start}
+
+    def upgrade_state_dict(self, state_dict: Dict[str, Any]
+                           ) -> Dict[str, Any]:
+        r"""Renames the discriminator's parameters of checkpoints written
+        before it used PyG's :class:`~torch_geometric.nn.models.MLP`: its
+        output layer was ``mlp.out`` (now the last of ``mlp.lins``) and its
+        batch norms had no ``.module`` (PyG's :class:`BatchNorm` wraps
+        torch's). Same shapes and order, so the discriminator's optimiser
+        state fits as it is."""
+        last = len(self.discriminator.mlp.lins) - 1
+        upgraded = {}
+        for key, value in state_dict.items():
+            key = re.sub(r'^discriminator\.mlp\.out\.',
+                         f'discriminator.mlp.lins.{last}.', key)
+            key = re.sub(r'^(discriminator\.mlp\.norms\.\d+)\.(?!module\.)',
+                         r'\1.module.', key)
+            upgraded[key] = value
+        return upgraded
 
     def get_extra_state(self) -> dict:
         r"""The discriminator's optimiser state, once it exists, and the

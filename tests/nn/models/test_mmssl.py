@@ -1,6 +1,7 @@
 import copy
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -833,3 +834,28 @@ def test_generator_step_is_one_clipped_step_on_fresh_gradients(
         for name, e in zip(names, expected):
             torch.testing.assert_close(dict(model.named_parameters())[name]
                                        .detach(), e, msg=name)
+
+
+@pytest.mark.parametrize('discriminator', ['projected', 'paper'])
+def test_checkpoints_from_before_the_pyg_mlp_still_load(discriminator):
+    # Until the discriminators used PyG's MLP, their output layer was
+    # `mlp.out` and their batch norms had no `.module`.
+    from pyg_mmrec.train.checkpoint import load_model_state
+    model, _ = small_model(discriminator=discriminator)
+    old = {}
+    for key, value in model.state_dict().items():
+        key = key.replace('discriminator.mlp.lins.2.',
+                          'discriminator.mlp.out.')
+        key = re.sub(r'^(discriminator\.mlp\.norms\.\d+)\.module\.', r'\1.',
+                     key)
+        old[key] = value
+    assert 'discriminator.mlp.out.weight' in old
+    assert 'discriminator.mlp.norms.0.running_mean' in old
+    fresh, _ = small_model(discriminator=discriminator)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)
+    load_model_state(fresh, {'model': 'mmssl', 'state_dict': old}, 'old.pt')
+    for key, value in model.state_dict().items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(fresh.state_dict()[key], value), key
