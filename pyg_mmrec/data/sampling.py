@@ -5,6 +5,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pyg_mmrec.graph import check_user_item_edges
+
 
 def check_negatives(users: np.ndarray, num_items: int,
                     error: Callable[[int, int], Exception]) -> None:
@@ -41,9 +43,9 @@ class BPRSampler:
     def __init__(self, edge_index: Tensor, num_users: int, num_items: int,
                  batch_size: int = 1024, seed: int = 0, rank: int = 0,
                  world_size: int = 1) -> None:
-        if edge_index.dim() != 2 or edge_index.size(0) != 2:
-            raise ValueError(f'edge_index must have shape [2, E], got '
-                             f'{list(edge_index.shape)}')
+        # Out-of-range ids would make the keys user * num_items + item of
+        # different pairs collide, so that negatives could be positives.
+        check_user_item_edges(edge_index, num_users, num_items)
         if edge_index.numel() == 0:
             raise ValueError('BPRSampler needs at least one training edge')
         if batch_size < 1:
@@ -55,17 +57,6 @@ class BPRSampler:
                              f'[0, {world_size}), got {rank}')
         self.users = edge_index[0].cpu().long()
         self.items = edge_index[1].cpu().long()
-        # Out-of-range ids would make the keys user * num_items + item of
-        # different pairs collide, so that negatives could be positives.
-        for ids, count, what in ((self.users, num_users, 'user'),
-                                 (self.items, num_items, 'item')):
-            low, high = torch.aminmax(ids)
-            if int(low) < 0:
-                raise ValueError(f'edge_index has {what} id {int(low)}, '
-                                 f'but ids must be >= 0')
-            if int(high) >= count:
-                raise ValueError(f'edge_index has {what} id {int(high)}, '
-                                 f'but num_{what}s is {count}')
         self.num_users = num_users
         self.num_items = num_items
         # Sorted keys of the positives, for membership tests.
