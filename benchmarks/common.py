@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from pyg_mmrec.errors import ConfigError, OutputError
-from pyg_mmrec.io import atomic_path, folder_problem
+from pyg_mmrec.io import atomic_path, existing_ancestor, folder_problem
 from pyg_mmrec.train.run import resolve_device
 
 #: The TikTok data set beside the checkout (``../shared``).
@@ -179,9 +179,7 @@ def output_folder(folder: str, names: Iterable[str] = ()) -> str:
     problem = folder_problem(folder)  # e.g. a parent that is a file
     if problem:
         raise OutputError(folder, f'cannot be created: {problem}')
-    existing = osp.abspath(folder)
-    while not osp.exists(existing):
-        existing = osp.dirname(existing)
+    existing = existing_ancestor(folder)
     try:
         # Permission bits do not stop root, nor tell of a read-only mount.
         with tempfile.TemporaryFile(dir=existing):

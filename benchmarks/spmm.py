@@ -262,6 +262,22 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
     r"""All backends on one graph for one device / thread setting."""
     num_nodes = num_users + num_items
     dim = args.dim
+    base = {
+        'graph': label, 'num_users': num_users, 'num_items': num_items,
+        'num_edges': edge_index.size(1), 'dim': dim,
+        # nnz(A): the edges both ways plus a self-loop per node (taken from
+        # A itself below, once it is built).
+        'nnz': 2 * edge_index.size(1) + num_nodes,
+        'device': str(device),
+        'threads': threads if device.type == 'cpu' else None,
+        # Features that fit in the GPU's L2 cache are gathered from there,
+        # not from DRAM: fraction_of_peak is then an effective figure that
+        # can exceed 1.
+        'features_fit_in_l2': (
+            num_nodes * dim * 4 <=
+            torch.cuda.get_device_properties(device).L2_cache_size
+            if device.type == 'cuda' else None),
+    }
     try:
         full_index, full_weight = sym_norm_bipartite(edge_index, num_users,
                                                      num_items)
@@ -282,33 +298,13 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
         full_index = full_weight = x = grad = None
         if device.type == 'cuda':
             torch.cuda.empty_cache()
-        return [{'graph': label, 'num_users': num_users,
-                 'num_items': num_items, 'num_edges': edge_index.size(1),
-                 # nnz(A): the edges both ways plus a self-loop per node.
-                 'nnz': 2 * edge_index.size(1) + num_nodes, 'dim': dim,
-                 'device': str(device),
-                 'threads': threads if device.type == 'cpu' else None,
-                 'features_fit_in_l2': None,
-                 'backend': name, 'layers': layers,
+        return [{**base, 'backend': name, 'layers': layers,
                  'skipped': f'out of memory on {device} (graph and '
                             f'features)'}
                 for name, _ in BACKENDS if name in args.backends
                 for layers in (1, 3)]
-    nnz = full_index.size(1)
+    nnz = base['nnz'] = full_index.size(1)
     peak = peak_bandwidth(device, args.peak_bandwidth)
-    base = {
-        'graph': label, 'num_users': num_users, 'num_items': num_items,
-        'num_edges': edge_index.size(1), 'nnz': nnz, 'dim': dim,
-        'device': str(device),
-        'threads': threads if device.type == 'cpu' else None,
-        # Features that fit in the GPU's L2 cache are gathered from there,
-        # not from DRAM: fraction_of_peak is then an effective figure that
-        # can exceed 1.
-        'features_fit_in_l2': (
-            num_nodes * dim * 4 <=
-            torch.cuda.get_device_properties(device).L2_cache_size
-            if device.type == 'cuda' else None),
-    }
     reference: Optional[Tensor] = None
     rows: List[Dict[str, Any]] = []
     for name, backend in BACKENDS:

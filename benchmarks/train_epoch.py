@@ -49,13 +49,11 @@ from pyg_mmrec.train.run import (  # noqa: E402
 
 HERE = osp.dirname(osp.abspath(__file__))
 #: Training options an override of which the script would replace or
-#: ignore: ``--set`` key -> what to do instead.
+#: ignore (as ``train.<field>`` or a bare ``<field>``): field -> what to
+#: do instead.
 OWN_OPTIONS = {'device': 'use --device instead',
-               'train.device': 'use --device instead',
                'epochs': 'use --epochs instead',
-               'train.epochs': 'use --epochs instead',
-               'patience': 'every epoch is timed (no early stopping)',
-               'train.patience': 'every epoch is timed (no early stopping)'}
+               'patience': 'every epoch is timed (no early stopping)'}
 
 
 def file_tag(text: str) -> str:
@@ -89,8 +87,9 @@ def main() -> None:
 
     overrides = parse_overrides(args.overrides)
     for key, _ in overrides:
-        if key in OWN_OPTIONS:
-            raise ConfigError(f'--set {key}: {OWN_OPTIONS[key]}')
+        scope, _, field = key.rpartition('.')
+        if scope in ('', 'train') and field in OWN_OPTIONS:
+            raise ConfigError(f'--set {key}: {OWN_OPTIONS[field]}')
     options = RunOptions(model=args.model, dataset=args.dataset,
                          preset=args.preset,
                          overrides=[*overrides, ('train.device',

@@ -20,15 +20,22 @@ def current_umask() -> int:
     return umask
 
 
+def existing_ancestor(folder: str) -> str:
+    r"""The absolute path of :obj:`folder`, or of its nearest ancestor that
+    exists (where creating :obj:`folder` would start)."""
+    existing = os.path.abspath(folder)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    return existing
+
+
 def folder_problem(folder: str) -> Optional[str]:
     r"""Why files cannot be written in :obj:`folder` (created if missing),
     in words, or :obj:`None` if they can. Creates nothing."""
     folder = os.path.abspath(folder)
     if os.path.exists(folder) and not os.path.isdir(folder):
         return f'{folder} is a file, not a folder'
-    existing = folder
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
+    existing = existing_ancestor(folder)
     if not os.path.isdir(existing):
         return f'{existing} is a file, not a folder'
     if not os.access(existing, os.W_OK | os.X_OK):

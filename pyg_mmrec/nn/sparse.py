@@ -41,7 +41,12 @@ import torch_geometric.typing
 from torch_geometric import EdgeIndex
 from torch_geometric.index import index2ptr, ptr2index
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
-from torch_geometric.utils import coalesce, is_torch_sparse_tensor, spmm
+from torch_geometric.utils import (
+    coalesce,
+    is_torch_sparse_tensor,
+    scatter,
+    spmm,
+)
 
 from pyg_mmrec.graph import (
     check_edge_index,
@@ -669,8 +674,8 @@ def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
             msg = x.index_select(0, src)
             if edge_weight is not None:
                 msg = msg * edge_weight.view(-1, 1)
-            return msg.new_zeros(adj_t.get_sparse_size(1),
-                                 x.size(1)).index_add_(0, dst, msg)
+            return scatter(msg, dst, dim=0, dim_size=adj_t.get_sparse_size(1),
+                           reduce='sum')
         if adj_t.num_rows != adj_t.num_cols:
             # PyG 2.8's `matmul(..., transpose=True)` builds its backward
             # matrix with swapped sizes, which fails on rectangular graphs;
