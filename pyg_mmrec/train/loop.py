@@ -51,7 +51,7 @@ def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
     device = next(model.parameters()).device
     model.train()
     start = device_clock(device)
-    phases = model.before_epoch(data, epoch)
+    phases = model.before_epoch(data, epoch, progress_bar=progress)
     step_start = device_clock(device)
     sums: Dict[str, float] = {}
     bar = tqdm(sampler.epoch(epoch), total=len(sampler), leave=False,

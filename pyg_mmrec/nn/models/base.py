@@ -118,10 +118,12 @@ class Recommender(torch.nn.Module):
         models with auxiliary networks keep those out of it)."""
         return torch.optim.Adam(self.parameters(), lr=lr)
 
-    def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
+    def before_epoch(self, data: HeteroData, epoch: int, *,
+                     progress_bar: bool = False) -> Dict[str, float]:
         r"""Work done once per epoch before the recommender's batches (e.g.
         diffusion training, graph regeneration). Returns seconds per
-        phase."""
+        phase. With :obj:`progress_bar`, long work shows a progress bar
+        (on a terminal)."""
         return {}
 
     def train_step(self, data: HeteroData, batch: Batch,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import ModuleDict, Parameter
 from torch_geometric.data import HeteroData
+from tqdm.auto import tqdm
 
 from pyg_mmrec.data.hetero import (
     INTERACTS,
@@ -381,9 +382,11 @@ class DiffMM(Recommender):
             }
         return self._denoiser_optimizers
 
-    def train_diffusion(self, data: HeteroData, epoch: int) -> float:
+    def train_diffusion(self, data: HeteroData, epoch: int, *,
+                        progress_bar: bool = False) -> float:
         r"""One pass of diffusion training over all users for every
-        modality; returns the mean loss."""
+        modality; returns the mean loss. With :obj:`progress_bar`, shows the
+        batches on a terminal."""
         cfg = self.config
         optimizers = self.denoiser_optimizers()
         device = self.user_emb.device
@@ -404,6 +407,10 @@ class DiffMM(Recommender):
             targets = self.projection(self._features(data))
             item_emb = self.item_emb.detach()
         total, count = 0.0, 0
+        batches = math.ceil(self.num_users / cfg.diffusion_batch_size)
+        bar = tqdm(total=batches * len(self.modalities), leave=False,
+                   desc=f'epoch {epoch} diffusion',
+                   disable=None if progress_bar else True)
         for m in self.modalities:
             denoiser = self.denoisers[m]
             denoiser.train()
@@ -426,17 +433,20 @@ class DiffMM(Recommender):
                 optimizers[m].step()
                 total += loss.item()
                 count += 1
+                bar.update()
+        bar.close()
         return total / max(count, 1)
 
-    def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
+    def before_epoch(self, data: HeteroData, epoch: int, *,
+                     progress_bar: bool = False) -> Dict[str, float]:
         r"""Trains every denoiser for one pass over all users
-        (:meth:`train_diffusion`), then regenerates every
-        :math:`\mathbf{G}_m` from them; returns the seconds of both phases.
-        Raises :class:`DivergenceError` if the diffusion loss is not
-        finite."""
+        (:meth:`train_diffusion`, with a progress bar if
+        :obj:`progress_bar`), then regenerates every :math:`\mathbf{G}_m`
+        from them; returns the seconds of both phases. Raises
+        :class:`DivergenceError` if the diffusion loss is not finite."""
         device = self.user_emb.device
         start = device_clock(device)
-        loss = self.train_diffusion(data, epoch)
+        loss = self.train_diffusion(data, epoch, progress_bar=progress_bar)
         if not math.isfinite(loss):
             # NaN denoisers would generate garbage graphs silently.
             raise DivergenceError(

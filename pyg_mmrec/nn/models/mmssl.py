@@ -764,9 +764,12 @@ class MMSSL(Recommender):
         transform.forward(data)
         self._adopt_graphs(data, generated=True)
 
-    def before_epoch(self, data: HeteroData, epoch: int) -> Dict[str, float]:
+    def before_epoch(self, data: HeteroData, epoch: int, *,
+                     progress_bar: bool = False) -> Dict[str, float]:
         r"""Regenerates the modality graphs once per epoch, from the second
-        epoch on (the first trains on :math:`\mathbf{R}_m = \mathbf{R}`)."""
+        epoch on (the first trains on :math:`\mathbf{R}_m = \mathbf{R}`).
+        The regeneration is short (one product per modality), so it shows
+        no progress bar."""
         device = self.user_emb.device
         start = device_clock(device)
         if epoch > 0:

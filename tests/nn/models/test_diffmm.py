@@ -332,3 +332,36 @@ def test_topk_beyond_the_item_count_is_a_config_error():
     with pytest.raises(ConfigError, match=re.escape(
             'topk=31 exceeds the number of items (30)')):
         small_model(topk=31)
+
+
+class RecordingBar:
+    # Stands in for tqdm: records how the diffusion bar was made and moved.
+    made = []
+
+    def __init__(self, total, disable, **kwargs):
+        self.total, self.disable, self.updates = total, disable, 0
+        self.closed = False
+        RecordingBar.made.append(self)
+
+    def update(self, n=1):
+        self.updates += n
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.mark.parametrize('progress', [True, False])
+def test_training_loop_shows_diffusion_progress(monkeypatch, progress):
+    import pyg_mmrec.nn.models.diffmm as diffmm_module
+    from pyg_mmrec.train.loop import run_epoch
+    monkeypatch.setattr(diffmm_module, 'tqdm', RecordingBar)
+    RecordingBar.made = []
+    model, data = small_model()  # 40 users, batches of 16, 2 modalities
+    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
+                         model.num_users, model.num_items, 64, seed=0)
+    run_epoch(model, data, sampler, model.configure_optimizer(1e-3),
+              epoch=0, progress=progress)
+    [bar] = RecordingBar.made
+    # disable=None lets tqdm show the bar on a terminal only.
+    assert bar.disable is (None if progress else True)
+    assert bar.total == bar.updates == 3 * 2 and bar.closed
