@@ -311,19 +311,28 @@ def read_diffmm(root: str) -> RawInteractions:
     r"""Reads the DiffMM layout (pickled SciPy matrices)."""
     paths = _require(root, DIFFMM_FILES)
     matrices = {s: load_sparse_pickle(p) for s, p in paths.items()}
+    # The training matrix sizes the data set. A held-out matrix may have
+    # another shape (SciPy sizes a matrix built without `shape=` by its
+    # largest ids): only its entries must lie in the training range, which
+    # _finish checks.
     num_users, num_items = matrices['train'].shape
     pairs = {}
+    notes: List[str] = []
     for split, mat in matrices.items():
-        if mat.shape != (num_users, num_items):
-            raise DatasetError(
-                paths[split], f'matrix shape {mat.shape} differs from the '
-                f'training matrix {(num_users, num_items)}: users or items '
-                f'outside the training range')
         if mat.nnz and not np.isfinite(mat.data).all():
             raise DatasetError(paths[split], 'contains NaN or infinite values')
         keep = mat.data != 0
+        values = mat.data[keep]
+        if values.size and (values.min() != 1 or values.max() != 1):
+            # Ratings or signed feedback: the layout is implicit feedback,
+            # so say how such values are read rather than guess.
+            _note(notes, f'{paths[split]}: holds values other than 0 and 1 '
+                  f'({values.min():g} to {values.max():g}); every nonzero '
+                  f'entry is read as one interaction')
         pairs[split] = (mat.row[keep], mat.col[keep])
-    return _finish(root, paths, pairs, num_users, num_items)
+    raw = _finish(root, paths, pairs, num_users, num_items)
+    raw.notes[:0] = notes
+    return raw
 
 
 def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:

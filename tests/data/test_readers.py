@@ -14,6 +14,7 @@ from pyg_mmrec.data.readers import (
     load_features,
     load_sparse_pickle,
     read_dataset,
+    read_diffmm,
 )
 from pyg_mmrec.errors import DatasetError
 
@@ -477,17 +478,62 @@ def test_unsigned_index_arrays_load(tmp_path):
 # Ids out of range ############################################################
 
 
-def test_diffmm_heldout_matrix_of_other_shape(make_dataset, assert_rejected):
-    root = make_dataset('diffmm', shapes={'val': (NUM_USERS + 1, NUM_ITEMS)})
+@pytest.mark.parametrize('split,shape', [
+    ('val', (NUM_USERS - 2, NUM_ITEMS - 1)),  # SciPy's shape without shape=
+    ('test', (NUM_USERS, NUM_ITEMS + 2)),
+    ('val', (NUM_USERS + 1, NUM_ITEMS + 1)),
+])
+def test_diffmm_heldout_matrix_of_other_shape_is_read(make_dataset,
+                                                      tiny_splits, split,
+                                                      shape):
+    splits = tiny_splits
+    splits[split] = [(u, i) for u, i in splits[split]
+                     if u < shape[0] and i < shape[1]]
+    other = make_dataset('diffmm', splits, shapes={split: shape})
+    same = make_dataset('diffmm', splits, name='same')
+    raw, expected = read_diffmm(str(other)), read_diffmm(str(same))
+    assert (raw.num_users, raw.num_items) == (NUM_USERS, NUM_ITEMS)
+    for key in ('train', 'val', 'test'):
+        np.testing.assert_array_equal(raw.edges[key], expected.edges[key])
+
+
+def test_diffmm_heldout_entry_outside_training_matrix(make_dataset,
+                                                      assert_rejected,
+                                                      tiny_splits):
+    splits = tiny_splits
+    splits['val'].append((NUM_USERS, 0))
+    root = make_dataset('diffmm', splits,
+                        shapes={'val': (NUM_USERS + 1, NUM_ITEMS)})
     assert_rejected(
         root, root / 'valMat.pkl',
-        re.escape(f'matrix shape ({NUM_USERS + 1}, {NUM_ITEMS}) differs from '
-                  f'the training matrix ({NUM_USERS}, {NUM_ITEMS})'))
-    os.remove(root / 'valMat.pkl')
-    root2 = make_dataset('diffmm', name='ds2',
-                         shapes={'test': (NUM_USERS, NUM_ITEMS + 2)})
-    assert_rejected(root2, root2 / 'tstMat.pkl',
-                    'matrix shape .* differs from the training matrix')
+        re.escape(f'1 val interactions have user ids outside the training '
+                  f'range 0..{NUM_USERS - 1} (first: {NUM_USERS})'))
+    splits['val'].pop()
+    splits['test'].append((0, NUM_ITEMS + 1))
+    root = make_dataset('diffmm', splits, name='ds2',
+                        shapes={'test': (NUM_USERS, NUM_ITEMS + 2)})
+    assert_rejected(root, root / 'tstMat.pkl',
+                    '1 test interactions have item ids outside the training '
+                    'range')
+
+
+@pytest.mark.parametrize('values,shown', [
+    ([5.0, 3.0, 1.0, 4.0, 2.0, 1.0, 5.0, 3.0], '1 to 5'),
+    ([-1.0] * 8, '-1 to -1'),
+])
+def test_diffmm_non_binary_values_are_noted(make_dataset, tiny_splits,
+                                            values, shown):
+    root = make_dataset('diffmm')
+    edges = np.asarray(tiny_splits['train'])
+    mat = sp.coo_matrix((np.asarray(values), (edges[:, 0], edges[:, 1])),
+                        shape=(NUM_USERS, NUM_ITEMS))
+    _rewrite(root / 'trnMat.pkl', pickle.dumps(mat))
+    note = (f'{root / "trnMat.pkl"}: holds values other than 0 and 1 '
+            f'({shown}); every nonzero entry is read as one interaction')
+    with pytest.warns(UserWarning, match=re.escape(note)):
+        raw = read_diffmm(str(root))
+    assert raw.notes == [note]
+    np.testing.assert_array_equal(raw.edges['train'], edges.T)
 
 
 def test_diffmm_nan_interaction_value(make_dataset, assert_rejected):
