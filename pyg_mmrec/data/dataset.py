@@ -69,8 +69,9 @@ class MultiModalRecDataset(InMemoryDataset):
 
     Raw files are validated before anything is cached; bad input raises
     :class:`~pyg_mmrec.errors.DatasetError` naming the file and the problem.
-    The processed cache is keyed by the raw files' sizes and modification
-    times, and written to a temporary file that is then renamed.
+    The processed cache is keyed by the raw files' sizes, modification and
+    change times and inodes, and written to a temporary file that is then
+    renamed.
 
     Args:
         root (str): The folder holding the raw files.
@@ -150,11 +151,15 @@ class MultiModalRecDataset(InMemoryDataset):
         # Key the cache by the raw files, so edited inputs are re-validated,
         # and by the version of the checks, so that a cache written before a
         # check was added (of data it now rejects or cleans) is not reused.
+        # The change time and inode catch a rewrite of the same size whose
+        # modification time was kept or restored (`cp -p`, `touch -r`),
+        # which no one can set back.
         digest = hashlib.sha1(f'{self.layout}:{CACHE_VERSION}'.encode())
         for path in self.raw_paths:
             if osp.isfile(path):
                 st = os.stat(path)
-                digest.update(f'{path}:{st.st_size}:{st.st_mtime_ns}'.encode())
+                digest.update(f'{path}:{st.st_size}:{st.st_mtime_ns}:'
+                              f'{st.st_ctime_ns}:{st.st_ino}'.encode())
         return [f'data_{digest.hexdigest()[:16]}.pt']
 
     def download(self) -> None:

@@ -201,6 +201,22 @@ def test_cache_invalidated_by_new_content(make_dataset, tiny_splits,
     assert len(_cached_files(cache)) == 2
 
 
+def test_cache_invalidated_by_rewrite_with_restored_mtime(make_dataset,
+                                                          tmp_path):
+    # Same size, modification time set back (as `cp -p` or `touch -r` do):
+    # the change time still tells the rewrite apart.
+    root = make_dataset('diffmm')
+    cache = tmp_path / 'cache'
+    path = root / 'image_feat.npy'
+    before = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    st = os.stat(path)
+    np.save(path, -np.load(path))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(path).st_size == st.st_size
+    after = MultiModalRecDataset(str(root), processed_dir=str(cache))[0]
+    assert torch.equal(after['item'].visual, -before['item'].visual)
+
+
 def test_features_added_later_are_picked_up(make_dataset, tiny_features,
                                             tmp_path):
     root = make_dataset('diffmm', features=tiny_features(('visual', )))
