@@ -229,6 +229,15 @@ def _filtered_interactions(frame: pd.DataFrame, item_ids: pd.Series,
                            'the rating threshold')
     known = frame['item'].isin(set(item_ids.tolist())).to_numpy()
     stats['unknown_items_removed'] = int((~known).sum())
+    if not known.all():
+        # Often a mismatch of id columns or a stale item table rather than
+        # a few retired items: say so, not only in the --json summary.
+        first = frame['item'].iloc[int(np.flatnonzero(~known)[0])]
+        warnings.warn(
+            f"{config.interactions}: removed "
+            f"{stats['unknown_items_removed']} of {len(frame)} interactions "
+            f"whose item is not in the item table {config.items} (first: "
+            f"'{first}')", stacklevel=3)
     frame = frame[known].reset_index(drop=True)
     if frame.empty:
         raise _empty_error(config, stats, 'removing items absent from the '

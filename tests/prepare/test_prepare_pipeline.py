@@ -3,6 +3,7 @@ bad input."""
 import argparse
 import json
 import os
+import re
 import textwrap
 
 import numpy as np
@@ -362,10 +363,16 @@ def test_unknown_items_and_duplicates_are_counted(tmp_path):
     pd.DataFrame({'item': [2, 1, 0]}).to_csv(tmp_path / 'items.csv',
                                              index=False)
     np.save(tmp_path / 'f.npy', np.eye(3, dtype=np.float32))
-    result = prepare(str(tmp_path / 'inter.csv'), str(tmp_path / 'items.csv'),
-                     str(tmp_path / 'out'), user_k=1, item_k=1,
-                     timestamp_col='ts', split='loo',
-                     features={'visual': str(tmp_path / 'f.npy')})
+    # Dropped unknown items are also said, not only counted.
+    warning = (f"{tmp_path / 'inter.csv'}: removed 1 of 10 interactions "
+               f"whose item is not in the item table "
+               f"{tmp_path / 'items.csv'} (first: '9')")
+    with pytest.warns(UserWarning, match=re.escape(warning)):
+        result = prepare(str(tmp_path / 'inter.csv'),
+                         str(tmp_path / 'items.csv'), str(tmp_path / 'out'),
+                         user_k=1, item_k=1, timestamp_col='ts',
+                         split='loo',
+                         features={'visual': str(tmp_path / 'f.npy')})
     s = result.summary
     assert (s['rows_read'], s['duplicates_removed'],
             s['unknown_items_removed']) == (11, 1, 1)
