@@ -287,6 +287,27 @@ def test_missing_checkpoint(tmp_path, capsys, command):
     _assert_usage_error(status, out, err, f'{path}: file not found')
 
 
+def test_checkpoint_that_is_not_a_file(tmp_path, capsys, trained):
+    # A run folder given for its checkpoint, and a device file: named as
+    # what they are, not "file not found".
+    held = ', '.join(sorted(n for n in os.listdir(trained)
+                            if n.endswith('.pt')))
+    for argv, message in (
+            (['evaluate', '--checkpoint', str(trained)],
+             f'{trained}: is a folder, not a checkpoint file (it holds '
+             f'{held})'),
+            (['evaluate', '--checkpoint', str(tmp_path)],
+             f'{tmp_path}: is a folder, not a checkpoint file'),
+            (['train', '--resume', str(trained), '--quiet', '--out',
+              str(tmp_path / 'resumed')],
+             f'{trained}: is a folder, not a checkpoint file'),
+            (['evaluate', '--checkpoint', os.devnull],
+             f'{os.devnull}: is not a regular file')):
+        status, out, err = run(argv, capsys)
+        _assert_usage_error(status, out, err, message)
+    assert not (tmp_path / 'resumed').exists()
+
+
 def test_corrupt_checkpoint(tmp_path, capsys, trained):
     garbage = tmp_path / 'bad.pt'
     garbage.write_bytes(b'not a checkpoint')

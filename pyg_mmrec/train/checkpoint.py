@@ -2,6 +2,7 @@ r"""Checkpoint files of a training run: what they hold, and loading them
 with every check that makes a foreign, truncated or mismatched file one
 clear :class:`~pyg_mmrec.errors.CheckpointError`."""
 import dataclasses
+import os
 import os.path as osp
 import pickle
 import zipfile
@@ -71,6 +72,13 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     r"""Loads a checkpoint written by :func:`~pyg_mmrec.train.run.train`
     (tensors and plain data only: ``weights_only=True``). With :obj:`mmap`,
     the tensors stay in the file (memory-mapped) until first read."""
+    if osp.isdir(path):
+        held = sorted(n for n in os.listdir(path) if n.endswith('.pt'))
+        raise CheckpointError(
+            path, 'is a folder, not a checkpoint file' +
+            (f" (it holds {', '.join(held)})" if held else ''))
+    if osp.exists(path) and not osp.isfile(path):
+        raise CheckpointError(path, 'is not a regular file')
     if not osp.isfile(path):
         raise CheckpointError(path, 'file not found')
     # torch's own message for a file that is not a checkpoint suggests
