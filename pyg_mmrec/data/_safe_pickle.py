@@ -73,6 +73,13 @@ class _SparseMatrixUnpickler(pickle.Unpickler):
             import numpy.dtypes
             if hasattr(numpy.dtypes, name):
                 return getattr(numpy.dtypes, name)
+        if module.startswith('scipy.sparse'):
+            # E.g. bsr or dia: SciPy classes whose structure is not checked
+            # here, so they are not constructed either.
+            raise pickle.UnpicklingError(
+                f"refusing to load '{module}.{name}': the sparse formats "
+                f"read are COO, CSR, CSC, DOK and LIL (save the matrix with "
+                f".tocoo())")
         raise pickle.UnpicklingError(
             f"refusing to load '{module}.{name}': only NumPy arrays and SciPy "
             f"sparse matrices are allowed in a pickle")

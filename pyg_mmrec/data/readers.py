@@ -335,26 +335,38 @@ def read_diffmm(root: str) -> RawInteractions:
     return raw
 
 
+class _JSONObject(list):
+    r"""A JSON object as its list of ``(key, value)`` pairs, so that a key
+    given twice is seen rather than silently overwritten."""
+
+
 def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:
     try:
-        with open(path) as f:
-            obj = json.load(f)
+        # utf-8-sig: editors on Windows start the file with a BOM.
+        with open(path, encoding='utf-8-sig') as f:
+            obj = json.load(f, object_pairs_hook=_JSONObject)
     except (OSError, ValueError) as e:
         raise DatasetError(path, f'cannot be read as JSON ({e})') from None
     except RecursionError:
         raise DatasetError(path, 'cannot be read as JSON (nested too '
                            'deeply)') from None
-    if not isinstance(obj, dict):
+    if not isinstance(obj, _JSONObject):
         raise DatasetError(path, 'expected a JSON object {user: [items]}')
     users: List[int] = []
     items: List[int] = []
-    for key, values in obj.items():
+    keys: Dict[int, str] = {}
+    for key, values in obj:
         try:
             user = int(key)
         except ValueError:
             raise DatasetError(path, f"user id '{key}' is not an integer") \
                 from None
-        if not isinstance(values, list) or not all(
+        if user in keys:
+            raise DatasetError(
+                path, f"user {user} is given twice (keys '{keys[user]}' and "
+                f"'{key}'): give each user's items in one list")
+        keys[user] = key
+        if type(values) is not list or not all(
                 isinstance(v, int) and not isinstance(v, bool)
                 for v in values):
             raise DatasetError(
@@ -488,12 +500,19 @@ def detect_layout(root: str) -> str:
         present = set(os.listdir(root))
     except OSError as e:
         raise DatasetError(root, f'cannot be read ({e.strerror})') from None
-    if DIFFMM_FILES['train'] in present:
-        return 'diffmm'
-    if MMSSL_FILES['train'] in present:
-        return 'mmssl'
-    if present & set(TABULAR_FILES):
-        return 'tabular'
+    found = [(layout, name) for layout, names in (
+        ('diffmm', [DIFFMM_FILES['train']]), ('mmssl', [MMSSL_FILES['train']]),
+        ('tabular', TABULAR_FILES)) for name in names if name in present]
+    if found:
+        layout, name = found[0]
+        others = [n for _, n in found[1:]]
+        if others:
+            # Whichever wins, the user may have meant another: say which.
+            warnings.warn(
+                f"{root}: holds interaction files of more than one kind; "
+                f"reading {name} ({layout} layout) and ignoring "
+                f"{', '.join(others)}", stacklevel=2)
+        return layout
     raise DatasetError(
         root, 'no interaction files found (expected trnMat.pkl, train.json, '
         'interactions.csv or interactions.parquet)')

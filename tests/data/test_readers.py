@@ -4,6 +4,7 @@ and pickles are loaded through the restricted unpickler."""
 import os
 import pickle
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import scipy.sparse as sp
 
 from pyg_mmrec.data.dataset import MultiModalRecDataset
 from pyg_mmrec.data.readers import (
+    detect_layout,
     load_features,
     load_sparse_pickle,
     read_dataset,
@@ -110,6 +112,32 @@ def test_unreadable_folder(tmp_path, monkeypatch):
         readers.detect_layout(str(tmp_path))
 
 
+@pytest.mark.parametrize('extra,layout,said', [
+    ('mmssl', 'diffmm', 'reading trnMat.pkl (diffmm layout) and ignoring '
+     'train.json'),
+    ('tabular', 'parquet', 'reading interactions.parquet (tabular layout) '
+     'and ignoring interactions.csv'),
+])
+def test_files_of_several_layouts_are_said(make_dataset, tmp_path, extra,
+                                           layout, said):
+    root = make_dataset(layout)
+    other = make_dataset(extra, name='other')
+    for name in os.listdir(other):
+        if not name.endswith('.npy'):
+            os.replace(other / name, root / name)
+    with pytest.warns(UserWarning, match=re.escape(
+            f'{root}: holds interaction files of more than one kind; '
+            f'{said}')):
+        assert detect_layout(str(root)) == layout.replace('parquet',
+                                                          'tabular')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        MultiModalRecDataset(str(root), layout=extra,
+                             processed_dir=str(tmp_path / 'cache'))
+    # A layout given is not guessed.
+    assert not [w for w in caught if 'more than one kind' in str(w.message)]
+
+
 def test_missing_folder_with_layout_creates_nothing(tmp_path, listing):
     with pytest.raises(DatasetError, match='not found'):
         MultiModalRecDataset(str(tmp_path / 'nope'), layout='diffmm',
@@ -190,6 +218,33 @@ def test_garbage_json(make_dataset, assert_rejected):
     _rewrite(root / 'val.json', b'{"bob": [1]}')
     assert_rejected(root, root / 'val.json',
                     "user id 'bob' is not an integer")
+    _rewrite(root / 'val.json', b'{"0": {}}')
+    assert_rejected(root, root / 'val.json',
+                    'items of user 0 must be a list of integers')
+
+
+@pytest.mark.parametrize('text,keys', [
+    ('{"0": [2], "1": [3], "0": [4]}', "'0' and '0'"),
+    ('{"1": [3], "0": [2], "01": [4]}', "'1' and '01'"),
+])
+def test_json_user_given_twice(make_dataset, assert_rejected, text, keys):
+    # json.load would keep the last list silently.
+    root = make_dataset('mmssl')
+    _rewrite(root / 'val.json', text.encode())
+    user = 0 if keys.startswith("'0'") else 1
+    assert_rejected(root, root / 'val.json',
+                    re.escape(f'user {user} is given twice (keys {keys}): '
+                              f"give each user's items in one list"))
+
+
+def test_json_with_byte_order_mark(make_dataset, tiny_splits, tmp_path):
+    root = make_dataset('mmssl', tiny_splits)
+    plain = read_dataset(str(root))
+    path = root / 'train.json'
+    _rewrite(path, '\ufeff'.encode() + path.read_bytes())
+    raw = read_dataset(str(root))
+    for split in ('train', 'val', 'test'):
+        np.testing.assert_array_equal(raw.edges[split], plain.edges[split])
 
 
 @pytest.mark.parametrize('fmt', ['csv', 'parquet'])
@@ -230,6 +285,22 @@ def test_pickle_calling_os_system_is_refused(make_dataset, assert_rejected,
                     "not a valid sparse-matrix pickle \\(refusing to load "
                     "'(posix|os|nt)\\.system'")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize('fmt', ['bsr', 'dia'])
+def test_sparse_format_not_read_is_named(make_dataset, assert_rejected,
+                                         tiny_splits, fmt):
+    root = make_dataset('diffmm')
+    edges = np.asarray(tiny_splits['train'])
+    mat = sp.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])),
+                        shape=(NUM_USERS, NUM_ITEMS)).asformat(fmt)
+    _rewrite(root / 'trnMat.pkl', pickle.dumps(mat))
+    assert_rejected(
+        root, root / 'trnMat.pkl',
+        "not a valid sparse-matrix pickle \\(refusing to load "
+        f"'scipy\\.sparse\\..*{fmt}_matrix': the sparse formats read are "
+        "COO, CSR, CSC, DOK and LIL \\(save the matrix with "
+        "\\.tocoo\\(\\)\\)\\)$")
 
 
 def test_pickle_opening_a_file_is_refused(make_dataset, assert_rejected,
