@@ -110,25 +110,41 @@ def _parse_users(spec: str, num_users: int) -> 'torch.Tensor':
     import torch
     if spec == 'all':
         return torch.arange(num_users)
-    text = spec
+    if osp.isdir(spec):
+        raise DatasetError(spec, 'is a folder, not a file of user ids')
     if osp.isfile(spec):
         try:
-            with open(spec, encoding='utf-8') as f:
-                text = f.read()
+            with open(spec, encoding='utf-8-sig') as f:
+                lines = f.read().splitlines()
         except (OSError, UnicodeDecodeError) as e:
             raise DatasetError(spec, f'cannot be read as a list of user ids '
                                f'({describe(e)})') from None
-    try:
-        users = [int(tok) for tok in text.replace(',', ' ').split()]
-    except ValueError:
-        raise ConfigError(f"--users must be 'all', a comma-separated list of "
-                          f"user ids or a file of them, got '{spec}'") \
-            from None
-    if not users:
-        raise ConfigError('--users names no user')
+        users = []
+        for number, line in enumerate(lines, start=1):
+            for token in line.replace(',', ' ').split():
+                try:
+                    users.append(int(token))
+                except ValueError:
+                    raise DatasetError(
+                        spec, f"line {number}: '{token}' is not a user id "
+                        f"(the file holds integer ids only, no header)"
+                    ) from None
+        if not users:
+            raise DatasetError(spec, 'names no user')
+        where = f'{spec}: '
+    else:
+        try:
+            users = [int(tok) for tok in spec.replace(',', ' ').split()]
+        except ValueError:
+            raise ConfigError(
+                f"--users must be 'all', a comma-separated list of user ids "
+                f"or an existing file of them, got '{spec}'") from None
+        if not users:
+            raise ConfigError('--users names no user')
+        where = ''
     bad = [u for u in users if not 0 <= u < num_users]
     if bad:
-        raise ConfigError(f'user id {bad[0]} is out of range 0..'
+        raise ConfigError(f'{where}user id {bad[0]} is out of range 0..'
                           f'{num_users - 1}')
     # Each user once, in the order given: JSON keys cannot repeat, and the
     # CSV should say the same.

@@ -388,6 +388,39 @@ def test_recommend_users_file_not_text(trained, tmp_path, capsys):
                         f'list of user ids (')
 
 
+@pytest.mark.parametrize('text,problem', [
+    ('user\n0\n1\n', "line 1: 'user' is not a user id (the file holds "
+     "integer ids only, no header)"),
+    ('0\n1, abc\n', "line 2: 'abc' is not a user id"),
+    ('0\n150\n', 'user id 150 is out of range 0..149'),
+    ('\n \n', 'names no user'),
+])
+def test_recommend_users_file_problems_name_the_file(trained, tmp_path,
+                                                     capsys, text, problem):
+    users = tmp_path / 'users.csv'
+    users.write_text(text)
+    status, out, err = run(['recommend', '--checkpoint',
+                            str(trained / 'checkpoint.pt'), '--users',
+                            str(users)], capsys)
+    _assert_usage_error(status, out, err, f'{users}: {problem}')
+    status, out, err = run(['recommend', '--checkpoint',
+                            str(trained / 'checkpoint.pt'), '--users',
+                            str(tmp_path)], capsys)
+    _assert_usage_error(status, out, err,
+                        f'{tmp_path}: is a folder, not a file of user ids')
+
+
+def test_recommend_users_file_with_byte_order_mark(trained, tmp_path,
+                                                   capsys):
+    users = tmp_path / 'users.csv'
+    users.write_bytes('\ufeff3\r\n1,3\r\n'.encode())
+    status, out, err = run(['recommend', '--checkpoint',
+                            str(trained / 'checkpoint.pt'), '--users',
+                            str(users), '--format', 'json'], capsys)
+    assert status == 0, err
+    assert list(json.loads(out)) == ['3', '1']
+
+
 def test_info_expands_the_home_folder(make_dataset, tiny_features,
                                       monkeypatch, tmp_path, capsys):
     features = tiny_features(('visual', ))
