@@ -592,6 +592,10 @@ def test_unusable_output_folder_is_refused_before_training(tmp_path,
         _assert_usage_error(status, out, err, f'{out_dir}: cannot be the '
                             f'output folder: {problem}')
     assert os.listdir(tmp_path) == ['file']
+    # An unset shell variable: named as such, not as ": cannot be created".
+    status, out, err = run(['train', *TINY, '--quiet', '--out', ''], capsys)
+    _assert_usage_error(status, out, err,
+                        'pyg-mmrec: error: the output folder is an empty path')
 
 
 def test_incomplete_or_newer_checkpoint(trained, tmp_path, capsys):
