@@ -462,9 +462,13 @@ def read_tabular(root: str) -> RawInteractions:
         empty = np.flatnonzero(frame[column].isna().to_numpy())
         if empty.size:
             noun = 'missing value' if column == 'split' else 'missing id'
+            # Rows counted from 1, as a spreadsheet shows them under a CSV
+            # header; Parquet has no header line.
+            row = (f'row {empty[0] + 1}' if path.endswith('.parquet') else
+                   f'row {empty[0] + 1} below the header')
             raise DatasetError(
                 path, f"column '{column}' has {_plural(empty.size, noun)} "
-                f"(first in row {empty[0] + 1} below the header)")
+                f"(first in {row})")
     ids = {column: _table_ids(path, frame[column])
            for column in ('user', 'item')}
     split_names = frame['split'].astype(str)
