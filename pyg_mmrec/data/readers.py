@@ -15,9 +15,10 @@ Layouts (detected from the files present, see :func:`detect_layout`):
 In every layout, item features are ``image_feat.npy`` (visual),
 ``audio_feat.npy`` (acoustic) and ``text_feat.npy`` (textual); any non-empty
 subset, float16, float32 or float64, one row per item. The DiffMM layout
-takes the item count from its matrices' shape, the other two from the
-feature files' row count (the item catalogue, which may hold items without
-interactions).
+takes the user and item counts from its training matrix's shape (the
+held-out matrices may be smaller or larger; their entries must lie inside
+it); the other two take the item count from the feature files' row count
+(the item catalogue, which may hold items without interactions).
 """
 import json
 import os
