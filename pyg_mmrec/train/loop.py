@@ -5,6 +5,7 @@ The loop holds no global state: the model, data, sampler, optimiser and
 evaluator are passed in, so the same function runs one process of a
 data-parallel job (give each rank its own sampler share).
 """
+import inspect
 import math
 import sys
 import time
@@ -43,6 +44,18 @@ class TrainState:
         return cls(**state)
 
 
+def _before_epoch(model: Recommender, data: HeteroData, epoch: int,
+                  progress: bool) -> Dict[str, float]:
+    # Overrides written before before_epoch took `progress` (a
+    # Recommender subclass's public hook) keep working without it.
+    params = inspect.signature(model.before_epoch).parameters
+    takes = 'progress' in params or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    if takes:
+        return model.before_epoch(data, epoch, progress=progress)
+    return model.before_epoch(data, epoch)
+
+
 def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
               optimizer: torch.optim.Optimizer, epoch: int,
               progress: bool = True) -> Metrics:
@@ -51,7 +64,7 @@ def run_epoch(model: Recommender, data: HeteroData, sampler: BPRSampler,
     device = next(model.parameters()).device
     model.train()
     start = device_clock(device)
-    phases = model.before_epoch(data, epoch, progress_bar=progress)
+    phases = _before_epoch(model, data, epoch, progress)
     step_start = device_clock(device)
     sums: Dict[str, float] = {}
     bar = tqdm(sampler.epoch(epoch), total=len(sampler), leave=False,

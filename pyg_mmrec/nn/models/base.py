@@ -119,11 +119,13 @@ class Recommender(torch.nn.Module):
         return torch.optim.Adam(self.parameters(), lr=lr)
 
     def before_epoch(self, data: HeteroData, epoch: int, *,
-                     progress_bar: bool = False) -> Dict[str, float]:
+                     progress: bool = False) -> Dict[str, float]:
         r"""Work done once per epoch before the recommender's batches (e.g.
         diffusion training, graph regeneration). Returns seconds per
-        phase. With :obj:`progress_bar`, long work shows a progress bar
-        (on a terminal)."""
+        phase. With :obj:`progress`, long work shows a progress bar (on a
+        terminal). The training loop passes :obj:`progress` only to
+        overrides that take it, so ``before_epoch(self, data, epoch)``
+        still works."""
         return {}
 
     def train_step(self, data: HeteroData, batch: Batch,

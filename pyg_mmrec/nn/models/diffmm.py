@@ -383,9 +383,9 @@ class DiffMM(Recommender):
         return self._denoiser_optimizers
 
     def train_diffusion(self, data: HeteroData, epoch: int, *,
-                        progress_bar: bool = False) -> float:
+                        progress: bool = False) -> float:
         r"""One pass of diffusion training over all users for every
-        modality; returns the mean loss. With :obj:`progress_bar`, shows the
+        modality; returns the mean loss. With :obj:`progress`, shows the
         batches on a terminal."""
         cfg = self.config
         optimizers = self.denoiser_optimizers()
@@ -407,46 +407,46 @@ class DiffMM(Recommender):
             targets = self.projection(self._features(data))
             item_emb = self.item_emb.detach()
         total, count = 0.0, 0
-        batches = math.ceil(self.num_users / cfg.diffusion_batch_size)
-        bar = tqdm(total=batches * len(self.modalities), leave=False,
-                   desc=f'epoch {epoch} diffusion',
-                   disable=None if progress_bar else True)
-        for m in self.modalities:
-            denoiser = self.denoisers[m]
-            denoiser.train()
-            perm = torch.randperm(self.num_users, generator=generator,
-                                  device=gen_device)
-            for start in range(0, self.num_users, cfg.diffusion_batch_size):
-                users = perm[start:start + cfg.diffusion_batch_size].to(
-                    col.device)
-                x0 = interaction_rows(rowptr, col, users, self.num_items,
-                                      dtype=dtype)
-                with torch.autocast(x0.device.type, dtype=torch.bfloat16,
-                                    enabled=bf16):
-                    # Draws the steps t, then the noise, from `generator`.
-                    loss = self.diffusion.training_loss(
-                        denoiser, x0, item_emb=item_emb,
-                        modality_emb=targets[m], lambda_e=cfg.e_loss,
-                        generator=generator)
-                optimizers[m].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[m].step()
-                total += loss.item()
-                count += 1
-                bar.update()
-        bar.close()
+        step = cfg.diffusion_batch_size
+        batches = math.ceil(self.num_users / step)
+        with tqdm(total=batches * len(self.modalities), leave=False,
+                  desc=f'epoch {epoch} diffusion',
+                  disable=None if progress else True) as bar:
+            for m in self.modalities:
+                denoiser = self.denoisers[m]
+                denoiser.train()
+                perm = torch.randperm(self.num_users, generator=generator,
+                                      device=gen_device)
+                for start in range(0, self.num_users, step):
+                    users = perm[start:start + step].to(col.device)
+                    x0 = interaction_rows(rowptr, col, users,
+                                          self.num_items, dtype=dtype)
+                    with torch.autocast(x0.device.type,
+                                        dtype=torch.bfloat16, enabled=bf16):
+                        # Draws the steps t, then the noise, from
+                        # `generator`.
+                        loss = self.diffusion.training_loss(
+                            denoiser, x0, item_emb=item_emb,
+                            modality_emb=targets[m], lambda_e=cfg.e_loss,
+                            generator=generator)
+                    optimizers[m].zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizers[m].step()
+                    total += loss.item()
+                    count += 1
+                    bar.update()
         return total / max(count, 1)
 
     def before_epoch(self, data: HeteroData, epoch: int, *,
-                     progress_bar: bool = False) -> Dict[str, float]:
+                     progress: bool = False) -> Dict[str, float]:
         r"""Trains every denoiser for one pass over all users
         (:meth:`train_diffusion`, with a progress bar if
-        :obj:`progress_bar`), then regenerates every :math:`\mathbf{G}_m`
+        :obj:`progress`), then regenerates every :math:`\mathbf{G}_m`
         from them; returns the seconds of both phases. Raises
         :class:`DivergenceError` if the diffusion loss is not finite."""
         device = self.user_emb.device
         start = device_clock(device)
-        loss = self.train_diffusion(data, epoch, progress_bar=progress_bar)
+        loss = self.train_diffusion(data, epoch, progress=progress)
         if not math.isfinite(loss):
             # NaN denoisers would generate garbage graphs silently.
             raise DivergenceError(

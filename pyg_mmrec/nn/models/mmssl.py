@@ -765,7 +765,7 @@ class MMSSL(Recommender):
         self._adopt_graphs(data, generated=True)
 
     def before_epoch(self, data: HeteroData, epoch: int, *,
-                     progress_bar: bool = False) -> Dict[str, float]:
+                     progress: bool = False) -> Dict[str, float]:
         r"""Regenerates the modality graphs once per epoch, from the second
         epoch on (the first trains on :math:`\mathbf{R}_m = \mathbf{R}`).
         The regeneration is short (one product per modality), so it shows

@@ -346,7 +346,10 @@ class RecordingBar:
     def update(self, n=1):
         self.updates += n
 
-    def close(self):
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
         self.closed = True
 
 
@@ -365,3 +368,24 @@ def test_training_loop_shows_diffusion_progress(monkeypatch, progress):
     # disable=None lets tqdm show the bar on a terminal only.
     assert bar.disable is (None if progress else True)
     assert bar.total == bar.updates == 3 * 2 and bar.closed
+
+
+def test_before_epoch_override_without_progress_still_runs():
+    # A subclass written before before_epoch took `progress`.
+    from pyg_mmrec.train.loop import run_epoch
+
+    class OldStyle(DiffMM):
+        def before_epoch(self, data, epoch):
+            self.seen = epoch
+            return {'custom': 1.5}
+
+    model, data = small_model()
+    old = OldStyle(model.num_users, model.num_items,
+                   {m: data['item'][m].size(1) for m in model.modalities},
+                   model.config)
+    data = old.prepare(data)
+    sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
+                         old.num_users, old.num_items, 64, seed=0)
+    metrics = run_epoch(old, data, sampler, old.configure_optimizer(1e-3),
+                        epoch=4, progress=True)
+    assert old.seen == 4 and metrics['seconds_custom'] == 1.5
