@@ -106,45 +106,54 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user_ids_of_file(path: str, num_users: int) -> List[int]:
+    try:
+        # utf-8-sig: a byte-order mark is not part of the first id.
+        with open(path, encoding='utf-8-sig') as f:
+            lines = list(f)
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(path, f'cannot be read as a list of user ids '
+                           f'({describe(e)})') from None
+    users = []
+    for number, line in enumerate(lines, start=1):
+        for token in line.replace(',', ' ').split():
+            try:
+                user = int(token)
+            except ValueError:
+                hint = (' (the file holds user ids only, no header)'
+                        if number == 1 else '')
+                raise DatasetError(path, f"line {number}: '{token}' is not "
+                                   f"a user id{hint}") from None
+            if not 0 <= user < num_users:
+                raise DatasetError(path, f'line {number}: user id {user} is '
+                                   f'out of range 0..{num_users - 1}')
+            users.append(user)
+    if not users:
+        raise DatasetError(path, 'names no user')
+    return users
+
+
 def _parse_users(spec: str, num_users: int) -> 'torch.Tensor':
     import torch
     if spec == 'all':
         return torch.arange(num_users)
-    if osp.isdir(spec):
-        raise DatasetError(spec, 'is a folder, not a file of user ids')
-    if osp.isfile(spec):
-        try:
-            with open(spec, encoding='utf-8-sig') as f:
-                lines = f.read().splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise DatasetError(spec, f'cannot be read as a list of user ids '
-                               f'({describe(e)})') from None
-        users = []
-        for number, line in enumerate(lines, start=1):
-            for token in line.replace(',', ' ').split():
-                try:
-                    users.append(int(token))
-                except ValueError:
-                    raise DatasetError(
-                        spec, f"line {number}: '{token}' is not a user id "
-                        f"(the file holds integer ids only, no header)"
-                    ) from None
-        if not users:
-            raise DatasetError(spec, 'names no user')
-        where = f'{spec}: '
-    else:
-        try:
-            users = [int(tok) for tok in spec.replace(',', ' ').split()]
-        except ValueError:
+    try:
+        # Ids first: a folder or file named '0' does not shadow user 0.
+        users = [int(tok) for tok in spec.replace(',', ' ').split()]
+    except ValueError:
+        if osp.isdir(spec):
+            raise DatasetError(spec, 'is a folder, not a file of user '
+                               'ids') from None
+        if not osp.isfile(spec):
             raise ConfigError(
                 f"--users must be 'all', a comma-separated list of user ids "
                 f"or an existing file of them, got '{spec}'") from None
-        if not users:
-            raise ConfigError('--users names no user')
-        where = ''
+        users = _user_ids_of_file(spec, num_users)
+    if not users:
+        raise ConfigError('--users names no user')
     bad = [u for u in users if not 0 <= u < num_users]
     if bad:
-        raise ConfigError(f'{where}user id {bad[0]} is out of range 0..'
+        raise ConfigError(f'user id {bad[0]} is out of range 0..'
                           f'{num_users - 1}')
     # Each user once, in the order given: JSON keys cannot repeat, and the
     # CSV should say the same.

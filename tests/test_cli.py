@@ -390,9 +390,9 @@ def test_recommend_users_file_not_text(trained, tmp_path, capsys):
 
 @pytest.mark.parametrize('text,problem', [
     ('user\n0\n1\n', "line 1: 'user' is not a user id (the file holds "
-     "integer ids only, no header)"),
+     "user ids only, no header)"),
     ('0\n1, abc\n', "line 2: 'abc' is not a user id"),
-    ('0\n150\n', 'user id 150 is out of range 0..149'),
+    ('0\n150\n', 'line 2: user id 150 is out of range 0..149'),
     ('\n \n', 'names no user'),
 ])
 def test_recommend_users_file_problems_name_the_file(trained, tmp_path,
@@ -402,12 +402,25 @@ def test_recommend_users_file_problems_name_the_file(trained, tmp_path,
     status, out, err = run(['recommend', '--checkpoint',
                             str(trained / 'checkpoint.pt'), '--users',
                             str(users)], capsys)
-    _assert_usage_error(status, out, err, f'{users}: {problem}')
+    _assert_usage_error(status, out, err, '')
+    assert err == f'pyg-mmrec: error: {users}: {problem}\n', err
+
+
+def test_recommend_users_folder(trained, tmp_path, capsys, monkeypatch):
     status, out, err = run(['recommend', '--checkpoint',
                             str(trained / 'checkpoint.pt'), '--users',
                             str(tmp_path)], capsys)
     _assert_usage_error(status, out, err,
                         f'{tmp_path}: is a folder, not a file of user ids')
+    # A folder named like a user id (a seed's run folder) does not shadow
+    # the id.
+    (tmp_path / '0').mkdir()
+    monkeypatch.chdir(tmp_path)
+    status, out, err = run(['recommend', '--checkpoint',
+                            str(trained / 'checkpoint.pt'), '--users', '0',
+                            '--format', 'json'], capsys)
+    assert status == 0, err
+    assert list(json.loads(out)) == ['0']
 
 
 def test_recommend_users_file_with_byte_order_mark(trained, tmp_path,
