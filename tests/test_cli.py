@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -306,6 +307,25 @@ def test_checkpoint_that_is_not_a_file(tmp_path, capsys, trained):
         status, out, err = run(argv, capsys)
         _assert_usage_error(status, out, err, message)
     assert not (tmp_path / 'resumed').exists()
+
+
+def test_checkpoint_folder_listing(tmp_path, monkeypatch):
+    from pyg_mmrec.errors import CheckpointError
+    from pyg_mmrec.train import checkpoint
+    for name in ('a.pt', 'b.pt', 'c.pt', 'd.pt', 'notes.txt'):
+        (tmp_path / name).write_text('')
+    with pytest.raises(CheckpointError, match=re.escape(
+            f'{tmp_path}: is a folder, not a checkpoint file (it holds '
+            f'a.pt, b.pt, c.pt, ...)')):
+        checkpoint.load_checkpoint(str(tmp_path))
+
+    def unreadable(path):
+        raise PermissionError(13, 'Permission denied', path)
+
+    monkeypatch.setattr(checkpoint.os, 'listdir', unreadable)
+    with pytest.raises(CheckpointError, match=re.escape(
+            f'{tmp_path}: is a folder, not a checkpoint file') + '$'):
+        checkpoint.load_checkpoint(str(tmp_path))
 
 
 def test_corrupt_checkpoint(tmp_path, capsys, trained):

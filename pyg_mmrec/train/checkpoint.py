@@ -73,10 +73,14 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     (tensors and plain data only: ``weights_only=True``). With :obj:`mmap`,
     the tensors stay in the file (memory-mapped) until first read."""
     if osp.isdir(path):
-        held = sorted(n for n in os.listdir(path) if n.endswith('.pt'))
+        try:
+            held = sorted(n for n in os.listdir(path) if n.endswith('.pt'))
+        except OSError:  # an unreadable folder is still a folder
+            held = []
+        shown = ', '.join(held[:3]) + (', ...' if len(held) > 3 else '')
         raise CheckpointError(
             path, 'is a folder, not a checkpoint file' +
-            (f" (it holds {', '.join(held)})" if held else ''))
+            (f' (it holds {shown})' if held else ''))
     if osp.exists(path) and not osp.isfile(path):
         raise CheckpointError(path, 'is not a regular file')
     if not osp.isfile(path):
