@@ -73,7 +73,8 @@ class _SparseMatrixUnpickler(pickle.Unpickler):
             import numpy.dtypes
             if hasattr(numpy.dtypes, name):
                 return getattr(numpy.dtypes, name)
-        if module.startswith('scipy.sparse'):
+        if module.startswith('scipy.sparse') and name.endswith(
+                ('_matrix', '_array')):
             # E.g. bsr or dia: SciPy classes whose structure is not checked
             # here, so they are not constructed either.
             raise pickle.UnpicklingError(

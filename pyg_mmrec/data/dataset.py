@@ -152,8 +152,9 @@ class MultiModalRecDataset(InMemoryDataset):
         # and by the version of the checks, so that a cache written before a
         # check was added (of data it now rejects or cleans) is not reused.
         # The change time and inode catch a rewrite of the same size whose
-        # modification time was kept or restored (`cp -p`, `touch -r`),
-        # which no one can set back.
+        # modification time was kept or restored (`cp -p`, `touch -r`): on
+        # POSIX systems no one can set the change time back. (A chmod or a
+        # copy of the files also changes them, and so re-processes.)
         digest = hashlib.sha1(f'{self.layout}:{CACHE_VERSION}'.encode())
         for path in self.raw_paths:
             if osp.isfile(path):

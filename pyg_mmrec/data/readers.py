@@ -327,9 +327,11 @@ def read_diffmm(root: str) -> RawInteractions:
         if values.size and (values.min() != 1 or values.max() != 1):
             # Ratings or signed feedback: the layout is implicit feedback,
             # so say how such values are read rather than guess.
+            low, high = values.min(), values.max()
+            shown = f'{low:g}' if low == high else f'{low:g} to {high:g}'
             _note(notes, f'{paths[split]}: holds values other than 0 and 1 '
-                  f'({values.min():g} to {values.max():g}); every nonzero '
-                  f'entry is read as one interaction')
+                  f'({shown}); every nonzero entry, negative ones too, is '
+                  f'read as one interaction')
         pairs[split] = (mat.row[keep], mat.col[keep])
     raw = _finish(root, paths, pairs, num_users, num_items)
     raw.notes[:0] = notes
@@ -357,11 +359,11 @@ def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:
     items: List[int] = []
     keys: Dict[int, str] = {}
     for key, values in obj:
-        try:
-            user = int(key)
-        except ValueError:
-            raise DatasetError(path, f"user id '{key}' is not an integer") \
-                from None
+        # As strict as the tables' ids: int() would also take '1_0' or
+        # non-ASCII digits.
+        if not re.fullmatch(r'\s*[+-]?[0-9]+\s*', key):
+            raise DatasetError(path, f"user id '{key}' is not an integer")
+        user = int(key)
         if user in keys:
             raise DatasetError(
                 path, f"user {user} is given twice (keys '{keys[user]}' and "
@@ -514,9 +516,9 @@ def detect_layout(root: str) -> str:
         if others:
             # Whichever wins, the user may have meant another: say which.
             warnings.warn(
-                f"{root}: holds interaction files of more than one kind; "
-                f"reading {name} ({layout} layout) and ignoring "
-                f"{', '.join(others)}", stacklevel=2)
+                f"{root}: holds several interaction files; reading {name} "
+                f"({layout} layout) and ignoring {', '.join(others)} (move "
+                f"the files not meant out of the folder)", stacklevel=2)
         return layout
     raise DatasetError(
         root, 'no interaction files found (expected trnMat.pkl, train.json, '

@@ -245,7 +245,8 @@ RUN_FILES = ('checkpoint.pt', 'last.pt', 'metrics.json')
 def check_output_folder(out: str) -> None:
     r"""Raises an :class:`OutputError` before any training if the output
     folder :obj:`out` cannot be created or written, or holds a folder where
-    a run writes a file (creating nothing)."""
+    a run writes a file, and a :class:`ConfigError` if it is an empty path
+    (creating nothing)."""
     if not out:  # e.g. --out "$RUN" with RUN unset
         raise ConfigError('the output folder is an empty path')
     problem = folder_problem(out)

@@ -126,8 +126,8 @@ def test_files_of_several_layouts_are_said(make_dataset, tmp_path, extra,
         if not name.endswith('.npy'):
             os.replace(other / name, root / name)
     with pytest.warns(UserWarning, match=re.escape(
-            f'{root}: holds interaction files of more than one kind; '
-            f'{said}')):
+            f'{root}: holds several interaction files; {said} (move the '
+            f'files not meant out of the folder)')):
         assert detect_layout(str(root)) == layout.replace('parquet',
                                                           'tabular')
     with warnings.catch_warnings(record=True) as caught:
@@ -135,7 +135,8 @@ def test_files_of_several_layouts_are_said(make_dataset, tmp_path, extra,
         MultiModalRecDataset(str(root), layout=extra,
                              processed_dir=str(tmp_path / 'cache'))
     # A layout given is not guessed.
-    assert not [w for w in caught if 'more than one kind' in str(w.message)]
+    assert not [w for w in caught
+                if 'several interaction files' in str(w.message)]
 
 
 def test_missing_folder_with_layout_creates_nothing(tmp_path, listing):
@@ -218,6 +219,9 @@ def test_garbage_json(make_dataset, assert_rejected):
     _rewrite(root / 'val.json', b'{"bob": [1]}')
     assert_rejected(root, root / 'val.json',
                     "user id 'bob' is not an integer")
+    _rewrite(root / 'val.json', b'{"1_0": [1]}')  # int() would take it
+    assert_rejected(root, root / 'val.json',
+                    "user id '1_0' is not an integer")
     _rewrite(root / 'val.json', b'{"0": {}}')
     assert_rejected(root, root / 'val.json',
                     'items of user 0 must be a list of integers')
@@ -590,7 +594,7 @@ def test_diffmm_heldout_entry_outside_training_matrix(make_dataset,
 
 @pytest.mark.parametrize('values,shown', [
     ([5.0, 3.0, 1.0, 4.0, 2.0, 1.0, 5.0, 3.0], '1 to 5'),
-    ([-1.0] * 8, '-1 to -1'),
+    ([-1.0] * 8, '-1'),
 ])
 def test_diffmm_non_binary_values_are_noted(make_dataset, tiny_splits,
                                             values, shown):
@@ -600,7 +604,8 @@ def test_diffmm_non_binary_values_are_noted(make_dataset, tiny_splits,
                         shape=(NUM_USERS, NUM_ITEMS))
     _rewrite(root / 'trnMat.pkl', pickle.dumps(mat))
     note = (f'{root / "trnMat.pkl"}: holds values other than 0 and 1 '
-            f'({shown}); every nonzero entry is read as one interaction')
+            f'({shown}); every nonzero entry, negative ones too, is read as '
+            f'one interaction')
     with pytest.warns(UserWarning, match=re.escape(note)):
         raw = read_diffmm(str(root))
     assert raw.notes == [note]
