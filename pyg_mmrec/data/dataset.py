@@ -71,7 +71,8 @@ class MultiModalRecDataset(InMemoryDataset):
     :class:`~pyg_mmrec.errors.DatasetError` naming the file and the problem.
     The processed cache is keyed by the raw files' sizes, modification and
     change times and inodes, and written to a temporary file that is then
-    renamed.
+    renamed; the caches of earlier versions of the files are then
+    removed.
 
     Args:
         root (str): The folder holding the raw files.
@@ -231,6 +232,20 @@ class MultiModalRecDataset(InMemoryDataset):
             data = self.pre_transform(data)
         with atomic_path(self.processed_paths[0]) as tmp:
             self.save([data], tmp)
+        self._remove_stale_caches()
+
+    def _remove_stale_caches(self) -> None:
+        # Caches of earlier versions of the raw files would otherwise pile
+        # up, a full copy of the data set each. (A process still reading
+        # one that vanishes rebuilds it, with a warning.)
+        current = osp.basename(self.processed_paths[0])
+        for name in os.listdir(self.processed_dir):
+            if name.startswith('data_') and name.endswith('.pt') \
+                    and name != current:
+                try:
+                    os.remove(osp.join(self.processed_dir, name))
+                except OSError:  # another process removed it first
+                    pass
 
     @property
     def num_users(self) -> int:
