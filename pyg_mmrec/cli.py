@@ -148,13 +148,15 @@ def _parse_users(spec: str, num_users: int) -> 'torch.Tensor':
             raise ConfigError(
                 f"--users must be 'all', a comma-separated list of user ids "
                 f"or an existing file of them, got '{spec}'") from None
+        # Checked there, with the line of each problem.
         users = _user_ids_of_file(spec, num_users)
-    if not users:
-        raise ConfigError('--users names no user')
-    bad = [u for u in users if not 0 <= u < num_users]
-    if bad:
-        raise ConfigError(f'user id {bad[0]} is out of range 0..'
-                          f'{num_users - 1}')
+    else:
+        if not users:
+            raise ConfigError('--users names no user')
+        bad = [u for u in users if not 0 <= u < num_users]
+        if bad:
+            raise ConfigError(f'user id {bad[0]} is out of range 0..'
+                              f'{num_users - 1}')
     # Each user once, in the order given: JSON keys cannot repeat, and the
     # CSV should say the same.
     return torch.tensor(list(dict.fromkeys(users)))

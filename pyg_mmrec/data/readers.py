@@ -143,6 +143,8 @@ def read_features(root: str, num_items: Optional[int]
 #: Ids must fit in int64; (user, item) pairs are handled as the int64 keys
 #: ``user * num_items + item``, so that product must fit too.
 MAX_ID = int(np.iinfo(np.int64).max)
+#: An id written as text: ASCII digits with an optional sign.
+_INTEGER = re.compile(r'\s*[+-]?[0-9]+\s*')
 
 
 def _plural(count: int, noun: str) -> str:
@@ -228,11 +230,12 @@ def _check_negatives(path: str, train: np.ndarray, num_items: int) -> None:
 
 
 def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
-            num_users: int, num_items: Optional[int] = None
-            ) -> RawInteractions:
+            num_users: int, num_items: Optional[int] = None,
+            notes: Optional[List[str]] = None) -> RawInteractions:
     r"""Checks and cleans the interactions and reads the features. Without
     :obj:`num_items` the item count is the feature files' row count, so
-    that catalogue items without interactions keep their ids."""
+    that catalogue items without interactions keep their ids. :obj:`notes`
+    are the reader's own, which come first."""
     item_range = 'the training range {}'
     features, catalogue = None, None
     if num_items is None:
@@ -245,7 +248,7 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
             paths['train'], f'{num_users} users x {num_items} items is too '
             f'large (more than 2**63-1 user-item pairs): ids must be '
             f'numbered from 0 without large gaps')
-    notes: List[str] = []
+    notes = [] if notes is None else notes
     keys = {
         split: _clean_edges(paths[split], users, items, num_users, num_items,
                             split, notes, item_range)
@@ -333,9 +336,7 @@ def read_diffmm(root: str) -> RawInteractions:
                   f'({shown}); every nonzero entry, negative ones too, is '
                   f'read as one interaction')
         pairs[split] = (mat.row[keep], mat.col[keep])
-    raw = _finish(root, paths, pairs, num_users, num_items)
-    raw.notes[:0] = notes
-    return raw
+    return _finish(root, paths, pairs, num_users, num_items, notes)
 
 
 class _JSONObject(list):
@@ -361,7 +362,7 @@ def _json_pairs(path: str) -> Tuple[np.ndarray, np.ndarray]:
     for key, values in obj:
         # As strict as the tables' ids: int() would also take '1_0' or
         # non-ASCII digits.
-        if not re.fullmatch(r'\s*[+-]?[0-9]+\s*', key):
+        if not _INTEGER.fullmatch(key):
             raise DatasetError(path, f"user id '{key}' is not an integer")
         user = int(key)
         if user in keys:
@@ -402,8 +403,7 @@ def _parsed_ints(values) -> Optional[List[int]]:
     :obj:`None` if one is not an integer."""
     out = []
     for value in values:
-        if isinstance(value, str) and re.fullmatch(r'\s*[+-]?[0-9]+\s*',
-                                                   value):
+        if isinstance(value, str) and _INTEGER.fullmatch(value):
             value = int(value)
         if isinstance(value, (bool, np.bool_)) or not isinstance(
                 value, (int, np.integer)):
