@@ -31,45 +31,39 @@ def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def _integer(text: str, minimum: int) -> int:
+def _integer(text: str, accept: Callable[[int], bool],
+             requirement: str) -> int:
     try:
         value = int(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not accept(value):
         raise argparse.ArgumentTypeError(
-            f"must be an integer >= {minimum}, got '{text}'")
+            f"must be an integer {requirement}, got '{text}'")
     return value
 
 
 def positive_int(text: str) -> int:
     r"""An integer :math:`\geq 1` (sizes, counts, repeats)."""
-    return _integer(text, 1)
+    return _integer(text, lambda v: v >= 1, '>= 1')
 
 
 def non_negative_int(text: str) -> int:
     r"""An integer :math:`\geq 0`."""
-    return _integer(text, 0)
+    return _integer(text, lambda v: v >= 0, '>= 0')
 
 
 def thread_count(text: str) -> int:
     r"""A CPU thread count :math:`\geq 1` (``torch.set_num_threads``
     raises on a negative one and would silently ignore 0 here)."""
-    return _integer(text, 1)
+    return positive_int(text)
 
 
 def random_seed(text: str) -> int:
     r"""A random seed in :math:`[0, 2^{32})`, the range ``pyg-mmrec``'s
     :class:`~pyg_mmrec.train.TrainConfig` accepts (:func:`torch.manual_seed`
     raises on one beyond 64 bits)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer in [0, 2**32), got '{text}'")
-    return value
+    return _integer(text, lambda v: 0 <= v < 2**32, 'in [0, 2**32)')
 
 
 def _real(text: str, accept: Callable[[float], bool],

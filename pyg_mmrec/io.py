@@ -32,9 +32,6 @@ def existing_ancestor(folder: str) -> str:
 def folder_problem(folder: str) -> Optional[str]:
     r"""Why files cannot be written in :obj:`folder` (created if missing),
     in words, or :obj:`None` if they can. Creates nothing."""
-    folder = os.path.abspath(folder)
-    if os.path.exists(folder) and not os.path.isdir(folder):
-        return f'{folder} is a file, not a folder'
     existing = existing_ancestor(folder)
     if not os.path.isdir(existing):
         return f'{existing} is a file, not a folder'

@@ -23,11 +23,11 @@ def _score_mlp(widths: Tuple[int, ...], dropout: Tuple[float, ...],
                dropout=[*dropout, 0.0])
 
 
-def _reset_score_mlp(mlp: MLP, negative_slope: float) -> None:
+def _reset_score_mlp(mlp: MLP) -> None:
     # MMSSL's initialisation, not PyG's: Kaiming-normal weights for the
     # LeakyReLU that follows, zero biases.
     for lin in mlp.lins:
-        torch.nn.init.kaiming_normal_(lin.weight, a=negative_slope,
+        torch.nn.init.kaiming_normal_(lin.weight, a=mlp.act.negative_slope,
                                       nonlinearity='leaky_relu')
         torch.nn.init.zeros_(lin.bias)
     for norm in mlp.norms:
@@ -67,7 +67,6 @@ class Discriminator(Module):
         if num_items < 1:
             raise ValueError(f'num_items must be >= 1, got {num_items}')
         self.num_items = num_items
-        self.negative_slope = negative_slope
         self.scale = scale
         widths = (num_items, max(num_items // 4, 1), max(num_items // 8, 1))
         self.mlp = _score_mlp(widths, tuple(dropout), negative_slope)
@@ -75,7 +74,7 @@ class Discriminator(Module):
 
     def reset_parameters(self) -> None:
         r"""Resets all learnable parameters of the module."""
-        _reset_score_mlp(self.mlp, self.negative_slope)
+        _reset_score_mlp(self.mlp)
 
     def forward(self, rows: Tensor) -> Tensor:
         r"""
@@ -142,7 +141,6 @@ class ProjectedDiscriminator(Module):
         else:
             self._check(projection)
             self.register_buffer('projection', projection.detach().clone())
-        self.negative_slope = negative_slope
         self.scale = scale
         widths = (channels, hidden_channels, max(hidden_channels // 2, 1))
         self.mlp = _score_mlp(widths, tuple(dropout), negative_slope)
@@ -158,7 +156,7 @@ class ProjectedDiscriminator(Module):
         r"""Resets all learnable parameters of the module."""
         if self.learnable:
             torch.nn.init.xavier_uniform_(self.projection)
-        _reset_score_mlp(self.mlp, self.negative_slope)
+        _reset_score_mlp(self.mlp)
 
     @torch.no_grad()
     def set_projection(self, projection: Tensor) -> None:
