@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -278,6 +278,12 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
             torch.cuda.get_device_properties(device).L2_cache_size
             if device.type == 'cuda' else None),
     }
+
+    def skipped(name: str, reason: str,
+                layers: Iterable[int] = (1, 3)) -> List[Dict[str, Any]]:
+        return [{**base, 'backend': name, 'layers': n, 'skipped': reason}
+                for n in layers]
+
     try:
         full_index, full_weight = sym_norm_bipartite(edge_index, num_users,
                                                      num_items)
@@ -298,11 +304,9 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
         full_index = full_weight = x = grad = None
         if device.type == 'cuda':
             torch.cuda.empty_cache()
-        return [{**base, 'backend': name, 'layers': layers,
-                 'skipped': f'out of memory on {device} (graph and '
-                            f'features)'}
-                for name, _ in BACKENDS if name in args.backends
-                for layers in (1, 3)]
+        return [row for name, _ in BACKENDS if name in args.backends
+                for row in skipped(name, f'out of memory on {device} (graph '
+                                         f'and features)')]
     nnz = base['nnz']
     peak = peak_bandwidth(device, args.peak_bandwidth)
     reference: Optional[Tensor] = None
@@ -325,9 +329,7 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
             skip = predicted_skip(rate.get(key), nnz, dim, 1,
                                   args.max_seconds)
         if skip is not None:
-            for layers in (1, 3):
-                rows.append({**base, 'backend': name, 'layers': layers,
-                             'skipped': skip})
+            rows.extend(skipped(name, skip))
             continue
 
         adj = weight = None
@@ -355,8 +357,7 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
                     skip = predicted_skip(rate.get(key), nnz, dim, layers,
                                           args.max_seconds)
                     if skip is not None:
-                        rows.append({**base, 'backend': name, 'layers': layers,
-                                     'skipped': skip})
+                        rows.extend(skipped(name, skip, [layers]))
                         continue
                     step = make_step(name, adj, weight, x, grad, layers)
                     timing = time_fn(step, device, args.min_time,
@@ -386,9 +387,8 @@ def bench_graph(label: str, edge_index: Tensor, num_users: int,
             # CPU the allocator raises a RuntimeError, on CUDA
             # torch.OutOfMemoryError, a subclass).
             done = {r['layers'] for r in rows if r['backend'] == name}
-            rows.extend({**base, 'backend': name, 'layers': layers,
-                         'skipped': f'out of memory on {device}'}
-                        for layers in (1, 3) if layers not in done)
+            rows.extend(skipped(name, f'out of memory on {device}',
+                                [n for n in (1, 3) if n not in done]))
             print(f'  {label:>24s} {str(device):>5s} {name:>13s} out '
                   f'of memory', file=sys.stderr, flush=True)
             if device.type == 'cuda':
