@@ -5,11 +5,11 @@ from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
 from pyg_mmrec.nn.conv._utils import check_adj
-from pyg_mmrec.nn.conv.sym_norm_conv import SymNormConv
+from pyg_mmrec.nn.conv._weighted_sum import WeightedSumConv
 from pyg_mmrec.nn.sparse import SparseAdj
 
 
-class ModalityAwareConv(SymNormConv):
+class ModalityAwareConv(WeightedSumConv):
     r"""DiffMM's modality-aware propagation: the signal :math:`\mathbf{s}_m`
     of one modality :math:`m`, mixing ID embeddings, projected item features
     and the diffusion-generated modality graph,
@@ -35,7 +35,9 @@ class ModalityAwareConv(SymNormConv):
         lambda_adj (float): Weight :math:`\lambda_{adj}` of the generated
             graph term. (default: :obj:`0.2`)
         **kwargs (optional): Additional arguments of
-            :class:`torch_geometric.nn.conv.MessagePassing`.
+            :class:`torch_geometric.nn.conv.MessagePassing`; as for
+            :class:`SymNormConv`, :obj:`aggr` must be :obj:`"add"` and
+            :obj:`flow` :obj:`"source_to_target"`.
 
     Shapes:
         - **input:**
@@ -46,8 +48,8 @@ class ModalityAwareConv(SymNormConv):
           adjacency (see :class:`SymNormConv`)
         - **output:** :math:`(U + I, F)`
 
-    Each of the three products is one step of the parent
-    :class:`SymNormConv` (scatter or fused path).
+    Each of the three products is one weighted sum, computed like
+    :class:`SymNormConv`'s (scatter or fused path).
     """
     def __init__(self, lambda_adj: float = 0.2, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -80,18 +82,13 @@ class ModalityAwareConv(SymNormConv):
                   dtype)
         num_users = user_emb.size(0)
 
-        s = self._step(torch.cat([user_emb, item_feat]), edge_index,
-                       edge_weight)
-        s = s + self._step(torch.cat([s[:num_users], item_emb]), edge_index,
-                           edge_weight)
-        gen = self._step(torch.cat([user_emb, item_emb]), gen_edge_index,
-                         gen_edge_weight)
+        s = self.weighted_sum(torch.cat([user_emb, item_feat]), edge_index,
+                              edge_weight)
+        s = s + self.weighted_sum(torch.cat([s[:num_users], item_emb]),
+                                  edge_index, edge_weight)
+        gen = self.weighted_sum(torch.cat([user_emb, item_emb]),
+                                gen_edge_index, gen_edge_weight)
         return s + self.lambda_adj * gen
-
-    def _step(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
-              edge_weight: OptTensor) -> Tensor:
-        # One step of the parent's A x (scatter or fused path).
-        return super().forward(x, edge_index, edge_weight)
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}(lambda_adj={self.lambda_adj})'

@@ -2,7 +2,6 @@ from typing import Optional, Tuple, Union
 
 from torch import Tensor
 from torch_geometric import EdgeIndex
-from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptPairTensor, OptTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
@@ -10,15 +9,15 @@ from pyg_mmrec.nn.conv._utils import (
     check_adj,
     check_features,
     check_size,
-    check_weighted_sum,
     fused_sparse_adj,
     int64_index,
     sized_edge_index,
 )
+from pyg_mmrec.nn.conv._weighted_sum import WeightedSumConv
 from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
 
 
-class OneSidedNormConv(MessagePassing):
+class OneSidedNormConv(WeightedSumConv):
     r"""Bipartite propagation with one-sided normalisation (MMSSL's
     :math:`\mathbf{P}` and :math:`\mathbf{Q}`): each target node sums its
     neighbours' features scaled by the inverse square root of its *own*
@@ -60,16 +59,6 @@ class OneSidedNormConv(MessagePassing):
           with edge weights
         - **output:** target features :math:`(|\mathcal{V}_t|, F)`
     """
-    SUPPORTS_FUSED_EDGE_INDEX = True
-
-    def __init__(self, **kwargs) -> None:
-        kwargs.setdefault('aggr', 'add')
-        check_weighted_sum(self.__class__.__name__, kwargs)
-        super().__init__(**kwargs)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-
     def forward(
         self,
         x: Union[Tensor, OptPairTensor],
@@ -105,9 +94,6 @@ class OneSidedNormConv(MessagePassing):
         # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight,
                               size=size)
-
-    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
-        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
 
     def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
                               x: OptPairTensor,

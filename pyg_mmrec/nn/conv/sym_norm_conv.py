@@ -1,21 +1,14 @@
 from typing import Union
 
 from torch import Tensor
-from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor
 
-from pyg_mmrec.nn.conv._utils import (
-    check_adj,
-    check_features,
-    check_weighted_sum,
-    fused_sparse_adj,
-    int64_index,
-    sized_edge_index,
-)
-from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
+from pyg_mmrec.nn.conv._utils import check_adj, check_features
+from pyg_mmrec.nn.conv._weighted_sum import WeightedSumConv
+from pyg_mmrec.nn.sparse import SparseAdj
 
 
-class SymNormConv(MessagePassing):
+class SymNormConv(WeightedSumConv):
     r"""One step of symmetric-normalised propagation on the homogeneous
     user-item graph (LightGCN without learnable weights, DiffMM's
     :math:`\mathbf{A}`):
@@ -62,33 +55,11 @@ class SymNormConv(MessagePassing):
           weights
         - **output:** node features :math:`(U + I, F)`
     """
-    SUPPORTS_FUSED_EDGE_INDEX = True
-
-    def __init__(self, **kwargs) -> None:
-        kwargs.setdefault('aggr', 'add')
-        check_weighted_sum(self.__class__.__name__, kwargs)
-        super().__init__(**kwargs)
-
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-
     def forward(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
                 edge_weight: OptTensor = None) -> Tensor:
         check_features(x)
         check_adj(edge_index, edge_weight, x.size(0), x.size(0), x.dtype)
-        if isinstance(edge_index, SparseAdj):
-            return fused_sparse_adj(self, edge_index, x)
-        edge_index = sized_edge_index(int64_index(edge_index), x.size(0),
-                                      x.size(0))
-        # propagate_type: (x: Tensor, edge_weight: OptTensor)
-        return self.propagate(edge_index, x=x, edge_weight=edge_weight)
-
-    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
-        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
-
-    def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
-                              x: Tensor, edge_weight: OptTensor) -> Tensor:
-        return sparse_matmul(edge_index, x, edge_weight)
+        return self.weighted_sum(x, edge_index, edge_weight)
 
     def __repr__(self) -> str:
         return f'{self.__class__.__name__}()'
