@@ -109,31 +109,38 @@ def load_features(path: str, num_items: Optional[int]) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def read_features(root: str, num_items: Optional[int]
-                  ) -> Dict[str, np.ndarray]:
+def read_features(root: str, num_items: Optional[int],
+                  needed_rows: int = 0) -> Dict[str, np.ndarray]:
     r"""Loads every modality's feature file present in :obj:`root`, each
-    with :obj:`num_items` rows; with :obj:`None`, the first file's row
-    count, which every other file must match."""
+    with :obj:`num_items` rows; with :obj:`None`, one row count that every
+    file must share. When the files disagree, the one with fewer than
+    :obj:`needed_rows` (the interactions' largest item id plus one) is
+    named as the wrong one."""
     features: Dict[str, np.ndarray] = {}
-    first = None
     for modality in MODALITIES:
         path = osp.join(root, FEATURE_FILES[modality])
         if osp.islink(path) and not osp.exists(path):
             raise DatasetError(path, 'is a link to a missing file')
-        if not osp.exists(path):
-            continue
-        array = load_features(path, num_items)
-        if first is None:
-            first = (FEATURE_FILES[modality], array.shape[0])
-        elif array.shape[0] != first[1]:
-            raise DatasetError(
-                path, f'has {array.shape[0]} feature rows but {first[0]} '
-                f'has {first[1]}: every feature file needs one row per item')
-        features[modality] = array
+        if osp.exists(path):
+            features[modality] = load_features(path, num_items)
     if not features:
         raise DatasetError(
             root, 'no item features found (expected at least one of ' +
             ', '.join(FEATURE_FILES[m] for m in MODALITIES) + ')')
+    rows = {m: array.shape[0] for m, array in features.items()}
+    first = next(iter(rows))
+    other = next((m for m in rows if rows[m] != rows[first]), None)
+    if other is not None:
+        short = [m for m in rows if rows[m] < needed_rows]
+        wrong = short[0] if short else other
+        right = next(m for m in rows if rows[m] != rows[wrong])
+        used = (f' (the interactions use item ids up to {needed_rows - 1})'
+                if short else '')
+        raise DatasetError(
+            osp.join(root, FEATURE_FILES[wrong]),
+            f'has {rows[wrong]} feature rows but {FEATURE_FILES[right]} has '
+            f'{rows[right]}: every feature file needs one row per '
+            f'item{used}')
     return features
 
 
@@ -239,7 +246,10 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
     item_range = 'the training range {}'
     features, catalogue = None, None
     if num_items is None:
-        features = read_features(root, None)
+        # Negative ids are refused below, naming their file.
+        largest = max((int(items.max()) for _, items in pairs.values()
+                       if items.size), default=-1)
+        features = read_features(root, None, largest + 1)
         catalogue = FEATURE_FILES[next(iter(features))]
         num_items = next(iter(features.values())).shape[0]
         item_range = 'the item feature rows {} of ' + catalogue

@@ -693,6 +693,21 @@ def test_feature_files_disagreeing_in_rows(make_dataset, assert_rejected,
         f'{NUM_ITEMS}: every feature file needs one row per item'))
 
 
+@pytest.mark.parametrize('layout', ['mmssl', 'tabular'])
+def test_feature_files_disagreeing_blame_the_one_too_short(
+        make_dataset, assert_rejected, tiny_features, layout):
+    # The first file read is the wrong one here: the interactions use item
+    # NUM_ITEMS - 1, which it lacks.
+    features = tiny_features(('visual', 'acoustic'))
+    features['visual'] = tiny_features(('visual', ),
+                                       num_items=NUM_ITEMS - 1)['visual']
+    root = make_dataset(layout, features=features)
+    assert_rejected(root, root / 'image_feat.npy', re.escape(
+        f'has {NUM_ITEMS - 1} feature rows but audio_feat.npy has '
+        f'{NUM_ITEMS}: every feature file needs one row per item (the '
+        f'interactions use item ids up to {NUM_ITEMS - 1})'))
+
+
 @pytest.mark.parametrize('split,name,edge,first', [
     ('train', 'item', (0, 2**63), 2**63),
     ('val', 'user', (2**64 - 1, 1), 2**64 - 1),
