@@ -56,8 +56,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--device',
                    help="'cpu', 'cuda', 'cuda:N' or 'auto' (default)")
     p.add_argument('--seed', type=int)
-    p.add_argument('--out', default='runs/latest',
-                   help='output folder (default: runs/latest)')
+    p.add_argument('--out', help='output folder (default: runs/latest; '
+                   "with --resume: the checkpoint's folder)")
     p.add_argument('--resume', metavar='CHECKPOINT',
                    help='continue the run saved in this last.pt')
     p.add_argument('--set', dest='overrides', action='append', default=[],
@@ -84,8 +84,8 @@ def _run_train(args: argparse.Namespace) -> int:
     report = train(options)
     summary = {k: report[k] for k in ('model', 'best_epoch', 'val', 'test')}
     print(json.dumps(summary, indent=2))
-    print(f"wrote {osp.join(args.out, 'metrics.json')} and "
-          f"{osp.join(args.out, 'checkpoint.pt')}", file=sys.stderr)
+    print(f"wrote {osp.join(options.out, 'metrics.json')} and "
+          f"{osp.join(options.out, 'checkpoint.pt')}", file=sys.stderr)
     return 0
 
 

@@ -612,6 +612,32 @@ def test_resume_with_the_original_command_line(trained, tmp_path, capsys):
         assert len(json.load(f)['epochs']) == 3
 
 
+def test_resume_without_out_goes_on_in_the_checkpoints_folder(
+        tmp_path, capsys, monkeypatch):
+    # It used to write runs/latest under the working folder, beside the
+    # run it was asked to continue.
+    first = tmp_path / 'exp'
+    assert run(['train', *TINY, '--epochs', '2', '--quiet', '--out',
+                str(first)], capsys)[0] == 0
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run(['train', '--resume', str(first / 'last.pt'),
+                          '--epochs', '3', '--quiet'], capsys)
+    assert status == 0
+    assert f"wrote {first / 'metrics.json'} and " in err
+    assert sorted(os.listdir(tmp_path)) == ['exp']
+    with open(first / 'metrics.json') as f:
+        assert [e['epoch'] for e in json.load(f)['epochs']] == [0, 1, 2]
+    # A bare file name: the working folder.
+    monkeypatch.chdir(first)
+    status, _, _ = run(['train', '--resume', 'last.pt', '--epochs', '4',
+                        '--quiet'], capsys)
+    assert status == 0
+    assert sorted(os.listdir(first)) == ['checkpoint.pt', 'last.pt',
+                                         'metrics.json']
+    with open(first / 'metrics.json') as f:
+        assert len(json.load(f)['epochs']) == 4
+
+
 def test_unusable_output_folder_is_refused_before_training(tmp_path,
                                                            capsys):
     (tmp_path / 'file').write_text('x')

@@ -48,14 +48,22 @@ class RunOptions:
     r"""What the ``train`` command was asked to do. :obj:`model`,
     :obj:`dataset` and :obj:`preset` left as ``None`` mean ``'lightgcn'``,
     ``'synthetic'`` and no preset for a new run, and the checkpoint's with
-    :obj:`resume` (where anything else must agree with the checkpoint)."""
+    :obj:`resume` (where anything else must agree with the checkpoint).
+    :obj:`out` left as ``None`` means ``'runs/latest'`` for a new run, and
+    the folder of the checkpoint with :obj:`resume`, so that a resumed run
+    goes on where it was."""
     model: Optional[str] = None
     dataset: Optional[str] = None
     preset: Optional[str] = None
     overrides: List[Tuple[str, str]] = field(default_factory=list)
-    out: str = 'runs/latest'
+    out: Optional[str] = None
     resume: Optional[str] = None
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.out is None:
+            self.out = ('runs/latest' if self.resume is None else
+                        osp.dirname(self.resume) or '.')
 
 
 def resolve_device(name: str) -> torch.device:
