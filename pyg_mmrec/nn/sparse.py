@@ -75,6 +75,48 @@ def csr_tensor(rowptr: Tensor, col: Tensor, value: Tensor,
                                        check_invariants=False)
 
 
+def _check_csr(rowptr: Tensor, col: Tensor, value: Tensor,
+               size: Tuple[int, int]) -> None:
+    r"""Raises :class:`ValueError` unless the arrays are a valid CSR matrix
+    of :obj:`size`: sorted, distinct column ids within each row, all in
+    range."""
+    num_rows, num_cols = int(size[0]), int(size[1])
+    if num_rows < 0 or num_cols < 0:
+        raise ValueError(f"'size' must not be negative (got {tuple(size)})")
+    for name, index in (('rowptr', rowptr), ('col', col)):
+        if index.dim() != 1 or index.dtype not in (torch.int32, torch.long):
+            raise ValueError(f"'{name}' must be a 1-D int32 or int64 tensor "
+                             f"(got {index.dim()}-D {index.dtype})")
+    if value.dim() != 1 or not value.is_floating_point():
+        raise ValueError(f"'value' must be a 1-D floating-point tensor (got "
+                         f"{value.dim()}-D {value.dtype})")
+    if not rowptr.device == col.device == value.device:
+        raise ValueError(f"'rowptr', 'col' and 'value' must be on one device "
+                         f"(got {rowptr.device}, {col.device}, "
+                         f"{value.device})")
+    if rowptr.numel() != num_rows + 1:
+        raise ValueError(f"'rowptr' has {rowptr.numel()} entries but the "
+                         f"matrix has {num_rows} rows")
+    if col.numel() != value.numel():
+        raise ValueError(f"'col' ({col.numel()}) and 'value' "
+                         f"({value.numel()}) differ in length")
+    if int(rowptr[0]) != 0 or int(rowptr[-1]) != col.numel():
+        raise ValueError(f"'rowptr' must run from 0 to the number of "
+                         f"non-zeros ({col.numel()}), got {int(rowptr[0])} "
+                         f"to {int(rowptr[-1])}")
+    if bool((rowptr[1:] < rowptr[:-1]).any()):
+        raise ValueError("'rowptr' must not decrease")
+    if col.numel() == 0:
+        return
+    if int(col.min()) < 0 or int(col.max()) >= num_cols:
+        raise ValueError(f"'col' holds ids outside of [0, {num_cols})")
+    row = ptr2index(rowptr.long(), col.numel())
+    key = row * num_cols + col.long()
+    if bool((key[1:] <= key[:-1]).any()):
+        raise ValueError("'col' must be sorted and without duplicates "
+                         "within each row")
+
+
 def _csr_mm(csr: Tensor, x: Tensor) -> Tensor:
     r"""``csr @ x`` without autograd, on the fastest kernel for the device."""
     x = x.contiguous()
@@ -124,12 +166,22 @@ class SparseAdj:
     """
     def __init__(self, rowptr: Tensor, col: Tensor, value: Tensor,
                  size: Tuple[int, int], symmetric: bool = False) -> None:
-        if rowptr.numel() != size[0] + 1:
-            raise ValueError(f"'rowptr' has {rowptr.numel()} entries but the "
-                             f"matrix has {size[0]} rows")
-        if col.numel() != value.numel():
-            raise ValueError(f"'col' ({col.numel()}) and 'value' "
-                             f"({value.numel()}) differ in length")
+        # The kernels skip torch's CSR invariant checks: arrays from outside
+        # are checked here (O(nnz)), since a column id out of range reads
+        # out of bounds. The library's own arrays come through `_trusted`.
+        _check_csr(rowptr, col, value, size)
+        self._init(rowptr, col, value, size, symmetric)
+
+    @classmethod
+    def _trusted(cls, rowptr: Tensor, col: Tensor, value: Tensor,
+                 size: Tuple[int, int], symmetric: bool) -> 'SparseAdj':
+        # Arrays built by this class (from checked ones): no O(nnz) checks.
+        out = cls.__new__(cls)
+        out._init(rowptr, col, value, size, symmetric)
+        return out
+
+    def _init(self, rowptr: Tensor, col: Tensor, value: Tensor,
+              size: Tuple[int, int], symmetric: bool) -> None:
         if symmetric and size[0] != size[1]:
             raise ValueError(f"a symmetric matrix must be square (got size "
                              f"{tuple(size)})")
@@ -211,7 +263,8 @@ class SparseAdj:
         idx_dtype = torch.int32 if small else torch.long
         rowptr = index2ptr(index[0], num_dst).to(idx_dtype)
         col = index[1].to(idx_dtype)
-        out = cls(rowptr, col, value, (num_dst, num_src), symmetric)
+        out = cls._trusted(rowptr, col, value, (num_dst, num_src),
+                           symmetric)
         out._row = index[0]
         if symmetric and check_symmetric:
             out.check_symmetric()
@@ -279,12 +332,7 @@ class SparseAdj:
         if self._t is None:
             row, col = self.row(), self.col.long()
             perm = torch.argsort(col * self.sparse_size[0] + row)
-            # The raw-array constructor does not check the column ids.
-            try:
-                t_rowptr = sorted_index2ptr(col[perm], self.sparse_size[1])
-            except ValueError:
-                raise ValueError(f"'col' holds ids outside of "
-                                 f"[0, {self.sparse_size[1]})") from None
+            t_rowptr = sorted_index2ptr(col[perm], self.sparse_size[1])
             self._t = (t_rowptr.to(self.col.dtype), row[perm].to(
                 self.col.dtype), perm)
         return self._t
@@ -302,7 +350,9 @@ class SparseAdj:
         if not torch.equal(key, key_t):
             raise ValueError('symmetric=True, but the sparsity pattern is '
                              'not symmetric')
-        diff = (value - value[perm]).abs().max() if value.numel() else 0.
+        if value.numel() == 0:
+            return
+        diff = (value - value[perm]).abs().max()
         if float(diff) > atol * max(1., float(value.abs().max())):
             raise ValueError(f'symmetric=True, but the values are not '
                              f'symmetric (max |A - A^T| = {float(diff):.3g})')
@@ -337,8 +387,8 @@ class SparseAdj:
         r"""The transpose of the matrix with values :obj:`value` (on the
         stored pattern), differentiable with respect to them."""
         t_rowptr, t_col, perm = self._transpose_index()
-        out = SparseAdj(t_rowptr, t_col, value[perm], self.sparse_size[::-1],
-                        self.symmetric)
+        out = SparseAdj._trusted(t_rowptr, t_col, value[perm],
+                                 self.sparse_size[::-1], self.symmetric)
         out._t = (self.rowptr, self.col, torch.argsort(perm))
         return out
 
@@ -371,8 +421,8 @@ class SparseAdj:
 
     def _with_value(self, value: Tensor) -> 'SparseAdj':
         device = value.device
-        out = SparseAdj(self.rowptr.to(device), self.col.to(device), value,
-                        self.sparse_size, self.symmetric)
+        out = SparseAdj._trusted(self.rowptr.to(device), self.col.to(device),
+                                 value, self.sparse_size, self.symmetric)
         if self._row is not None:
             out._row = self._row.to(device)
         if self._t is not None:
@@ -397,8 +447,8 @@ class SparseAdj:
         new = [fn(x) for x in old]
         if all(a is b for a, b in zip(new, old)):
             return self
-        out = SparseAdj(new[0], new[1], new[2], self.sparse_size,
-                        self.symmetric)
+        out = SparseAdj._trusted(new[0], new[1], new[2], self.sparse_size,
+                                 self.symmetric)
         rest = new[3:]
         if self._row is not None:
             out._row, rest = rest[0], rest[1:]

@@ -395,13 +395,53 @@ def test_sparse_adj_copies():
     assert adj.requires_grad_() is adj and adj.value.requires_grad
 
 
-def test_sparse_adj_transpose_refuses_bad_columns():
-    # `index2ptr` would write out of bounds on such ids.
-    adj = SparseAdj(torch.tensor([0, 1, 2]), torch.tensor([0, 3]),
-                    torch.ones(2), (2, 3))
-    with pytest.raises(ValueError, match=r"'col' holds ids outside of "
-                       r"\[0, 3\)"):
-        adj.t()
+@pytest.mark.parametrize('rowptr,col,size,problem', [
+    # An id out of range read out of bounds (a segfault for large ones).
+    ([0, 1, 2], [0, 3], (2, 3), r"'col' holds ids outside of \[0, 3\)"),
+    ([0, 3, 1, 3], [0, 1, 2], (3, 3), "'rowptr' must not decrease"),
+    ([0, 1, 3], [0, -5, 1], (2, 3), r"'col' holds ids outside of "
+     r"\[0, 3\)"),
+    ([0, 2, 3], [1, 0, 2], (2, 3), "'col' must be sorted and without "
+     "duplicates within each row"),
+    ([0, 2, 3], [1, 1, 2], (2, 3), "'col' must be sorted and without "
+     "duplicates within each row"),
+    ([1, 2, 3], [0, 1, 2], (2, 3), r"'rowptr' must run from 0 to the "
+     r"number of non-zeros \(3\), got 1 to 3"),
+    ([0, 2], [0, 1, 2], (1, 3), r"'col' \(3\) and 'value' \(4\) "
+     r"differ"),
+    ([0, 1, 3], [0, 1, 2], (3, 3), "'rowptr' has 3 entries but the matrix "
+     "has 3 rows"),
+])
+def test_sparse_adj_refuses_invalid_csr_arrays(rowptr, col, size, problem):
+    value = torch.ones(4 if 'value' in problem else len(col))
+    with pytest.raises(ValueError, match=problem):
+        SparseAdj(torch.tensor(rowptr), torch.tensor(col), value, size)
+
+
+def test_sparse_adj_refuses_arrays_of_other_types():
+    with pytest.raises(ValueError, match=r"'col' must be a 1-D int32 or "
+                       r"int64 tensor \(got 1-D torch.float32\)"):
+        SparseAdj(torch.tensor([0, 1]), torch.tensor([0.]), torch.ones(1),
+                  (1, 1))
+    with pytest.raises(ValueError, match=r"'value' must be a 1-D "
+                       r"floating-point tensor \(got 1-D torch.int64\)"):
+        SparseAdj(torch.tensor([0, 1]), torch.tensor([0]),
+                  torch.tensor([1]), (1, 1))
+    # A valid matrix from raw arrays multiplies as its dense form.
+    adj = SparseAdj(torch.tensor([0, 2, 2, 3]), torch.tensor([0, 2, 1]),
+                    torch.tensor([1., 2., 3.]), (3, 3))
+    dense = torch.tensor([[1., 0., 2.], [0., 0., 0.], [0., 3., 0.]])
+    x = torch.randn(3, 2)
+    assert torch.allclose(adj.matmul(x), dense @ x)
+    assert torch.allclose(adj.t().matmul(x), dense.t() @ x)
+
+
+def test_empty_symmetric_matrix():
+    # An empty matrix is symmetric; the check took the max of no values.
+    adj, _ = to_adj(torch.zeros(2, 0, dtype=torch.long), None, 5,
+                    symmetric=True)
+    assert adj.nnz() == 0 and adj.symmetric
+    assert torch.equal(adj.matmul(torch.ones(5, 2)), torch.zeros(5, 2))
 
 
 def test_sparse_adj_row():
