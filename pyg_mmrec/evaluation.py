@@ -7,7 +7,16 @@ number of held-out items, NDCG@K uses the ideal DCG over
 :math:`\min(|\text{held-out}|, K)` positions, Precision@K divides by
 :math:`K`; each is averaged over users with at least one held-out item.
 """
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 import torch
 from torch import Tensor
@@ -36,6 +45,11 @@ def _has_split(data: HeteroData, split: str) -> bool:
             and f'{split}_edge_index' in data[INTERACTS])
 
 
+def _excluded_splits(split: str, splits: Iterable[str]) -> List[str]:
+    return ['train', 'val'] if split == 'test' and 'val' in splits \
+        else ['train']
+
+
 class RankingEvaluator:
     r"""Evaluates a scoring function by full ranking on a split of
     :obj:`data`. The validation and test edges are optional: a split the
@@ -56,11 +70,14 @@ class RankingEvaluator:
         self.batch_size = batch_size
         # A split the data lacks (e.g. only training edges, to recommend)
         # is an error only when it is needed.
-        self._csrs = {
-            split: csr_of(self._checked_edges(data, split), self.num_users)
+        edges = {
+            split: self._checked_edges(data, split)
             for split in ('train', 'val', 'test')
             if split == 'train' or _has_split(data, split)
         }
+        self._check_held_out(edges)
+        self._csrs = {split: csr_of(edge_index, self.num_users)
+                      for split, edge_index in edges.items()}
 
     def _csr(self, split: str) -> Tuple[Tensor, Tensor]:
         if split not in self._csrs:
@@ -89,6 +106,39 @@ class RankingEvaluator:
                     f'renumbered without the training edges?)')
         return edge_index.long()
 
+    def _check_held_out(self, edges: Dict[str, Tensor]) -> None:
+        # A held-out pair given twice counted twice in Recall@K's
+        # denominator, and one of an excluded split could never be hit:
+        # both lowered the metrics silently. (The readers remove such pairs,
+        # with a note; data built by hand gets an error.)
+        keys = {split: edge_index[0] * self.num_items + edge_index[1]
+                for split, edge_index in edges.items()}
+
+        def pair(key: Tensor) -> str:
+            key = int(key)
+            return (f'user {key // self.num_items}, item '
+                    f'{key % self.num_items}')
+
+        for split in ('val', 'test'):
+            if split not in keys:
+                continue
+            key = keys[split].sort().values
+            repeated = key[1:][key[1:] == key[:-1]]
+            if repeated.numel():
+                raise ValueError(
+                    f'the {split} edges repeat {repeated.numel()} user-item '
+                    f'pair(s) (first: {pair(repeated[0])}): Recall@K would '
+                    f'count them twice')
+            excluded = _excluded_splits(split, edges)
+            seen = torch.cat([keys[s] for s in excluded])
+            old = key[torch.isin(key, seen)]
+            if old.numel():
+                raise ValueError(
+                    f'the {split} edges hold {old.numel()} user-item '
+                    f'pair(s) of the {" or ".join(excluded)} split (first: '
+                    f'{pair(old[0])}): those items are excluded from the '
+                    f'{split} ranking, so they could never be hit')
+
     def check_users(self, users: Union[Tensor, Sequence[int]]) -> Tensor:
         r""":obj:`users` as a 1-D ``long`` tensor on the CPU; raises unless
         every id is a user of the data set (a negative id would silently
@@ -111,8 +161,7 @@ class RankingEvaluator:
         r"""The splits whose items are removed from the ranking of
         :obj:`split`: training items always, validation items (if the data
         has any) for test."""
-        return ['train', 'val'] if split == 'test' and 'val' in self._csrs \
-            else ['train']
+        return _excluded_splits(split, self._csrs)
 
     def _metrics(self) -> LinkPredMetricCollection:
         metrics = {}

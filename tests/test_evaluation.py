@@ -203,15 +203,14 @@ def test_excluded_items_never_fill_a_short_ranking():
         [5, 0, 4, 3, -1, -1]]
 
 
-def test_held_out_item_that_is_excluded_is_never_a_hit():
-    # User 1's test item 2 is also a training item: it is excluded from the
-    # ranking, so even at K >= the number of items it cannot be hit (topk
-    # used to return excluded items at the tail of a short ranking).
-    data = _data()
-    data['user', 'interacts', 'item'].test_edge_index = _index([(1, 2)])
-    evaluator = RankingEvaluator(data, ks=(6, ))
-    assert evaluator.evaluate(scores, 'test') == pytest.approx(
-        {'recall@6': 0.0, 'ndcg@6': 0.0, 'precision@6': 0.0})
+def test_excluded_item_is_never_ranked_even_at_large_k():
+    # User 1's training items 1 and 2 are excluded from the ranking, so even
+    # at K >= the number of items neither can be hit (topk used to return
+    # excluded items at the tail of a short ranking). A held-out pair that
+    # is also a training pair is refused outright (see below).
+    evaluator = RankingEvaluator(_data(), ks=(6, ))
+    top = evaluator.top_k(scores, [1], 6, ['train'])
+    assert top.tolist() == [[5, 0, 4, 3, -1, -1]]
 
 
 def test_recommend_more_items_than_exist_pads_with_minus_one():
@@ -283,4 +282,24 @@ def test_edges_outside_the_data_are_refused(split, key, value, message):
 def test_item_subgraph_with_stale_held_out_ids_is_refused():
     data = _data().subgraph({'item': torch.tensor([0, 1, 2])})
     with pytest.raises(ValueError, match='outside the data set'):
+        RankingEvaluator(data)
+
+
+@pytest.mark.parametrize('split,pairs,message', [
+    # The only held-out item ranked first scored recall 0.5.
+    ('val', [[0, 0], [2, 2]], 'the val edges repeat 1 user-item pair(s) '
+     '(first: user 0, item 2): Recall@K would count them twice'),
+    ('val', [[0], [TRAIN[0][1]]], 'the val edges hold 1 user-item pair(s) '
+     f'of the train split (first: user 0, item {TRAIN[0][1]}): those items '
+     'are excluded from the val ranking, so they could never be hit'),
+    ('test', [[VAL[0][0]], [VAL[0][1]]], 'the test edges hold 1 user-item '
+     'pair(s) of the train or val split (first: user '
+     f'{VAL[0][0]}, item {VAL[0][1]})'),
+])
+def test_held_out_pairs_that_distort_the_metrics_are_refused(split, pairs,
+                                                             message):
+    data = _data()
+    data['user', 'interacts', 'item'][f'{split}_edge_index'] = \
+        torch.tensor(pairs)
+    with pytest.raises(ValueError, match=re.escape(message)):
         RankingEvaluator(data)
