@@ -49,10 +49,27 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
 
 def check_user_item_edges(edge_index: Tensor, num_users: int,
                           num_items: int,
-                          edge_weight: Optional[Tensor] = None) -> None:
-    r""":func:`check_edge_index` of user-item edges (item ids from 0)."""
+                          edge_weight: Optional[Tensor] = None,
+                          distinct: bool = False) -> None:
+    r""":func:`check_edge_index` of user-item edges (item ids from 0); with
+    :obj:`distinct`, also refuses a user-item pair given twice: the
+    interaction matrix :math:`\mathbf{R}` is binary, and a repeated edge
+    would count twice in degrees and sums (``O(E log E)``)."""
     check_edge_index(edge_index, num_users, num_items, edge_weight,
                      names=('user', 'item'), counts=('users', 'items'))
+    if not distinct or edge_index.size(1) < 2:
+        return
+    key = edge_index[0].long() * num_items + edge_index[1].long()
+    key = key.sort().values
+    repeated = key[1:][key[1:] == key[:-1]]
+    if repeated.numel():
+        first = int(repeated[0])
+        raise ValueError(
+            f"'edge_index' repeats {repeated.numel()} user-item "
+            f"{'pair' if repeated.numel() == 1 else 'pairs'} (first: user "
+            f"{first // num_items}, item {first % num_items}); interactions "
+            f"are binary: remove the duplicates first, e.g. with "
+            f"torch_geometric.utils.coalesce")
 
 
 def to_homogeneous(edge_index: Tensor, num_users: int) -> Tensor:
@@ -82,7 +99,8 @@ def sym_norm_bipartite(
     nodes; degrees are taken from :math:`\bar{\mathbf{A}}`.
 
     Args:
-        edge_index (Tensor): ``[2, E]`` user-item edges (item ids from 0).
+        edge_index (Tensor): ``[2, E]`` distinct user-item edges (item ids
+            from 0).
         num_users (int): Number of users ``U``.
         num_items (int): Number of items ``I``.
         edge_weight (Tensor, optional): ``[E]`` weights of :math:`\mathbf{R}`
@@ -95,7 +113,8 @@ def sym_norm_bipartite(
         (user to item, then item to user) followed by ``U + I`` self-loops if
         requested. The matrix is symmetric.
     """
-    check_user_item_edges(edge_index, num_users, num_items, edge_weight)
+    check_user_item_edges(edge_index, num_users, num_items, edge_weight,
+                          distinct=True)
     # PyG's GCN normalisation on the homogeneous graph is exactly this
     # matrix (its self-loops are appended after the 2E edges).
     if edge_weight is not None:
@@ -117,7 +136,8 @@ def one_sided_norm(
     aggregate users).
 
     Args:
-        edge_index (Tensor): ``[2, E]`` user-item edges (item ids from 0).
+        edge_index (Tensor): ``[2, E]`` distinct user-item edges (item ids
+            from 0).
         num_users (int): Number of users :math:`U`.
         num_items (int): Number of items :math:`I`.
         dtype (torch.dtype): Dtype of the weights.
@@ -127,7 +147,7 @@ def one_sided_norm(
         :obj:`edge_index`: ``P[u, i] = user_weight[e]`` and
         ``Q[i, u] = item_weight[e]`` for edge ``e = (u, i)``.
     """
-    check_user_item_edges(edge_index, num_users, num_items)
+    check_user_item_edges(edge_index, num_users, num_items, distinct=True)
     deg_user = degree(edge_index[0], num_users, dtype=dtype)
     deg_item = degree(edge_index[1], num_items, dtype=dtype)
     return (deg_user.pow(-0.5)[edge_index[0]],

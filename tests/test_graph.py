@@ -135,3 +135,19 @@ def test_unique_csr_rows_of_no_rows():
     first, inverse = unique_csr_rows(torch.zeros(1, dtype=torch.long),
                                      torch.zeros(0, dtype=torch.long))
     assert first.numel() == 0 and inverse.numel() == 0
+
+
+def test_repeated_user_item_pairs_are_refused():
+    # R is binary: a repeated edge counted twice in the degrees and sums
+    # (0.667 instead of 0.5 for A[u0, i1] of this graph), with no notice.
+    edges = torch.tensor([[0, 1, 0, 1, 0], [1, 0, 1, 0, 2]])
+    problem = re.escape("'edge_index' repeats 2 user-item pairs (first: "
+                        "user 0, item 1); interactions are binary: remove "
+                        "the duplicates first, e.g. with "
+                        "torch_geometric.utils.coalesce")
+    with pytest.raises(ValueError, match=problem):
+        sym_norm_bipartite(edges, 2, 3)
+    with pytest.raises(ValueError, match=problem):
+        one_sided_norm(edges, 2, 3)
+    # The same pairs once each are fine, in any order.
+    sym_norm_bipartite(edges[:, [4, 1, 0]], 2, 3)

@@ -56,6 +56,10 @@ def split_edge_index(data: HeteroData, split: str) -> Tensor:
         raise ValueError(f"unknown split '{split}' (expected one of "
                          f"{', '.join(SPLITS)})")
     key = 'edge_index' if split == 'train' else f'{split}_edge_index'
+    # `data[INTERACTS]` would add an empty edge type to the data.
+    if INTERACTS not in data.edge_types or key not in data[INTERACTS]:
+        raise ValueError(f"data has no '{key}' for edge type {INTERACTS} "
+                         f"(the {split} split)")
     return data[INTERACTS][key]
 
 

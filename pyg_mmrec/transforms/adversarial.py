@@ -18,7 +18,11 @@ from pyg_mmrec.data.hetero import (
     num_users_items,
     require_modalities,
 )
-from pyg_mmrec.graph import csr_of, csr_row_entries
+from pyg_mmrec.graph import (
+    check_user_item_edges,
+    csr_of,
+    csr_row_entries,
+)
 from pyg_mmrec.nn._random import sample_on_generator
 from pyg_mmrec.transforms.normalize import OneSidedNorm
 
@@ -276,6 +280,7 @@ def preference_topk_edges(user_emb: Tensor, item_emb: Tensor,
                          f'{list(item_emb.shape)}')
     if batch_size < 1:
         raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+    check_user_item_edges(edge_index, num_users, num_items, distinct=True)
     k = num_generated_items(num_items, rate)
     device = user_emb.device
     rowptr, col = csr_of(edge_index.to(device), num_users)
@@ -364,10 +369,14 @@ class AdversarialGraph(BaseTransform):
         num_users, num_items = num_users_items(data)
         edge_index = data[INTERACTS].edge_index
         for name in self.user_emb:
-            gen = preference_topk_edges(self.user_emb[name].detach(),
-                                        self.item_emb[name].detach(),
-                                        edge_index, num_users, num_items,
-                                        self.rate, self.batch_size)
+            try:
+                gen = preference_topk_edges(self.user_emb[name].detach(),
+                                            self.item_emb[name].detach(),
+                                            edge_index, num_users,
+                                            num_items, self.rate,
+                                            self.batch_size)
+            except ValueError as e:
+                raise ValueError(f"modality '{name}': {e}") from None
             edge_type = self.edge_type(name)
             data[edge_type].edge_index = gen
             # OneSidedNorm's own code, so that the generated graphs cannot

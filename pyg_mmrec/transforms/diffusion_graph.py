@@ -33,7 +33,9 @@ def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
                      layout: torch.layout = torch.strided) -> Tensor:
     r"""The binary interaction rows :math:`\mathbf{R}_B` of the users
     :obj:`index`, ``[B, I]``, built from the CSR of the training edges
-    (:func:`~pyg_mmrec.graph.csr_of`) in one scatter.
+    (:func:`~pyg_mmrec.graph.csr_of`) in one scatter. The edges must be
+    distinct (see :func:`~pyg_mmrec.graph.check_user_item_edges`): the
+    sparse layout would sum a repeated one.
 
     Args:
         rowptr (Tensor): ``[U + 1]`` CSR row pointer.
@@ -127,7 +129,7 @@ def diffusion_topk_edges(
     if isinstance(denoiser, Denoiser) and denoiser.num_items != num_items:
         raise ValueError(f'the denoiser scores {denoiser.num_items} items '
                          f'but the graph has {num_items}')
-    check_user_item_edges(edge_index, num_users, num_items)
+    check_user_item_edges(edge_index, num_users, num_items, distinct=True)
     param = next(denoiser.parameters(), None)
     device = param.device if param is not None else edge_index.device
     # Each row's items in ascending order: the first layer sums a row's

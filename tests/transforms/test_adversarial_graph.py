@@ -168,6 +168,17 @@ def test_topk_edges_batches_agree_and_bad_input():
     with pytest.raises(ValueError, match="no item features for modality "
                        r"'acoustic' \(data has: visual, textual\)"):
         AdversarialGraph({'acoustic': x}, {'acoustic': z})(tiny_data())
+    # Training edges are checked as DiffusionGraph checks them: item -1
+    # used to mask item I - 1 silently.
+    data = tiny_data()
+    data['user', 'interacts', 'item'].edge_index = torch.tensor(
+        [[0, 1], [1, -1]])
+    with pytest.raises(ValueError, match="modality 'visual': 'edge_index' "
+                       "has negative item id -1"):
+        AdversarialGraph(user, {'visual': z})(data)
+    with pytest.raises(ValueError, match="'edge_index' repeats 1 user-item "
+                       r"pair \(first: user 0, item 1\)"):
+        preference_topk_edges(x, z, EDGES[:, [0, 0, 1]], U, I)
 
 
 def test_projected_rows_equal_the_projected_dense_rows():

@@ -196,6 +196,12 @@ def test_bad_input():
     with pytest.raises(ValueError, match=f"'edge_index' has item id {I} but "
                        f"there are only {I} items"):
         diffusion_topk_edges(diff, dens['visual'], bad, U, I)
+    # A repeated pair summed to 2 in the sparse rows the process starts
+    # from, while the denoisers were trained on binary rows.
+    with pytest.raises(ValueError, match="'edge_index' repeats 1 user-item "
+                       "pair"):
+        diffusion_topk_edges(diff, dens['visual'],
+                             torch.cat([EDGES, EDGES[:, :1]], dim=1), U, I)
     with pytest.raises(ValueError, match="no item features for modality "
                        r"'textual' \(data has: visual, acoustic\)"):
         DiffusionGraph(diff, {'textual': dens['visual']})(tiny_data())

@@ -10,7 +10,7 @@ from torch.nn import ModuleList
 
 from pyg_mmrec.data.hetero import INTERACTS, split_edge_index
 from pyg_mmrec.errors import check_config
-from pyg_mmrec.graph import sym_norm_bipartite
+from pyg_mmrec.graph import check_user_item_edges, sym_norm_bipartite
 from pyg_mmrec.nn.conv import SymNormConv
 from pyg_mmrec.nn.models.base import (
     Recommender,
@@ -101,7 +101,11 @@ class MostPopular(Recommender):
 
     def prepare(self, data: HeteroData) -> HeteroData:
         check_sizes(self, data)
-        items = split_edge_index(data, 'train')[1]
+        edge_index = split_edge_index(data, 'train')
+        # An item id past the last one used to add rows to the popularity.
+        check_user_item_edges(edge_index, self.num_users, self.num_items,
+                              distinct=True)
+        items = edge_index[1]
         self.popularity = torch.bincount(
             items, minlength=self.num_items).float().to(
                 self.popularity.device)

@@ -37,6 +37,29 @@ def test_prepare_refuses_data_of_another_size(model, users, items):
         recommender.prepare(other)
 
 
+@pytest.mark.parametrize('model', list(BUILDERS), ids=list(BUILDERS))
+def test_prepare_refuses_bad_training_edges(model):
+    data = make_synthetic(SyntheticConfig(num_users=30, num_items=20))
+    recommender = BUILDERS[model](data)
+    store = data['user', 'interacts', 'item']
+    edge_index = store.edge_index
+    # MostPopular sized its scores by the largest item id (21 rows here).
+    store.edge_index = torch.cat([edge_index, torch.tensor([[0], [20]])], 1)
+    with pytest.raises(ValueError, match="'edge_index' has item id 20 but "
+                       "there are only 20 items"):
+        recommender.prepare(data.clone())
+    store.edge_index = torch.cat([edge_index, edge_index[:, :1]], 1)
+    with pytest.raises(ValueError, match="'edge_index' repeats 1 user-item "
+                       "pair"):
+        recommender.prepare(data.clone())
+    # LightGCN and MostPopular raised a bare KeyError('edge_index').
+    del store.edge_index
+    with pytest.raises(ValueError, match=re.escape(
+            "data has no 'edge_index' for edge type ('user', 'interacts', "
+            "'item')")):
+        recommender.prepare(data)
+
+
 def test_recommend_scores_in_eval_mode_and_restores_the_modes():
     # MMSSL drops item features in training mode: two recommend calls on a
     # model left in training mode used to return different lists.
