@@ -323,6 +323,7 @@ class AdversarialGraph(BaseTransform):
     transform would replace :math:`\mathbf{P}_m` by :math:`\mathbf{Q}_m`;
     apply it before.
 
+    The weights are computed in the dtype of the representations.
     Deterministic (no randomness); the data is shallow-copied.
 
     Args:
@@ -382,7 +383,8 @@ class AdversarialGraph(BaseTransform):
             # OneSidedNorm's own code, so that the generated graphs cannot
             # drift from the training graph's layout. forward(), not
             # __call__: data is already this transform's copy.
-            data = OneSidedNorm(edge_type).forward(data)
+            data = OneSidedNorm(edge_type, dtype=self.user_emb[name].dtype
+                                ).forward(data)
         return data
 
     def __repr__(self) -> str:

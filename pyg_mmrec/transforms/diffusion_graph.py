@@ -86,6 +86,13 @@ def default_screen_dtype(device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16 if native_bf16(device) else None
 
 
+def _param_dtype(denoiser: Module) -> torch.dtype:
+    # The dtype of the denoiser's parameters (float64 for a model made
+    # .double()): the rows and the graph's weights follow it.
+    param = next(denoiser.parameters(), None)
+    return torch.float32 if param is None else param.dtype
+
+
 @torch.no_grad()
 def diffusion_topk_edges(
     diffusion: GaussianDiffusion,
@@ -132,6 +139,7 @@ def diffusion_topk_edges(
     check_user_item_edges(edge_index, num_users, num_items, distinct=True)
     param = next(denoiser.parameters(), None)
     device = param.device if param is not None else edge_index.device
+    dtype = _param_dtype(denoiser)
     # Each row's items in ascending order: the first layer sums a row's
     # entries in storage order, so users merged below as equal rows must
     # store them alike (and the result must not depend on the edge order).
@@ -152,8 +160,6 @@ def diffusion_topk_edges(
         # items get the same top-k: run it once per distinct row (on TikTok
         # 6,753 rows for 9,308 users, most of whom have 1-3 items).
         first, inverse = unique_csr_rows(rowptr, col)
-        # Rows in the denoiser's dtype (float64 for a model made .double()).
-        dtype = torch.float32 if param is None else param.dtype
         tops = []
         for start in range(0, first.numel(), batch_size):
             rows = interaction_rows(rowptr, col,
@@ -204,6 +210,7 @@ class DiffusionGraph(BaseTransform):
       Homogeneous ids: see the note on batching of
       :class:`~pyg_mmrec.transforms.SymmetricNorm`.
 
+    The weights are computed in the dtype of each denoiser's parameters.
     The transform shallow-copies the data (:class:`BaseTransform`) and draws
     its randomness (edge dropping only) from :obj:`generator`, so a fixed
     generator state gives the same graphs.
@@ -272,7 +279,8 @@ class DiffusionGraph(BaseTransform):
             except ValueError as e:
                 raise ValueError(f"modality '{name}': {e}") from None
             adj_index, adj_weight = sym_norm_bipartite(
-                gen_index, num_users, num_items)
+                gen_index, num_users, num_items,
+                dtype=_param_dtype(denoiser))
             store = data[self.edge_type(name)]
             store.edge_index = gen_index
             store.edge_weight = adj_weight[:gen_index.size(1)]

@@ -8,6 +8,7 @@ once, so that the layers in :mod:`pyg_mmrec.nn.conv` only propagate.
 from contextlib import contextmanager
 from typing import Iterator, Optional, Tuple
 
+import torch
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
 
@@ -30,6 +31,12 @@ def _named(edge_type: EdgeType) -> Iterator[None]:
         yield
     except ValueError as e:
         raise ValueError(f'edge type {edge_type}: {e}') from None
+
+
+def _dtype_repr(dtype: torch.dtype) -> str:
+    # Only a dtype other than the default is shown: PyG compares the repr
+    # of a data set's pre_transform with its cache's.
+    return '' if dtype == torch.float32 else f', dtype={dtype}'
 
 
 class SymmetricNorm(BaseTransform):
@@ -73,13 +80,18 @@ class SymmetricNorm(BaseTransform):
             weights of :math:`\mathbf{R}` (default: :obj:`None`, binary).
         add_self_loops (bool): Add :math:`\mathbf{I}` before normalising
             (default: :obj:`True`).
+        dtype (torch.dtype): The dtype the weights are computed in
+            (default: :obj:`torch.float32`; e.g. :obj:`torch.float64` for a
+            model made ``.double()``).
     """
     def __init__(self, edge_type: EdgeType = INTERACTS,
                  weight_attr: Optional[str] = None,
-                 add_self_loops: bool = True) -> None:
+                 add_self_loops: bool = True,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.edge_type = tuple(edge_type)
         self.weight_attr = weight_attr
         self.add_self_loops = add_self_loops
+        self.dtype = dtype
 
     def forward(self, data: HeteroData) -> HeteroData:
         _check_edge_type(data, self.edge_type)
@@ -99,7 +111,8 @@ class SymmetricNorm(BaseTransform):
         with _named(self.edge_type):
             index, weight = sym_norm_bipartite(store.edge_index, num_users,
                                                num_items, weight,
-                                               self.add_self_loops)
+                                               self.add_self_loops,
+                                               self.dtype)
         store.adj_edge_index = index
         store.adj_edge_weight = weight
         return data
@@ -109,7 +122,8 @@ class SymmetricNorm(BaseTransform):
         # cache was made with a pre_transform of another repr.
         return (f'{self.__class__.__name__}(edge_type={self.edge_type}, '
                 f'weight_attr={self.weight_attr!r}, '
-                f'add_self_loops={self.add_self_loops})')
+                f'add_self_loops={self.add_self_loops}'
+                f'{_dtype_repr(self.dtype)})')
 
 
 class OneSidedNorm(BaseTransform):
@@ -150,10 +164,14 @@ class OneSidedNorm(BaseTransform):
         rev_edge_type (tuple, optional): The reverse edge type (default:
             ``(item, 'rev_' + relation, user)``, the name PyG's
             :class:`~torch_geometric.transforms.ToUndirected` uses).
+        dtype (torch.dtype): The dtype the weights are computed in
+            (default: :obj:`torch.float32`).
     """
     def __init__(self, edge_type: EdgeType = INTERACTS,
-                 rev_edge_type: Optional[EdgeType] = None) -> None:
+                 rev_edge_type: Optional[EdgeType] = None,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.edge_type = tuple(edge_type)
+        self.dtype = dtype
         src, rel, dst = self.edge_type
         self.rev_edge_type = (tuple(rev_edge_type) if rev_edge_type
                               is not None else (dst, f'rev_{rel}', src))
@@ -164,7 +182,7 @@ class OneSidedNorm(BaseTransform):
         store = data[self.edge_type]
         with _named(self.edge_type):
             user_weight, item_weight = one_sided_norm(
-                store.edge_index, num_users, num_items)
+                store.edge_index, num_users, num_items, self.dtype)
         store.edge_weight = item_weight
         rev = data[self.rev_edge_type]
         rev.edge_index = store.edge_index.flip(0)
@@ -173,4 +191,5 @@ class OneSidedNorm(BaseTransform):
 
     def __repr__(self) -> str:
         return (f'{self.__class__.__name__}(edge_type={self.edge_type}, '
-                f'rev_edge_type={self.rev_edge_type})')
+                f'rev_edge_type={self.rev_edge_type}'
+                f'{_dtype_repr(self.dtype)})')

@@ -47,6 +47,8 @@ def test_symmetric_norm():
     # The options that change the output are in the repr, which PyG
     # compares to detect a changed pre_transform.
     assert 'weight_attr=\'rating\'' in str(SymmetricNorm(weight_attr='rating'))
+    assert str(SymmetricNorm(dtype=torch.float64)).endswith(
+        'add_self_loops=True, dtype=torch.float64)')
     out = transform(data)
     store = out['user', 'interacts', 'item']
     E = R.sum().int().item()
@@ -81,6 +83,8 @@ def test_one_sided_norm():
     assert str(transform) == (
         "OneSidedNorm(edge_type=('user', 'interacts', 'item'), "
         "rev_edge_type=('item', 'rev_interacts', 'user'))")
+    assert str(OneSidedNorm(dtype=torch.float64)).endswith(
+        "'user'), dtype=torch.float64)")
     out = transform(data)
     fwd = out['user', 'interacts', 'item']
     rev = out['item', 'rev_interacts', 'user']

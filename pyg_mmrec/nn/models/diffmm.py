@@ -249,9 +249,10 @@ class DiffMM(Recommender):
             for key in ('edge_index', 'edge_weight', 'adj_edge_index',
                         'adj_edge_weight'):
                 data[edge_type][key] = store[key]
-            # Dropping entries independently breaks symmetry.
-            weight = store.adj_edge_weight.to(self.user_emb.dtype)
-            data[edge_type].adj = to_adj(store.adj_edge_index, weight,
+            # Dropping entries independently breaks symmetry. (Weights in
+            # the denoisers' dtype, which is the embeddings'.)
+            data[edge_type].adj = to_adj(store.adj_edge_index,
+                                         store.adj_edge_weight,
                                          num_nodes,
                                          backend=self.config.backend)
         self._generated_types = {m: transform.edge_type(m)
@@ -266,13 +267,12 @@ class DiffMM(Recommender):
         :obj:`graph_epoch`."""
         check_sizes(self, data)
         require_modalities(data, self.modalities)
-        data = SymmetricNorm()(data)
-        store = data[INTERACTS]
         # Weights in the embeddings' dtype (float64 for a model made
         # .double()).
-        weight = store.adj_edge_weight.to(self.user_emb.dtype)
+        data = SymmetricNorm(dtype=self.user_emb.dtype)(data)
+        store = data[INTERACTS]
         # (adjacency, weights): the weights are None for fused backends.
-        store.adj = to_adj(store.adj_edge_index, weight,
+        store.adj = to_adj(store.adj_edge_index, store.adj_edge_weight,
                            self.num_users + self.num_items,
                            backend=self.config.backend, symmetric=True)
         self.store_train_csr(data)

@@ -60,11 +60,10 @@ class LightGCNRecommender(Recommender):
 
     def prepare(self, data: HeteroData) -> HeteroData:
         check_sizes(self, data)
+        # In the embeddings' dtype: float64 for a model made .double().
         index, weight = sym_norm_bipartite(
             split_edge_index(data, 'train'), self.num_users, self.num_items,
-            add_self_loops=False)
-        # (In the embeddings' dtype: float64 for a model made .double().)
-        weight = weight.to(self.lightgcn.embedding.weight.dtype)
+            add_self_loops=False, dtype=self.lightgcn.embedding.weight.dtype)
         adj_t, _ = to_adj(index, weight, self.num_users + self.num_items,
                           symmetric=True)
         data[INTERACTS].lightgcn_adj_t = adj_t

@@ -349,10 +349,9 @@ class MMSSL(Recommender):
         num_users, num_items = self.num_users, self.num_items
         backend = self.config.backend
         store, rev = data[norm.edge_type], data[norm.rev_edge_type]
-        dtype = self.user_emb.dtype  # float64 for a model made .double()
-        p, p_weight = to_adj(rev.edge_index, rev.edge_weight.to(dtype),
+        p, p_weight = to_adj(rev.edge_index, rev.edge_weight,
                              (num_items, num_users), backend=backend)
-        q, q_weight = to_adj(store.edge_index, store.edge_weight.to(dtype),
+        q, q_weight = to_adj(store.edge_index, store.edge_weight,
                              (num_users, num_items), backend=backend)
         store[USER_ADJ] = (p, p_weight, (num_items, num_users))
         store[ITEM_ADJ] = (q, q_weight, (num_users, num_items))
@@ -387,12 +386,13 @@ class MMSSL(Recommender):
 
         The weights are written by :class:`OneSidedNorm`, as
         :class:`~pyg_mmrec.transforms.AdversarialGraph` writes them: they
-        are the one-sided normalisation of the edges alone (float32 degree
-        counts), so they come out bit for bit the same, and a checkpoint
-        need not hold them."""
+        are the one-sided normalisation of the edges alone (in the
+        representations' dtype), so they come out bit for bit the same, and
+        a checkpoint need not hold them."""
         train = data[INTERACTS].edge_index
         for m in self.modalities:
-            norm = OneSidedNorm(self.generated_edge_type(m))
+            norm = OneSidedNorm(self.generated_edge_type(m),
+                                dtype=self.user_emb.dtype)
             data[norm.edge_type].edge_index = (
                 train if edges is None else edges[m].to(train.device))
             # forward(), not __call__: data is prepare()'s own copy, which
@@ -423,7 +423,7 @@ class MMSSL(Recommender):
         \mathbf{R}`."""
         check_sizes(self, data)
         require_modalities(data, self.modalities)
-        norm = OneSidedNorm()
+        norm = OneSidedNorm(dtype=self.user_emb.dtype)
         data = norm(data)
         self._store_adjs(data, norm)
         self.store_train_csr(data)
