@@ -67,6 +67,8 @@ class RankingEvaluator:
             raise ValueError(f'cut-offs must be positive, got {list(ks)}')
         self.num_users, self.num_items = num_users_items(data)
         self.ks = sorted(set(int(k) for k in ks))
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}')
         self.batch_size = batch_size
         # A split the data lacks (e.g. only training edges, to recommend)
         # is an error only when it is needed.

@@ -135,6 +135,9 @@ def test_bad_arguments():
         evaluator.evaluate(lambda u: SCORES[u][:, :4], 'val')
     with pytest.raises(ValueError, match='cut-offs must be positive'):
         RankingEvaluator(_data(), ks=(0, ))
+    # "range() arg 3 must not be zero", at the first evaluation.
+    with pytest.raises(ValueError, match='batch_size must be >= 1, got 0'):
+        RankingEvaluator(_data(), batch_size=0)
 
 
 class _Fixed(Recommender):

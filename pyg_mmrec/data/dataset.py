@@ -16,6 +16,7 @@ from pyg_mmrec.data.hetero import INTERACTS, ITEM, USER
 from pyg_mmrec.data.readers import (
     DIFFMM_FILES,
     FEATURE_FILES,
+    LAYOUTS,
     MMSSL_FILES,
     TABULAR_FILES,
     RawInteractions,
@@ -108,6 +109,10 @@ class MultiModalRecDataset(InMemoryDataset):
             raise DatasetError(root, 'is a file, not a data set folder')
         if not osp.isdir(root):  # before PyG would create it
             raise DatasetError(root, 'data set folder not found')
+        if layout is not None and layout not in LAYOUTS:
+            # Else reported as a missing file of the tabular layout.
+            raise DatasetError(root, f"unknown layout '{layout}' (expected "
+                               f"one of {', '.join(LAYOUTS)})")
         self.layout = layout or detect_layout(root)
         self._processed_dir = processed_dir or _default_processed_dir(root)
         self.notes: List[str] = []

@@ -40,13 +40,29 @@ def item_modalities(data: HeteroData) -> List[str]:
 
 def require_modalities(data: HeteroData, names: Iterable[str]) -> None:
     r"""Raises :class:`ValueError` if :obj:`data['item']` lacks the features
-    of a modality in :obj:`names`."""
+    of a modality in :obj:`names`, or holds them other than as a
+    floating-point ``[I, F]`` tensor."""
     present = item_modalities(data)
+    num_items = None
     for name in names:
         if name not in present:
             raise ValueError(
                 f"no item features for modality '{name}' (data has: "
                 f"{', '.join(present) if present else 'none'})")
+        if num_items is None:
+            num_items = num_users_items(data)[1]
+        feat = data[ITEM][name]
+        if (not isinstance(feat, Tensor) or feat.dim() != 2
+                or not feat.is_floating_point()):
+            described = (f'{feat.dim()}-D {feat.dtype}' if isinstance(
+                feat, Tensor) else type(feat).__name__)
+            raise ValueError(f"item features of modality '{name}' must be "
+                             f"a floating-point [items, F] tensor (got "
+                             f"{described})")
+        if feat.size(0) != num_items:
+            raise ValueError(f"item features of modality '{name}' have "
+                             f"{feat.size(0)} rows but the data has "
+                             f"{num_items} items")
 
 
 def split_edge_index(data: HeteroData, split: str) -> Tensor:

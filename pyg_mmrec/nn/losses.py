@@ -156,9 +156,22 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
     if z1.size(-1) != z2.size(-1):
         raise ValueError(f'z1 and z2 must have the same number of columns, '
                          f'got {z1.size(-1)} and {z2.size(-1)}')
+    if index.dim() != 1 or index.dtype not in (torch.int32, torch.long):
+        raise ValueError(f"'index' must be a 1-D integer tensor of node ids "
+                         f"(got {index.dim()}-D {index.dtype})")
+    if index.numel() == 0:
+        raise ValueError("'index' is empty: the loss is a mean over its "
+                         "nodes")
     if normalize:
         z1, z2 = F.normalize(z1, dim=-1), F.normalize(z2, dim=-1)
     unique, inverse = torch.unique(index, return_inverse=True)
+    # Sorted, so its ends bound every id (unique() has synchronised with
+    # the device already). A negative id would index from the end.
+    num_nodes = min(z1.size(0), z2.size(0))
+    if int(unique[0]) < 0 or int(unique[-1]) >= num_nodes:
+        bad = int(unique[0]) if int(unique[0]) < 0 else int(unique[-1])
+        raise ValueError(f"'index' holds node id {bad}, outside the rows "
+                         f"0..{num_nodes - 1} of both views")
     weight = torch.bincount(inverse, minlength=unique.numel()).to(z1.dtype)
     query = z1[unique]
     pos = (query * z2[unique]).sum(dim=-1) / temperature

@@ -127,7 +127,7 @@ def diffusion_topk_edges(
         ``[2, U * k]`` edges sorted by user, then by decreasing score.
     """
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f'k must be an integer >= 1, got {k}')
+        raise ValueError(f'k must be an integer >= 1, got {k!r}')
     if k > num_items:
         raise ValueError(f'k must be at most the number of items '
                          f'({num_items}), got {k}')
@@ -247,7 +247,7 @@ class DiffusionGraph(BaseTransform):
         if len(denoisers) == 0:
             raise ValueError('denoisers must name at least one modality')
         if not isinstance(k, int) or k < 1:
-            raise ValueError(f'k must be an integer >= 1, got {k}')
+            raise ValueError(f'k must be an integer >= 1, got {k!r}')
         if not 0.0 < keep_rate <= 1.0:
             raise ValueError(f'keep_rate must be in (0, 1], got {keep_rate}')
         if batch_size < 1:

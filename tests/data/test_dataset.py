@@ -21,6 +21,7 @@ from pyg_mmrec.data.hetero import (
     split_edge_index,
 )
 from pyg_mmrec.data.readers import read_dataset
+from pyg_mmrec.errors import DatasetError
 
 NUM_USERS, NUM_ITEMS = 4, 5  # the tiny data set of conftest.py
 LAYOUTS = ['diffmm', 'mmssl', 'tabular', 'parquet']
@@ -367,3 +368,13 @@ def test_cache_whose_parent_cannot_be_made_is_one_error(make_dataset,
     with pytest.raises(OutputError, match=re.escape(
             f'{cache}: the processed cache cannot be written')):
         MultiModalRecDataset(str(root), processed_dir=str(cache))
+
+
+def test_unknown_layout_is_named(make_dataset):
+    # It was reported as a missing interactions.csv of the tabular layout.
+    root = make_dataset('diffmm')
+    with pytest.raises(DatasetError, match=re.escape(
+            f"{root}: unknown layout 'bogus' (expected one of diffmm, "
+            f"mmssl, tabular)")):
+        MultiModalRecDataset(str(root), layout='bogus')
+    assert not (root / 'processed').exists()

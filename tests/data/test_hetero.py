@@ -5,7 +5,11 @@ import pytest
 import torch
 from torch_geometric.data import HeteroData
 
-from pyg_mmrec.data.hetero import INTERACTS, num_users_items
+from pyg_mmrec.data.hetero import (
+    INTERACTS,
+    num_users_items,
+    require_modalities,
+)
 
 
 def _hand_made(users=True, items=True):
@@ -42,3 +46,22 @@ def test_missing_node_count_is_a_clear_error(users, items, message):
         with pytest.raises(ValueError) as info:
             num_users_items(_hand_made(users, items))
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize('visual,problem', [
+    # The models failed with "'item_feat' has shape [3, 4] but 'item_emb'
+    # has shape [4, 4]" (DiffMM) or "adjacency expects 4 source nodes"
+    # (MMSSL), naming no modality.
+    (torch.randn(3, 2), "item features of modality 'visual' have 3 rows "
+     "but the data has 4 items"),
+    (torch.randn(4), r"item features of modality 'visual' must be a "
+     r"floating-point \[items, F\] tensor \(got 1-D torch.float32\)"),
+    (torch.ones(4, 2, dtype=torch.long), r"must be a floating-point "
+     r"\[items, F\] tensor \(got 2-D torch.int64\)"),
+])
+def test_require_modalities_checks_the_features(visual, problem):
+    data = _hand_made()
+    require_modalities(data, ['visual'])
+    data['item'].visual = visual
+    with pytest.raises(ValueError, match=problem):
+        require_modalities(data, ['visual'])

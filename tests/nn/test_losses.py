@@ -61,6 +61,16 @@ def test_info_nce_normalize_flag_and_bad_input():
         info_nce(z1, z2, index, chunk_size=0)
     with pytest.raises(ValueError, match='same number of columns, got 3 and'):
         info_nce(z1, torch.randn(7, 2), index)
+    # Id -1 silently took the last node, an empty index gave NaN.
+    for bad, message in [
+            (torch.tensor([1, -1]), r"node id -1, outside the rows 0\.\.4 "
+             r"of both views"),
+            (torch.tensor([5]), r"node id 5, outside the rows 0\.\.4"),
+            (torch.tensor([], dtype=torch.long), "'index' is empty"),
+            (torch.tensor([1.0]), r"'index' must be a 1-D integer tensor "
+             r"of node ids \(got 1-D torch.float32\)")]:
+        with pytest.raises(ValueError, match=message):
+            info_nce(z1, z2, bad)
 
 
 def explicit_grace(z1, z2, tau, normalize=True):

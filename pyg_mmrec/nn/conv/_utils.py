@@ -67,6 +67,11 @@ def check_adj(edge_index: AdjLike, edge_weight: OptTensor, num_src: int,
     misaligned, and weights whose dtype differs from the features'
     :obj:`dtype` (the scatter path would promote the result, the sparse
     kernels fail with backend-specific errors)."""
+    if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(
+            edge_index) and (edge_index.dim() != 2
+                             or edge_index.size(0) != 2):
+        raise ValueError(f"'edge_index' must have shape [2, E] (got "
+                         f"{list(edge_index.shape)})")
     check_fused_size(edge_index, num_src, num_dst)
     weight_dtype = _weight_dtype(edge_index, edge_weight)
     if dtype is not None and weight_dtype not in (None, dtype):
@@ -76,9 +81,9 @@ def check_adj(edge_index: AdjLike, edge_weight: OptTensor, num_src: int,
         return
     if (isinstance(edge_index, (SparseAdj, SparseTensor))
             or is_torch_sparse_tensor(edge_index)):
-        raise ValueError(f"'edge_weight' must be None when the adjacency "
-                         f"stores its own weights (got "
-                         f"'{type(edge_index).__name__}')")
+        raise ValueError(f"'edge_weight' must be None with a sparse "
+                         f"adjacency ('{type(edge_index).__name__}'): store "
+                         f"the weights in the adjacency itself")
     if edge_weight.dim() != 1 or edge_weight.numel() != edge_index.size(1):
         raise ValueError(f"'edge_weight' has shape "
                          f"{list(edge_weight.shape)} but 'edge_index' has "

@@ -72,6 +72,12 @@ class ModalityAwareConv(WeightedSumConv):
             raise ValueError(f"'item_feat' has shape {list(item_feat.shape)} "
                              f"but 'item_emb' has shape "
                              f"{list(item_emb.shape)}")
+        if not user_emb.dtype == item_emb.dtype == item_feat.dtype:
+            # The scatter path would promote to the widest, the fused ones
+            # fail: refuse on every path.
+            raise ValueError(f"'user_emb', 'item_emb' and 'item_feat' must "
+                             f"share one dtype (got {user_emb.dtype}, "
+                             f"{item_emb.dtype} and {item_feat.dtype})")
         if user_emb.size(1) != item_emb.size(1):
             raise ValueError(f"'user_emb' has {user_emb.size(1)} channels but "
                              f"'item_emb' has {item_emb.size(1)}")

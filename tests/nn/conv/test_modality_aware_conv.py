@@ -90,6 +90,11 @@ def test_modality_aware_conv_bad_input():
     with pytest.raises(ValueError, match="'user_emb' has 2 channels but "
                        "'item_emb' has 3"):
         conv(torch.randn(U, 2, dtype=DT), E_i, E_i, adj, gen)
+    # The scatter path returned float64 for float64 features only.
+    with pytest.raises(ValueError, match="'user_emb', 'item_emb' and "
+                       "'item_feat' must share one dtype"):
+        conv(E_u.float(), E_i.float(), E_i, a_index, g_index,
+             a_weight.float(), g_weight.float())
     with pytest.raises(ValueError, match='adjacency expects 9 source nodes '
                        'but the features have 8 rows'):
         conv(E_u[:-1], E_i, E_i, adj, gen)

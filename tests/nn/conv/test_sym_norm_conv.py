@@ -108,9 +108,14 @@ def test_sym_norm_conv_bad_input():
     with pytest.raises(ValueError, match='adjacency expects 10 source nodes '
                        'but the features have 9 rows'):
         conv(x[:-1], adj)
-    with pytest.raises(ValueError, match="'edge_weight' must be None when the "
-                       "adjacency stores its own weights"):
+    with pytest.raises(ValueError, match="'edge_weight' must be None with "
+                       "a sparse adjacency \\('SparseAdj'\\): store the "
+                       "weights in the adjacency itself"):
         conv(x, adj, weight)
+    # An IndexError from inside PyG, when a weight was given.
+    with pytest.raises(ValueError, match=r"'edge_index' must have shape "
+                       r"\[2, E\] \(got \[3\]\)"):
+        conv(x, torch.tensor([0, 1, 2]), weight[:3])
     csr, _ = to_adj(edge_index, weight, U + I, backend='csr')
     with pytest.raises(ValueError, match="'edge_weight' must be None"):
         conv(x, csr, weight)
