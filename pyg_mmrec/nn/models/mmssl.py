@@ -322,8 +322,10 @@ class MMSSL(Recommender):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        r"""Re-initialises the model as built: weights, and the training
-        state it owns (the discriminator's optimiser, the generated
+        r"""Re-initialises the model as it was built: weights drawn afresh
+        from their initial distributions (not the weights of a new model
+        under the same seed), and the training state it owns reset (the
+        discriminator's optimiser, the generated
         :math:`\mathbf{R}_m`, back to :math:`\mathbf{R}`). Data already
         prepared still carries the old :math:`\mathbf{R}_m`: run
         :meth:`prepare` on it again."""
