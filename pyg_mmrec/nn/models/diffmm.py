@@ -219,8 +219,8 @@ class DiffMM(Recommender):
     def reset_parameters(self) -> None:
         r"""Re-initialises the model as it was built: weights drawn afresh
         from their initial distributions (not the weights of a new model
-        under the same seed), and the training state it owns reset (the denoisers' optimisers, the
-        generated graphs' epoch)."""
+        under the same seed), and the training state it owns reset (the
+        denoisers' optimisers, the generated graphs' epoch)."""
         torch.nn.init.xavier_uniform_(self.user_emb)
         torch.nn.init.xavier_uniform_(self.item_emb)
         self.projection.reset_parameters()
