@@ -9,6 +9,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import os.path as osp
 import re
 import signal
@@ -34,6 +35,24 @@ if TYPE_CHECKING:
     import torch
 
 
+# Where a checkpoint runs: the same for `evaluate` and `recommend`.
+_CHECKPOINT_DEVICE_HELP = ("'cpu', 'cuda', 'cuda:N' or 'auto' (default: the "
+                           "one it trained on, if this machine has it, else "
+                           "cpu)")
+
+
+def _train_default(option: str) -> str:
+    r"""``'default: V'`` for a training option, with the models whose own
+    default differs (e.g. MMSSL's learning rate)."""
+    from pyg_mmrec.train.config import TrainConfig
+    from pyg_mmrec.train.registry import MODELS
+    own = [f'{name}: {spec.train_defaults[option]:g}'
+           for name, spec in sorted(MODELS.items())
+           if option in spec.train_defaults]
+    default = f'default: {getattr(TrainConfig(), option):g}'
+    return default + ''.join(f'; {text}' for text in own)
+
+
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from pyg_mmrec.train.registry import MODELS, PRESETS
     p = sub.add_parser(
@@ -47,15 +66,21 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="'synthetic' (built in, the default) or a data set "
                    "folder (with --resume: the checkpoint's)")
     p.add_argument('--preset', choices=PRESETS,
-                   help="the papers' hyper-parameters for a data set")
-    p.add_argument('--epochs', type=int, help='maximum number of epochs')
+                   help="the papers' hyper-parameters for a data set "
+                   '(training options included)')
+    p.add_argument('--epochs', type=int, help='maximum number of epochs '
+                   f"({_train_default('epochs')})")
     p.add_argument('--patience', type=int,
-                   help='early-stopping patience in epochs (0: off)')
-    p.add_argument('--batch-size', type=int)
-    p.add_argument('--lr', type=float)
+                   help='early-stopping patience in epochs, 0: off '
+                   f"({_train_default('patience')})")
+    p.add_argument('--batch-size', type=int, help='interactions per '
+                   f"training batch ({_train_default('batch_size')})")
+    p.add_argument('--lr', type=float,
+                   help=f"learning rate ({_train_default('lr')})")
     p.add_argument('--device',
                    help="'cpu', 'cuda', 'cuda:N' or 'auto' (default)")
-    p.add_argument('--seed', type=int)
+    p.add_argument('--seed', type=int, help='seed of initialisation and '
+                   f"sampling ({_train_default('seed')})")
     p.add_argument('--out', help='output folder (default: runs/latest; '
                    "with --resume: the checkpoint's folder)")
     p.add_argument('--resume', metavar='CHECKPOINT',
@@ -93,9 +118,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('evaluate', help='evaluate a saved checkpoint')
     p.add_argument('--checkpoint', required=True)
     p.add_argument('--dataset', help='data set (default: the training one)')
-    p.add_argument('--device', help="'cpu', 'cuda' or 'cuda:N' (default: "
-                   'the one it trained on, if this machine has it, else '
-                   'cpu)')
+    p.add_argument('--device', help=_CHECKPOINT_DEVICE_HELP)
     p.set_defaults(func=_run_evaluate)
 
 
@@ -169,13 +192,14 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--users', required=True,
                    help="'all', ids like 0,5,7, or a file of ids (each "
                    "user is listed once)")
-    p.add_argument('--k', type=int, default=20)
-    p.add_argument('--format', choices=('csv', 'json'), default='csv')
+    p.add_argument('--k', type=int, default=20,
+                   help='items per user (default: 20)')
+    p.add_argument('--format', choices=('csv', 'json'), default='csv',
+                   help='csv: user,rank,item rows; json: {user: [items]} '
+                   '(default: csv)')
     p.add_argument('--output', help='write here instead of standard output')
     p.add_argument('--dataset', help='data set (default: the training one)')
-    p.add_argument('--device', help="'cpu', 'cuda' or 'cuda:N' (default: "
-                   'the one it trained on, if this machine has it, else '
-                   'cpu)')
+    p.add_argument('--device', help=_CHECKPOINT_DEVICE_HELP)
     p.set_defaults(func=_run_recommend)
 
 
@@ -214,7 +238,9 @@ def _run_recommend(args: argparse.Namespace) -> int:
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser('info', help='statistics of a data set')
-    p.add_argument('--dataset', default='synthetic')
+    p.add_argument('--dataset', default='synthetic',
+                   help="'synthetic' (built in, the default) or a data set "
+                   'folder')
     p.add_argument('--plot', help='write the degree distributions to this '
                    'PNG file')
     p.set_defaults(func=_run_info)
@@ -315,6 +341,15 @@ def _main(argv: Optional[List[str]]) -> int:
     except KeyboardInterrupt as e:
         print('pyg-mmrec: interrupted', file=sys.stderr)
         return 128 + getattr(e, 'signum', signal.SIGINT)
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as a command killed
+        # by SIGPIPE would. Python's final flush of stdout would raise
+        # again, so stdout goes to /dev/null first.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout without a file descriptor
+            pass
+        return 128 + getattr(signal, 'SIGPIPE', 13)
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise

@@ -512,6 +512,21 @@ def test_real_process_warnings_are_one_line(tmp_path, make_dataset,
         f"train interactions"]
 
 
+def test_closed_output_pipe_is_a_quiet_stop():
+    # `pyg-mmrec info ... | head` ended in a BrokenPipeError traceback.
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, '-m', 'pyg_mmrec.cli', 'info'],
+                              stdout=write, stderr=subprocess.PIPE,
+                              text=True, env=env, timeout=120)
+    finally:
+        os.close(write)
+    assert proc.returncode == 128 + 13, proc.stderr
+    assert proc.stderr == ''
+
+
 @pytest.mark.parametrize('model, override, message', [
     ('diffmm', 'noise_min=0.5', 'need 0 < noise_min <= noise_max'),
     ('mmssl', 'heads=3', 'heads must be >= 1 and divide channels'),
