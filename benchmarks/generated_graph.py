@@ -98,7 +98,9 @@ def build_phases(diffusion: GaussianDiffusion, denoisers: Dict[str, Denoiser],
 
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--root', default=TIKTOK_ROOT)
+    parser.add_argument('--root', default=TIKTOK_ROOT,
+                        help='a DiffMM-layout data set folder (default: '
+                        '../shared/datasets/tiktok-dev)')
     parser.add_argument('--denoisers', type=int, default=3, choices=[1, 2, 3],
                         help='number of denoisers (one per modality)')
     parser.add_argument('--train-batch-size', type=positive_int,

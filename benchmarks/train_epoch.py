@@ -68,15 +68,24 @@ def file_tag(text: str) -> str:
 
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--model', default='diffmm')
-    parser.add_argument('--preset', default=None)
-    parser.add_argument('--dataset', default='synthetic')
+    parser.add_argument('--model', default='diffmm',
+                        help="a model of 'pyg-mmrec train' (default: diffmm)")
+    parser.add_argument('--preset', default=None,
+                        help="the papers' hyper-parameters: tiktok, baby or "
+                        'sports (default: none)')
+    parser.add_argument('--dataset', default='synthetic',
+                        help="'synthetic' (built in, the default) or a data "
+                        'set folder')
     parser.add_argument('--epochs', type=positive_int, default=2,
                         help='epochs to time (the first includes warm-up)')
-    parser.add_argument('--device', type=device_name, default='cpu')
-    parser.add_argument('--threads', type=thread_count, default=None)
+    parser.add_argument('--device', type=device_name, default='cpu',
+                        help="'cpu' (the default), 'cuda' or 'cuda:N'")
+    parser.add_argument('--threads', type=thread_count, default=None,
+                        help="CPU threads (default: torch's)")
     parser.add_argument('--set', dest='overrides', action='append',
-                        default=[], metavar='KEY=VALUE')
+                        default=[], metavar='KEY=VALUE',
+                        help="a hyper-parameter, as in 'pyg-mmrec train' "
+                        '(repeatable)')
     parser.add_argument('--tag', type=file_tag, default='',
                         help='suffix of the output file names')
     parser.add_argument('--out', default=osp.join(HERE, 'results'),

@@ -28,13 +28,15 @@ from pyg_mmrec.train import TrainConfig, fit, resolve_device
 
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--dataset', default='synthetic')
+    parser.add_argument('--dataset', default='synthetic',
+                        help="'synthetic' (the default) or a data set folder")
     parser.add_argument('--preset', choices=sorted(MMSSL_PRESETS),
                         default='tiktok')
-    parser.add_argument('--epochs', type=int, default=50)
+    parser.add_argument('--epochs', type=int, default=50,
+                        help='(default: 50)')
     parser.add_argument('--discriminator', choices=['projected', 'paper'],
                         default='projected')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0, help='(default: 0)')
     parser.add_argument('--device', default='auto',
                         help="'cpu', 'cuda', 'cuda:N' or 'auto'")
     args = parser.parse_args()
