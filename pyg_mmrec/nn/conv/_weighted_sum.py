@@ -1,5 +1,5 @@
-r"""The weighted-sum step shared by the layers on the homogeneous
-user-item graph."""
+r"""The weighted sum shared by the propagation layers, and its step on the
+homogeneous user-item graph."""
 from typing import Union
 
 from torch import Tensor
@@ -17,12 +17,8 @@ from pyg_mmrec.nn.sparse import SparseAdj, sparse_matmul
 
 class WeightedSumConv(MessagePassing):
     r"""Base of the layers whose every propagation is a weighted sum
-    :math:`\mathbf{x}^{\prime}_i = \sum_j w_{ji} \mathbf{x}_j`.
-    :meth:`weighted_sum` is one such step over one node set (the ``U + I``
-    users and items): it takes the scatter path for a plain
-    :obj:`edge_index` and the fused SpMM path for a sparse adjacency.
-    Bipartite layers override :meth:`message_and_aggregate` for
-    ``(x_src, x_dst)`` pairs. The base has no :meth:`forward`, so that each
+    :math:`\mathbf{x}^{\prime}_i = \sum_j w_{ji} \mathbf{x}_j`: the option
+    checks and :meth:`message`. It has no :meth:`forward`, so that each
     layer keeps the signature of its own update rule.
 
     :obj:`aggr` must be :obj:`"add"` and :obj:`flow`
@@ -39,6 +35,15 @@ class WeightedSumConv(MessagePassing):
     def reset_parameters(self) -> None:
         super().reset_parameters()
 
+    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
+        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
+
+
+class HomogeneousSumConv(WeightedSumConv):
+    r"""A :class:`WeightedSumConv` on one node set (the ``U + I`` users and
+    items): :meth:`weighted_sum` is one step :math:`\mathbf{A}
+    \mathbf{x}`, on the scatter path for a plain :obj:`edge_index` and the
+    fused SpMM path for a sparse adjacency."""
     def weighted_sum(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
                      edge_weight: OptTensor = None) -> Tensor:
         r"""One step :math:`\mathbf{A} \mathbf{x}` (the caller checks the
@@ -49,9 +54,6 @@ class WeightedSumConv(MessagePassing):
                                       x.size(0))
         # propagate_type: (x: Tensor, edge_weight: OptTensor)
         return self.propagate(edge_index, x=x, edge_weight=edge_weight)
-
-    def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
-        return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
 
     def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
                               x: Tensor, edge_weight: OptTensor) -> Tensor:

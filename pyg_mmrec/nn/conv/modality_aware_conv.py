@@ -5,11 +5,11 @@ from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
 from pyg_mmrec.nn.conv._utils import check_adj
-from pyg_mmrec.nn.conv._weighted_sum import WeightedSumConv
+from pyg_mmrec.nn.conv._weighted_sum import HomogeneousSumConv
 from pyg_mmrec.nn.sparse import SparseAdj
 
 
-class ModalityAwareConv(WeightedSumConv):
+class ModalityAwareConv(HomogeneousSumConv):
     r"""DiffMM's modality-aware propagation: the signal :math:`\mathbf{s}_m`
     of one modality :math:`m`, mixing ID embeddings, projected item features
     and the diffusion-generated modality graph,

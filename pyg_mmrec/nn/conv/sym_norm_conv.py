@@ -4,11 +4,11 @@ from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
 from pyg_mmrec.nn.conv._utils import check_adj, check_features
-from pyg_mmrec.nn.conv._weighted_sum import WeightedSumConv
+from pyg_mmrec.nn.conv._weighted_sum import HomogeneousSumConv
 from pyg_mmrec.nn.sparse import SparseAdj
 
 
-class SymNormConv(WeightedSumConv):
+class SymNormConv(HomogeneousSumConv):
     r"""One step of symmetric-normalised propagation on the homogeneous
     user-item graph (LightGCN without learnable weights, DiffMM's
     :math:`\mathbf{A}`):
