@@ -115,13 +115,17 @@ def sym_norm_bipartite(
     """
     check_user_item_edges(edge_index, num_users, num_items, edge_weight,
                           distinct=True)
+    # Degrees are summed in at least float32: half precision stops counting
+    # at 2048 (bfloat16 at 256) and overflows past 65504.
+    work = torch.promote_types(dtype, torch.float32)
     # PyG's GCN normalisation on the homogeneous graph is exactly this
     # matrix (its self-loops are appended after the 2E edges).
     if edge_weight is not None:
-        edge_weight = torch.cat([edge_weight, edge_weight]).to(dtype)
-    return gcn_norm(to_homogeneous(edge_index, num_users), edge_weight,
-                    num_users + num_items, add_self_loops=add_self_loops,
-                    dtype=dtype)
+        edge_weight = torch.cat([edge_weight, edge_weight]).to(work)
+    index, weight = gcn_norm(to_homogeneous(edge_index, num_users),
+                             edge_weight, num_users + num_items,
+                             add_self_loops=add_self_loops, dtype=work)
+    return index, weight.to(dtype)
 
 
 def one_sided_norm(
@@ -148,10 +152,12 @@ def one_sided_norm(
         ``Q[i, u] = item_weight[e]`` for edge ``e = (u, i)``.
     """
     check_user_item_edges(edge_index, num_users, num_items, distinct=True)
-    deg_user = degree(edge_index[0], num_users, dtype=dtype)
-    deg_item = degree(edge_index[1], num_items, dtype=dtype)
-    return (deg_user.pow(-0.5)[edge_index[0]],
-            deg_item.pow(-0.5)[edge_index[1]])
+    # In at least float32, as in sym_norm_bipartite.
+    work = torch.promote_types(dtype, torch.float32)
+    deg_user = degree(edge_index[0], num_users, dtype=work)
+    deg_item = degree(edge_index[1], num_items, dtype=work)
+    return (deg_user.pow(-0.5)[edge_index[0]].to(dtype),
+            deg_item.pow(-0.5)[edge_index[1]].to(dtype))
 
 
 def csr_of(edge_index: Tensor, num_rows: int) -> Tuple[Tensor, Tensor]:

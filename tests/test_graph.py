@@ -151,3 +151,18 @@ def test_repeated_user_item_pairs_are_refused():
         one_sided_norm(edges, 2, 3)
     # The same pairs once each are fine, in any order.
     sym_norm_bipartite(edges[:, [4, 1, 0]], 2, 3)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_low_precision_weights_count_degrees_in_float32(dtype):
+    # One user with 3000 items: float16 stops counting at 2048 and bfloat16
+    # at 256, so degrees summed in the weights' dtype were wrong.
+    num_items = 3000
+    edges = torch.stack([torch.zeros(num_items, dtype=torch.long),
+                         torch.arange(num_items)])
+    _, weight = sym_norm_bipartite(edges, 1, num_items, dtype=dtype)
+    expected = (1.0 / torch.tensor((num_items + 1) * 2.0).sqrt()).to(dtype)
+    assert weight.dtype == dtype and torch.equal(weight[0], expected)
+    user_weight, _ = one_sided_norm(edges, 1, num_items, dtype=dtype)
+    assert torch.equal(user_weight[0],
+                       torch.tensor(num_items ** -0.5).to(dtype))

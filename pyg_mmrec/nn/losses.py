@@ -168,8 +168,9 @@ def info_nce(z1: Tensor, z2: Tensor, index: Tensor, temperature: float = 0.5,
     # Sorted, so its ends bound every id (unique() has synchronised with
     # the device already). A negative id would index from the end.
     num_nodes = min(z1.size(0), z2.size(0))
-    if int(unique[0]) < 0 or int(unique[-1]) >= num_nodes:
-        bad = int(unique[0]) if int(unique[0]) < 0 else int(unique[-1])
+    smallest, largest = unique[[0, -1]].tolist()
+    if smallest < 0 or largest >= num_nodes:
+        bad = smallest if smallest < 0 else largest
         raise ValueError(f"'index' holds node id {bad}, outside the rows "
                          f"0..{num_nodes - 1} of both views")
     weight = torch.bincount(inverse, minlength=unique.numel()).to(z1.dtype)
