@@ -59,7 +59,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         'train', help='train a model and write metrics.json + checkpoint',
         description='Train a recommender; validation every epoch, best epoch '
         'on validation Recall@K (K = train.k, default 20), test reported at '
-        'that epoch.')
+        "that epoch. With --resume, options left out are the checkpoint's, "
+        'not the defaults below.')
     p.add_argument('--model', choices=sorted(MODELS),
                    help='default: lightgcn (with --resume: the checkpoint\'s)')
     p.add_argument('--dataset',
@@ -82,7 +83,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument('--seed', type=int, help='seed of initialisation and '
                    f"sampling ({_train_default('seed')})")
     p.add_argument('--out', help='output folder (default: runs/latest; '
-                   "with --resume: the checkpoint's folder)")
+                   'with --resume RUN/last.pt: RUN)')
     p.add_argument('--resume', metavar='CHECKPOINT',
                    help='continue the run saved in this last.pt')
     p.add_argument('--set', dest='overrides', action='append', default=[],

@@ -651,6 +651,27 @@ def test_resume_without_out_goes_on_in_the_checkpoints_folder(
                                          'metrics.json']
     with open(first / 'metrics.json') as f:
         assert len(json.load(f)['epochs']) == 4
+    # From a best checkpoint older than last.pt (nothing is learnt at this
+    # rate, so epoch 0 stays best), in place would replace the later
+    # epochs: that still goes to runs/latest.
+    stale = tmp_path / 'stale'
+    assert run(['train', *TINY, '--epochs', '3', '--patience', '0', '--lr',
+                '1e-12', '--quiet', '--out', str(stale)], capsys)[0] == 0
+    before = (stale / 'last.pt').read_bytes()
+    assert (stale / 'checkpoint.pt').read_bytes() != before
+    status, _, err = run(['train', '--resume', str(stale / 'checkpoint.pt'),
+                          '--epochs', '4', '--quiet'], capsys)
+    assert status == 0 and 'wrote runs/latest/metrics.json' in err
+    assert (stale / 'last.pt').read_bytes() == before
+    # A link to a run's last.pt goes on in that run.
+    monkeypatch.chdir(tmp_path)
+    os.symlink(first / 'last.pt', tmp_path / 'current.pt')
+    status, _, err = run(['train', '--resume', 'current.pt', '--epochs', '5',
+                          '--quiet'], capsys)
+    assert status == 0 and f"wrote {first / 'metrics.json'}" in err
+    with open(first / 'metrics.json') as f:
+        assert len(json.load(f)['epochs']) == 5
+    assert sorted(os.listdir(tmp_path)) == ['current.pt', 'exp', 'stale']
 
 
 def test_unusable_output_folder_is_refused_before_training(tmp_path,

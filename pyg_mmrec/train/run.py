@@ -49,9 +49,10 @@ class RunOptions:
     :obj:`dataset` and :obj:`preset` left as ``None`` mean ``'lightgcn'``,
     ``'synthetic'`` and no preset for a new run, and the checkpoint's with
     :obj:`resume` (where anything else must agree with the checkpoint).
-    :obj:`out` left as ``None`` means ``'runs/latest'`` for a new run, and
-    the folder of the checkpoint with :obj:`resume`, so that a resumed run
-    goes on where it was."""
+    :obj:`out` left as ``None`` means the run's own folder when
+    :obj:`resume` is that folder's ``last.pt``, so that the run goes on
+    where it was, else ``'runs/latest'`` (resuming from an earlier
+    ``checkpoint.pt`` in place would replace the later epochs)."""
     model: Optional[str] = None
     dataset: Optional[str] = None
     preset: Optional[str] = None
@@ -62,8 +63,16 @@ class RunOptions:
 
     def __post_init__(self) -> None:
         if self.out is None:
-            self.out = ('runs/latest' if self.resume is None else
-                        osp.dirname(self.resume) or '.')
+            self.out = 'runs/latest'
+            if self.resume is not None:
+                # The folder of the file itself, also through a link.
+                folder = osp.dirname(
+                    osp.realpath(self.resume) if osp.islink(self.resume)
+                    else self.resume) or '.'
+                last = osp.join(folder, RUN_FILES[1])
+                if (osp.isfile(self.resume) and osp.isfile(last)
+                        and osp.samefile(self.resume, last)):
+                    self.out = folder
 
 
 def resolve_device(name: str) -> torch.device:
