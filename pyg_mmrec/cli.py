@@ -9,7 +9,6 @@ import argparse
 import csv
 import io
 import json
-import os
 import os.path as osp
 import re
 import signal
@@ -26,6 +25,7 @@ from pyg_mmrec.errors import (
     OneLineArgumentParser,
     describe,
     is_out_of_memory,
+    quiet_broken_pipe,
 )
 from pyg_mmrec.io import STOP_SIGNALS, signal_handlers
 
@@ -343,14 +343,7 @@ def _main(argv: Optional[List[str]]) -> int:
         print('pyg-mmrec: interrupted', file=sys.stderr)
         return 128 + getattr(e, 'signum', signal.SIGINT)
     except BrokenPipeError:
-        # The reader went away (`| head`): stop quietly, as a command killed
-        # by SIGPIPE would. Python's final flush of stdout would raise
-        # again, so stdout goes to /dev/null first.
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):  # stdout without a file descriptor
-            pass
-        return 128 + getattr(signal, 'SIGPIPE', 13)
+        return quiet_broken_pipe()
     except (MemoryError, RuntimeError) as e:
         if not is_out_of_memory(e):
             raise

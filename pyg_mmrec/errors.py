@@ -7,6 +7,8 @@ import argparse
 import dataclasses
 import math
 import numbers
+import os
+import signal
 import sys
 import typing
 from contextlib import contextmanager
@@ -86,6 +88,32 @@ def exit_on_input_error(prog: str) -> Iterator[None]:
     except MMRecError as e:
         print(f'{prog}: error: {e}', file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
+    except BrokenPipeError:
+        raise SystemExit(quiet_broken_pipe()) from None
+
+
+def quiet_broken_pipe() -> int:
+    r"""The exit status of a program whose reader of standard output went
+    away (``| head``): a quiet stop, as for a command killed by
+    ``SIGPIPE``. Standard output is sent to ``/dev/null`` first, since
+    Python's final flush of it would raise again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout without a file descriptor
+        pass
+    return 128 + getattr(signal, 'SIGPIPE', 13)
+
+
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    # argparse's ArgumentDefaultsHelpFormatter, except that it leaves alone
+    # a help text that already speaks of the default, and empty defaults.
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        text = action.help or ''
+        if (not action.option_strings or 'default' in text
+                or action.default in (None, False, '', [])
+                or action.default is argparse.SUPPRESS):
+            return action.help
+        return f'{text} (default: %(default)s)'.lstrip()
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):
@@ -93,7 +121,12 @@ class OneLineArgumentParser(argparse.ArgumentParser):
     option, a value of the wrong type, :meth:`error` called by the program)
     raise a :class:`ConfigError` instead of printing the usage block and
     exiting: inside :func:`exit_on_input_error` (or ``pyg-mmrec``) they end
-    as one line like every other bad input, pointing at ``--help``."""
+    as one line like every other bad input, pointing at ``--help``. Its
+    help names each option's default."""
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault('formatter_class', _DefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise ConfigError(f"{message} (see '{self.prog} --help')")
 

@@ -71,3 +71,13 @@ def test_exit_on_input_error_keeps_tracebacks_of_bugs():
     with pytest.raises(KeyError):
         with exit_on_input_error('x.py'):
             raise KeyError('a bug, not bad input')
+
+
+def test_exit_on_input_error_stops_quietly_on_a_closed_pipe(capsys):
+    # `python examples/custom_recommender.py | true` ended in a
+    # BrokenPipeError traceback.
+    with pytest.raises(SystemExit) as stop:
+        with exit_on_input_error('x.py'):
+            raise BrokenPipeError(32, 'Broken pipe')
+    assert stop.value.code == 128 + 13
+    assert capsys.readouterr().err == ''
