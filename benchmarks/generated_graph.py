@@ -100,13 +100,13 @@ def main() -> None:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--root', default=TIKTOK_ROOT,
                         help='a DiffMM-layout data set folder (default: '
-                        '../shared/datasets/tiktok-dev)')
+                        'shared/datasets/tiktok-dev beside the checkout)')
     parser.add_argument('--denoisers', type=int, default=3, choices=[1, 2, 3],
                         help='number of denoisers (one per modality)')
     parser.add_argument('--train-batch-size', type=positive_int,
-                        default=1024)
+                        default=1024, help='users per diffusion training step')
     parser.add_argument('--build-batch-size', type=positive_int,
-                        default=2048)
+                        default=2048, help='distinct rows per build batch')
     parser.add_argument('--k', type=positive_int, default=1,
                         help='generated edges per user (at most the number '
                         'of items)')
@@ -124,7 +124,8 @@ def main() -> None:
     parser.add_argument('--train-bf16', action='store_true',
                         help='time the training pass under bfloat16 '
                         'autocast (DiffMMConfig.diffusion_bf16)')
-    parser.add_argument('--seed', type=random_seed, default=0)
+    parser.add_argument('--seed', type=random_seed, default=0,
+                        help='random seed')
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)

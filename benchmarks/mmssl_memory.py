@@ -90,22 +90,28 @@ def synthetic_interactions(num_users: int, num_items: int, num_edges: int,
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--users', type=positive_int,
-                        default=AMAZON_BOOK['num_users'])
+                        default=AMAZON_BOOK['num_users'],
+                        help="users of the drawn graph (Amazon-Book's)")
     parser.add_argument('--items', type=positive_int,
-                        default=AMAZON_BOOK['num_items'])
+                        default=AMAZON_BOOK['num_items'],
+                        help="items of the drawn graph (Amazon-Book's)")
     parser.add_argument('--edges', type=positive_int,
                         default=AMAZON_BOOK['num_edges'],
                         help='distinct user-item pairs (at most users x '
                         'items)')
-    parser.add_argument('--batch-size', type=positive_int, default=1024)
+    parser.add_argument('--batch-size', type=positive_int, default=1024,
+                        help='interactions per training batch')
     parser.add_argument('--max-batches', type=positive_int, default=None,
                         help='time only this many batches and extrapolate')
     parser.add_argument('--discriminator', default='projected',
-                        choices=['projected', 'paper'])
-    parser.add_argument('--threads', type=thread_count, default=None)
+                        choices=['projected', 'paper'],
+                        help="MMSSLConfig.discriminator")
+    parser.add_argument('--threads', type=thread_count, default=None,
+                        help="CPU threads (default: torch's)")
     parser.add_argument('--device', type=device_name, default='cpu',
                         help="'cpu' (default), 'cuda', 'cuda:N' or 'auto'")
-    parser.add_argument('--seed', type=random_seed, default=0)
+    parser.add_argument('--seed', type=random_seed, default=0,
+                        help='random seed')
     parser.add_argument('--out', default=osp.join(HERE, 'results'),
                         help='output folder (default: benchmarks/results)')
     args = parser.parse_args()

@@ -511,7 +511,8 @@ def main() -> None:
     scale.add_argument('--quick', action='store_true',
                        help='TikTok + one small synthetic (the default, '
                        'named for scripts that say which they run)')
-    parser.add_argument('--dim', type=positive_int, default=64)
+    parser.add_argument('--dim', type=positive_int, default=64,
+                        help='embedding size')
     parser.add_argument('--threads', type=thread_list, default='1,all',
                         help="CPU thread counts, e.g. '1,all'")
     parser.add_argument('--device', type=device_name, default='auto',
@@ -523,7 +524,8 @@ def main() -> None:
                         ', '.join(n for n, _ in BACKENDS))
     parser.add_argument('--min-time', type=non_negative_float, default=1.0,
                         help='seconds of timed repeats per measurement')
-    parser.add_argument('--max-repeats', type=positive_int, default=30)
+    parser.add_argument('--max-repeats', type=positive_int, default=30,
+                        help='timed repeats at most per measurement')
     parser.add_argument('--max-seconds', type=positive_float, default=60.0,
                         help='skip a measurement whose predicted step time '
                         'exceeds this')

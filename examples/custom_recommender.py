@@ -73,7 +73,7 @@ class FusedLightGCN(Recommender):
 
 def main() -> None:
     parser = OneLineArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--epochs', type=int, default=20, help='(default: 20)')
+    parser.add_argument('--epochs', type=int, default=20, help='epochs')
     args = parser.parse_args()
     config = TrainConfig(epochs=args.epochs, batch_size=512)  # checked
     device = resolve_device(config.device)  # 'auto': CUDA if there is one

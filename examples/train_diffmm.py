@@ -27,10 +27,10 @@ def main() -> None:
     parser.add_argument('--dataset', default='synthetic',
                         help="'synthetic' (the default) or a data set folder")
     parser.add_argument('--preset', choices=sorted(DIFFMM_PRESETS),
-                        default='tiktok')
+                        default='tiktok', help="the papers' hyper-parameters")
     parser.add_argument('--epochs', type=int, default=11,
-                        help='(default: 11)')
-    parser.add_argument('--seed', type=int, default=0, help='(default: 0)')
+                        help='epochs to train')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--device', default='auto',
                         help="'cpu', 'cuda', 'cuda:N' or 'auto'")
     args = parser.parse_args()

@@ -31,12 +31,13 @@ def main() -> None:
     parser.add_argument('--dataset', default='synthetic',
                         help="'synthetic' (the default) or a data set folder")
     parser.add_argument('--preset', choices=sorted(MMSSL_PRESETS),
-                        default='tiktok')
+                        default='tiktok', help="the papers' hyper-parameters")
     parser.add_argument('--epochs', type=int, default=50,
-                        help='(default: 50)')
+                        help='epochs to train')
     parser.add_argument('--discriminator', choices=['projected', 'paper'],
-                        default='projected')
-    parser.add_argument('--seed', type=int, default=0, help='(default: 0)')
+                        default='projected',
+                        help='MMSSLConfig.discriminator')
+    parser.add_argument('--seed', type=int, default=0, help='random seed')
     parser.add_argument('--device', default='auto',
                         help="'cpu', 'cuda', 'cuda:N' or 'auto'")
     args = parser.parse_args()
