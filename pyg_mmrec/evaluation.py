@@ -30,19 +30,20 @@ from torch_geometric.metrics import (
 
 from pyg_mmrec.data.hetero import (
     INTERACTS,
+    has_split,
     num_users_items,
     split_edge_index,
 )
 from pyg_mmrec.errors import DivergenceError
-from pyg_mmrec.graph import csr_of, csr_row_entries
+from pyg_mmrec.graph import (
+    csr_of,
+    csr_row_entries,
+    pairs_text,
+    repeated_pairs,
+)
 
 #: ``scores(user_ids) -> [len(user_ids), num_items]``
 ScoreFn = Callable[[Tensor], Tensor]
-
-
-def _has_split(data: HeteroData, split: str) -> bool:
-    return (INTERACTS in data.edge_types
-            and f'{split}_edge_index' in data[INTERACTS])
 
 
 def _excluded_splits(split: str, splits: Iterable[str]) -> List[str]:
@@ -75,9 +76,10 @@ class RankingEvaluator:
         edges = {
             split: self._checked_edges(data, split)
             for split in ('train', 'val', 'test')
-            if split == 'train' or _has_split(data, split)
+            if split == 'train' or has_split(data, split)
         }
-        self._check_held_out(edges)
+        # Checked now, raised when the split is evaluated.
+        self._problems = self._held_out_problems(edges)
         self._csrs = {split: csr_of(edge_index, self.num_users)
                       for split, edge_index in edges.items()}
 
@@ -108,38 +110,35 @@ class RankingEvaluator:
                     f'renumbered without the training edges?)')
         return edge_index.long()
 
-    def _check_held_out(self, edges: Dict[str, Tensor]) -> None:
+    def _held_out_problems(self, edges: Dict[str, Tensor]
+                           ) -> Dict[str, str]:
         # A held-out pair given twice counted twice in Recall@K's
         # denominator, and one of an excluded split could never be hit:
         # both lowered the metrics silently. (The readers remove such pairs,
         # with a note; data built by hand gets an error.)
-        keys = {split: edge_index[0] * self.num_items + edge_index[1]
+        num_items = self.num_items
+        keys = {split: edge_index[0] * num_items + edge_index[1]
                 for split, edge_index in edges.items()}
-
-        def pair(key: Tensor) -> str:
-            key = int(key)
-            return (f'user {key // self.num_items}, item '
-                    f'{key % self.num_items}')
-
+        problems = {}
         for split in ('val', 'test'):
             if split not in keys:
                 continue
-            key = keys[split].sort().values
-            repeated = key[1:][key[1:] == key[:-1]]
-            if repeated.numel():
-                raise ValueError(
-                    f'the {split} edges repeat {repeated.numel()} user-item '
-                    f'pair(s) (first: {pair(repeated[0])}): Recall@K would '
-                    f'count them twice')
+            repeated = repeated_pairs(edges[split], num_items)
             excluded = _excluded_splits(split, edges)
-            seen = torch.cat([keys[s] for s in excluded])
-            old = key[torch.isin(key, seen)]
-            if old.numel():
-                raise ValueError(
-                    f'the {split} edges hold {old.numel()} user-item '
-                    f'pair(s) of the {" or ".join(excluded)} split (first: '
-                    f'{pair(old[0])}): those items are excluded from the '
-                    f'{split} ranking, so they could never be hit')
+            key = keys[split].sort()[0]
+            seen = key[torch.isin(key, torch.cat([keys[s] for s in excluded]))]
+            seen = torch.stack([seen // num_items, seen % num_items])
+            if repeated.size(1):
+                problems[split] = (f'the {split} edges repeat '
+                                   f'{pairs_text(repeated)}: Recall@K would '
+                                   f'count them twice')
+            elif seen.size(1):
+                problems[split] = (
+                    f'the {split} edges hold {pairs_text(seen)} of the '
+                    f'{" or ".join(excluded)} split: those items are '
+                    f'excluded from the {split} ranking, so they could never '
+                    f'be hit')
+        return problems
 
     def check_users(self, users: Union[Tensor, Sequence[int]]) -> Tensor:
         r""":obj:`users` as a 1-D ``long`` tensor on the CPU; raises unless
@@ -233,6 +232,8 @@ class RankingEvaluator:
         """
         if split not in ('val', 'test'):
             raise ValueError(f"split must be 'val' or 'test', got '{split}'")
+        if split in self._problems:
+            raise ValueError(self._problems[split])
         users = self.users_of(split) if users is None else \
             self.check_users(users)
         metrics = self._metrics()

@@ -57,19 +57,31 @@ def check_user_item_edges(edge_index: Tensor, num_users: int,
     would count twice in degrees and sums (``O(E log E)``)."""
     check_edge_index(edge_index, num_users, num_items, edge_weight,
                      names=('user', 'item'), counts=('users', 'items'))
-    if not distinct or edge_index.size(1) < 2:
+    if not distinct:
         return
-    key = edge_index[0].long() * num_items + edge_index[1].long()
-    key = key.sort().values
-    repeated = key[1:][key[1:] == key[:-1]]
-    if repeated.numel():
-        first = int(repeated[0])
+    repeated = repeated_pairs(edge_index, num_items)
+    if repeated.size(1):
         raise ValueError(
-            f"'edge_index' repeats {repeated.numel()} user-item "
-            f"{'pair' if repeated.numel() == 1 else 'pairs'} (first: user "
-            f"{first // num_items}, item {first % num_items}); interactions "
-            f"are binary: remove the duplicates first, e.g. with "
-            f"torch_geometric.utils.coalesce")
+            f"'edge_index' repeats {pairs_text(repeated)}; "
+            f"interactions are binary: remove the duplicates first, e.g. "
+            f"with torch_geometric.utils.coalesce")
+
+
+def repeated_pairs(edge_index: Tensor, num_items: int) -> Tensor:
+    r"""The user-item pairs :obj:`edge_index` holds more than once, as
+    ``[2, R]`` sorted pairs, one per extra copy (``O(E log E)``)."""
+    key = (edge_index[0].long() * num_items + edge_index[1].long()).sort()[0]
+    repeated = key[1:][key[1:] == key[:-1]]
+    return torch.stack([repeated // num_items, repeated % num_items])
+
+
+def pairs_text(pairs: Tensor) -> str:
+    r"""``'N user-item pairs (first: user u, item i)'`` for ``[2, N]``
+    user-item pairs (e.g. of :func:`repeated_pairs`)."""
+    count = pairs.size(1)
+    user, item = (int(v) for v in pairs[:, 0])
+    return (f"{count} user-item {'pair' if count == 1 else 'pairs'} "
+            f"(first: user {user}, item {item})")
 
 
 def to_homogeneous(edge_index: Tensor, num_users: int) -> Tensor:
