@@ -4,6 +4,7 @@ from pyg_mmrec.data.hetero import (
     ITEM,
     MODALITIES,
     USER,
+    has_split,
     item_modalities,
     num_users_items,
     require_modalities,
@@ -16,7 +17,8 @@ from pyg_mmrec.data.synthetic import SyntheticConfig, make_synthetic
 
 __all__ = [
     'USER', 'ITEM', 'INTERACTS', 'MODALITIES', 'item_modalities',
-    'num_users_items', 'require_modalities', 'split_edge_index',
+    'num_users_items', 'require_modalities', 'has_split',
+    'split_edge_index',
     'RawInteractions', 'detect_layout', 'read_dataset',
     'MultiModalRecDataset', 'to_hetero_data', 'BPRSampler',
     'SyntheticConfig', 'make_synthetic'

@@ -16,12 +16,11 @@ from pyg_mmrec.data.hetero import INTERACTS, ITEM, USER
 from pyg_mmrec.data.readers import (
     DIFFMM_FILES,
     FEATURE_FILES,
-    LAYOUTS,
     MMSSL_FILES,
     TABULAR_FILES,
     RawInteractions,
-    detect_layout,
     read_dataset,
+    resolve_layout,
 )
 from pyg_mmrec.errors import ConfigError, DatasetError, OutputError, describe
 from pyg_mmrec.io import atomic_path, folder_problem
@@ -109,11 +108,7 @@ class MultiModalRecDataset(InMemoryDataset):
             raise DatasetError(root, 'is a file, not a data set folder')
         if not osp.isdir(root):  # before PyG would create it
             raise DatasetError(root, 'data set folder not found')
-        if layout is not None and layout not in LAYOUTS:
-            # Else reported as a missing file of the tabular layout.
-            raise DatasetError(root, f"unknown layout '{layout}' (expected "
-                               f"one of {', '.join(LAYOUTS)})")
-        self.layout = layout or detect_layout(root)
+        self.layout = resolve_layout(root, layout)
         self._processed_dir = processed_dir or _default_processed_dir(root)
         self.notes: List[str] = []
         super().__init__(root, transform, pre_transform,

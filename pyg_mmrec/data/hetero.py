@@ -65,15 +65,25 @@ def require_modalities(data: HeteroData, names: Iterable[str]) -> None:
                              f"{num_items} items")
 
 
-def split_edge_index(data: HeteroData, split: str) -> Tensor:
-    r"""The user-item edges of :obj:`split` (``'train'``, ``'val'`` or
-    ``'test'``)."""
+def _split_key(split: str) -> str:
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}' (expected one of "
                          f"{', '.join(SPLITS)})")
-    key = 'edge_index' if split == 'train' else f'{split}_edge_index'
-    # `data[INTERACTS]` would add an empty edge type to the data.
-    if INTERACTS not in data.edge_types or key not in data[INTERACTS]:
+    return 'edge_index' if split == 'train' else f'{split}_edge_index'
+
+
+def has_split(data: HeteroData, split: str) -> bool:
+    r"""Whether :obj:`data` holds the user-item edges of :obj:`split`."""
+    key = _split_key(split)
+    # `data[INTERACTS]` alone would add an empty edge type to the data.
+    return INTERACTS in data.edge_types and key in data[INTERACTS]
+
+
+def split_edge_index(data: HeteroData, split: str) -> Tensor:
+    r"""The user-item edges of :obj:`split` (``'train'``, ``'val'`` or
+    ``'test'``)."""
+    key = _split_key(split)
+    if not has_split(data, split):
         raise ValueError(f"data has no '{key}' for edge type {INTERACTS} "
                          f"(the {split} split)")
     return data[INTERACTS][key]

@@ -535,10 +535,17 @@ def detect_layout(root: str) -> str:
         'interactions.csv or interactions.parquet)')
 
 
-def read_dataset(root: str, layout: Optional[str] = None) -> RawInteractions:
-    r"""Reads and validates the data set in :obj:`root`."""
-    layout = layout or detect_layout(root)
-    if layout not in READERS:
+def resolve_layout(root: str, layout: Optional[str] = None) -> str:
+    r""":obj:`layout`, checked, or with :obj:`None` the layout of the files
+    in :obj:`root` (:func:`detect_layout`)."""
+    if layout is None:
+        return detect_layout(root)
+    if layout not in LAYOUTS:
         raise DatasetError(root, f"unknown layout '{layout}' (expected one "
                            f"of {', '.join(LAYOUTS)})")
-    return READERS[layout](root)
+    return layout
+
+
+def read_dataset(root: str, layout: Optional[str] = None) -> RawInteractions:
+    r"""Reads and validates the data set in :obj:`root`."""
+    return READERS[resolve_layout(root, layout)](root)
