@@ -110,6 +110,17 @@ class RankingEvaluator:
                     f'renumbered without the training edges?)')
         return edge_index.long()
 
+    def check_split(self, split: str) -> None:
+        r"""Raises :class:`ValueError` unless :obj:`split` (``'val'`` or
+        ``'test'``) can be evaluated: the data holds it, without a pair
+        given twice or a pair of a split excluded from its ranking (both
+        would distort the metrics silently)."""
+        if split not in ('val', 'test'):
+            raise ValueError(f"split must be 'val' or 'test', got '{split}'")
+        self._csr(split)
+        if split in self._problems:
+            raise ValueError(self._problems[split])
+
     def _held_out_problems(self, edges: Dict[str, Tensor]
                            ) -> Dict[str, str]:
         # A held-out pair given twice counted twice in Recall@K's
@@ -230,10 +241,7 @@ class RankingEvaluator:
             users (Tensor or list, optional): Restrict to these users
                 (default: every user with a held-out item in :obj:`split`).
         """
-        if split not in ('val', 'test'):
-            raise ValueError(f"split must be 'val' or 'test', got '{split}'")
-        if split in self._problems:
-            raise ValueError(self._problems[split])
+        self.check_split(split)
         users = self.users_of(split) if users is None else \
             self.check_users(users)
         metrics = self._metrics()

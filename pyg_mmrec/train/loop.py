@@ -138,6 +138,9 @@ def fit(
         raise ValueError(f'the evaluator reports cut-offs {evaluator.ks}, '
                          f'but model selection uses k={config.k}: create it '
                          f'with ks including {config.k}')
+    # Before the first epoch, not after it: both splits are evaluated.
+    evaluator.check_split('val')
+    evaluator.check_split('test')
     state = state or TrainState()
     if state.stopped_early:
         if 0 < config.patience <= state.epochs_without_improvement:

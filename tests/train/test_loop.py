@@ -3,6 +3,7 @@ epoch, early stopping, resuming, and a quality floor.
 
 The tests below reset the global seed before building a model (its
 initialisation draws from the global RNG), as a fresh process would."""
+import copy
 import json
 import os.path as osp
 import re
@@ -54,6 +55,9 @@ class _ScriptedEvaluator:
         self.val_recalls = list(val_recalls)
         self.epoch = -1
         self.calls = []
+
+    def check_split(self, split):
+        pass
 
     def evaluate(self, scores, split):
         self.calls.append(split)
@@ -157,6 +161,24 @@ def test_fit_refuses_a_k_the_evaluator_does_not_report(tiny):
         fit(model, data, sampler, torch.optim.Adam(model.parameters()),
             RankingEvaluator(data, ks=(5, )), TrainConfig(k=10),
             progress=False)
+
+
+def test_fit_refuses_distorting_held_out_pairs_before_training(tiny):
+    # They were found only when the first epoch was evaluated.
+    model = LightGCNRecommender(60, 30, LightGCNConfig(embedding_dim=4))
+    data = tiny.clone()
+    store = data['user', 'interacts', 'item']
+    store.test_edge_index = torch.cat([store.test_edge_index,
+                                       store.test_edge_index[:, :1]], 1)
+    data = model.prepare(data)
+    sampler = BPRSampler(split_edge_index(data, 'train'), 60, 30, 64)
+    before = copy.deepcopy(model.state_dict())
+    with pytest.raises(ValueError, match='the test edges repeat 1 user-item '
+                       'pair'):
+        fit(model, data, sampler, torch.optim.Adam(model.parameters()),
+            RankingEvaluator(data), TrainConfig(epochs=2), progress=False)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
 
 # Real runs ###################################################################
