@@ -106,9 +106,10 @@ def _check_csr(rowptr: Tensor, col: Tensor, value: Tensor,
     try:
         # torch's own CSR invariants: rowptr from 0 to nnz, never
         # decreasing, columns in range, sorted and distinct in each row,
-        # one index dtype.
-        csr_tensor(rowptr, col, value.detach(), (num_rows, num_cols),
-                   check_invariants=True)
+        # one index dtype. On the CPU: on CUDA they are device-side
+        # asserts, which would break the process's CUDA context.
+        csr_tensor(rowptr.cpu(), col.cpu(), value.detach().cpu(),
+                   (num_rows, num_cols), check_invariants=True)
     except RuntimeError as e:
         raise ValueError(f'invalid CSR arrays: {describe(e)}') from None
 
