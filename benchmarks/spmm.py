@@ -500,7 +500,8 @@ def main() -> None:
                         help='TikTok data set (default: the shared one, '
                         'skipped if missing; a folder given here must '
                         'exist)')
-    parser.add_argument('--no-tiktok', action='store_true')
+    parser.add_argument('--no-tiktok', action='store_true',
+                        help='skip the TikTok graph')
     parser.add_argument('--sizes', type=parse_size, nargs='*', default=None,
                         help='synthetic USERSxITEMSxEDGES graphs (default '
                         'with --quick: 100000x20000x1000000; full: up to '
@@ -521,7 +522,7 @@ def main() -> None:
     parser.add_argument('--backends', type=backend_list,
                         default=','.join(n for n, _ in BACKENDS),
                         help='comma-separated, from: ' +
-                        ', '.join(n for n, _ in BACKENDS))
+                        ', '.join(n for n, _ in BACKENDS) + ' (default: all)')
     parser.add_argument('--min-time', type=non_negative_float, default=1.0,
                         help='seconds of timed repeats per measurement')
     parser.add_argument('--max-repeats', type=positive_int, default=30,

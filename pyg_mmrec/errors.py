@@ -109,9 +109,11 @@ class _DefaultsHelpFormatter(argparse.HelpFormatter):
     # a help text that already speaks of the default, and empty defaults.
     def _get_help_string(self, action: argparse.Action) -> Optional[str]:
         text = action.help or ''
-        if (not action.option_strings or 'default' in text
-                or action.default in (None, False, '', [])
-                or action.default is argparse.SUPPRESS):
+        # By identity: 0 == False, and a default of 0 is worth showing.
+        empty = any(action.default is v
+                    for v in (None, False, argparse.SUPPRESS))
+        if (not action.option_strings or 'default' in text or empty
+                or action.default in ('', [])):
             return action.help
         return f'{text} (default: %(default)s)'.lstrip()
 
