@@ -654,6 +654,7 @@ def test_resume_without_out_goes_on_in_the_checkpoints_folder(
     # From a best checkpoint older than last.pt (nothing is learnt at this
     # rate, so epoch 0 stays best), in place would replace the later
     # epochs: that still goes to runs/latest.
+    monkeypatch.chdir(tmp_path)
     stale = tmp_path / 'stale'
     assert run(['train', *TINY, '--epochs', '3', '--patience', '0', '--lr',
                 '1e-12', '--quiet', '--out', str(stale)], capsys)[0] == 0
@@ -663,15 +664,16 @@ def test_resume_without_out_goes_on_in_the_checkpoints_folder(
                           '--epochs', '4', '--quiet'], capsys)
     assert status == 0 and 'wrote runs/latest/metrics.json' in err
     assert (stale / 'last.pt').read_bytes() == before
+    assert (tmp_path / 'runs' / 'latest' / 'metrics.json').exists()
     # A link to a run's last.pt goes on in that run.
-    monkeypatch.chdir(tmp_path)
     os.symlink(first / 'last.pt', tmp_path / 'current.pt')
     status, _, err = run(['train', '--resume', 'current.pt', '--epochs', '5',
                           '--quiet'], capsys)
     assert status == 0 and f"wrote {first / 'metrics.json'}" in err
     with open(first / 'metrics.json') as f:
         assert len(json.load(f)['epochs']) == 5
-    assert sorted(os.listdir(tmp_path)) == ['current.pt', 'exp', 'stale']
+    assert sorted(os.listdir(tmp_path)) == ['current.pt', 'exp', 'runs',
+                                            'stale']
 
 
 def test_unusable_output_folder_is_refused_before_training(tmp_path,

@@ -101,6 +101,7 @@ def test_double_models_normalise_their_graphs_in_float64():
                                atol=1e-15)
     generated = diffmm.prepare(small_data())['user', 'diffusion_visual',
                                              'item']
+    assert generated.adj_edge_weight.dtype == torch.float64
     gen_user, gen_item = generated.edge_index
     gen_deg_user = torch.bincount(gen_user, minlength=U).double() + 1
     gen_deg_item = torch.bincount(gen_item, minlength=I).double() + 1
