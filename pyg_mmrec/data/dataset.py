@@ -6,6 +6,7 @@ import os.path as osp
 import shutil
 import stat
 import warnings
+from functools import cached_property
 from typing import Callable, List, Optional
 
 import numpy as np
@@ -17,10 +18,10 @@ from pyg_mmrec.data.readers import (
     DIFFMM_FILES,
     FEATURE_FILES,
     MMSSL_FILES,
-    TABULAR_FILES,
     RawInteractions,
     read_dataset,
     resolve_layout,
+    tabular_path,
 )
 from pyg_mmrec.errors import ConfigError, DatasetError, OutputError, describe
 from pyg_mmrec.io import atomic_path, folder_problem
@@ -132,22 +133,23 @@ class MultiModalRecDataset(InMemoryDataset):
     def processed_dir(self) -> str:
         return self._processed_dir
 
-    @property
+    # Both names are worked out once per instance: PyG asks for them on
+    # every access of raw_paths / processed_paths, and the cache key is then
+    # that of the files as they were before they were read.
+    @cached_property
     def raw_file_names(self) -> List[str]:
         if self.layout == 'diffmm':
             names = list(DIFFMM_FILES.values())
         elif self.layout == 'mmssl':
             names = list(MMSSL_FILES.values())
         else:
-            names = [next((n for n in TABULAR_FILES
-                           if osp.isfile(osp.join(self.root, n))),
-                          TABULAR_FILES[1])]
+            names = [osp.basename(tabular_path(self.root))]
         return names + [
             name for name in FEATURE_FILES.values()
             if osp.isfile(osp.join(self.root, name))
         ]
 
-    @property
+    @cached_property
     def processed_file_names(self) -> List[str]:
         # Key the cache by the raw files, so edited inputs are re-validated,
         # and by the version of the checks, so that a cache written before a
@@ -158,8 +160,11 @@ class MultiModalRecDataset(InMemoryDataset):
         # copy of the files also changes them, and so re-processes.)
         digest = hashlib.sha1(f'{self.layout}:{CACHE_VERSION}'.encode())
         for path in self.raw_paths:
-            if osp.isfile(path):
+            try:
                 st = os.stat(path)
+            except OSError:  # missing: download() names it
+                continue
+            if stat.S_ISREG(st.st_mode):
                 digest.update(f'{path}:{st.st_size}:{st.st_mtime_ns}:'
                               f'{st.st_ctime_ns}:{st.st_ino}'.encode())
         return [f'data_{digest.hexdigest()[:16]}.pt']

@@ -245,10 +245,11 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
     are the reader's own, which come first."""
     item_range = 'the training range {}'
     features, catalogue = None, None
+    # Negative ids are refused below, naming their file. Cleaning drops only
+    # repeated pairs, so the largest id is also that of the clean edges.
+    largest = max((int(items.max()) for _, items in pairs.values()
+                   if items.size), default=-1)
     if num_items is None:
-        # Negative ids are refused below, naming their file.
-        largest = max((int(items.max()) for _, items in pairs.values()
-                       if items.size), default=-1)
         features = read_features(root, None, largest + 1)
         catalogue = FEATURE_FILES[next(iter(features))]
         num_items = next(iter(features.values())).shape[0]
@@ -272,7 +273,7 @@ def _finish(root: str, paths: Dict[str, str], pairs: Dict[str, Tuple],
     if features is None:
         features = read_features(root, num_items)
     else:
-        _note_trailing_items(osp.join(root, catalogue), edges, num_items,
+        _note_trailing_items(osp.join(root, catalogue), largest, num_items,
                              notes)
     return RawInteractions(num_users, num_items, edges, features, notes)
 
@@ -294,12 +295,12 @@ def _note_unused_users(path: str, edges: Dict[str, np.ndarray],
               f'table is sized by the largest id)')
 
 
-def _note_trailing_items(path: str, edges: Dict[str, np.ndarray],
-                         num_items: int, notes: List[str]) -> None:
-    r"""Notes feature rows past the largest item id of any interaction. They
-    are kept as catalogue items (ranked, never trained on), but trailing
-    rows are also what a feature file of another data set looks like."""
-    last = max(int(e[1].max()) for e in edges.values())
+def _note_trailing_items(path: str, last: int, num_items: int,
+                         notes: List[str]) -> None:
+    r"""Notes feature rows past :obj:`last`, the largest item id of any
+    interaction. They are kept as catalogue items (ranked, never trained
+    on), but trailing rows are also what a feature file of another data set
+    looks like."""
     if last + 1 < num_items:
         _note(notes, f'{path}: the last '
               f'{_plural(num_items - last - 1, "feature row")} (items '
@@ -448,6 +449,15 @@ def _table_ids(path: str, column) -> np.ndarray:
     return column.to_numpy(np.int64)
 
 
+def tabular_path(root: str) -> str:
+    r"""The interactions table of the tabular layout in :obj:`root`: the
+    first of :obj:`TABULAR_FILES` present (``interactions.csv`` if none
+    is)."""
+    return next((osp.join(root, name) for name in TABULAR_FILES
+                 if osp.isfile(osp.join(root, name))),
+                osp.join(root, TABULAR_FILES[1]))
+
+
 def read_tabular(root: str) -> RawInteractions:
     r"""Reads the tabular layout (``interactions.csv`` or
     ``interactions.parquet`` with ``user``, ``item``, ``split`` columns). The
@@ -455,10 +465,9 @@ def read_tabular(root: str) -> RawInteractions:
     files' row count."""
     import pandas as pd
 
-    path = next((osp.join(root, name) for name in TABULAR_FILES
-                 if osp.isfile(osp.join(root, name))), None)
-    if path is None:
-        raise DatasetError(osp.join(root, TABULAR_FILES[1]), 'file not found')
+    path = tabular_path(root)
+    if not osp.isfile(path):
+        raise DatasetError(path, 'file not found')
     try:
         if path.endswith('.parquet'):
             frame = pd.read_parquet(path)
