@@ -5,6 +5,7 @@ import dataclasses
 import os
 import os.path as osp
 import pickle
+import stat
 import zipfile
 from dataclasses import asdict
 from typing import Any, Dict, Optional
@@ -72,7 +73,11 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
     r"""Loads a checkpoint written by :func:`~pyg_mmrec.train.run.train`
     (tensors and plain data only: ``weights_only=True``). With :obj:`mmap`,
     the tensors stay in the file (memory-mapped) until first read."""
-    if osp.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # also a broken link, or a folder we may not enter
+        raise CheckpointError(path, 'file not found') from None
+    if stat.S_ISDIR(mode):
         try:
             held = sorted(n for n in os.listdir(path) if n.endswith('.pt'))
         except OSError:  # an unreadable folder is still a folder
@@ -81,10 +86,8 @@ def load_checkpoint(path: str, mmap: bool = False) -> dict:
         raise CheckpointError(
             path, 'is a folder, not a checkpoint file' +
             (f' (it holds {shown})' if held else ''))
-    if osp.exists(path) and not osp.isfile(path):
+    if not stat.S_ISREG(mode):
         raise CheckpointError(path, 'is not a regular file')
-    if not osp.isfile(path):
-        raise CheckpointError(path, 'file not found')
     # torch's own message for a file that is not a checkpoint suggests
     # weights_only=False, which would run whatever the file holds.
     if not zipfile.is_zipfile(path):

@@ -26,6 +26,7 @@ from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.io import (
     copy_file,
     deferred_signals,
+    existing_ancestor,
     folder_problem,
     save_json,
     save_torch,
@@ -375,11 +376,10 @@ def train(options: RunOptions) -> dict:
 def _missing_top(folder: str) -> Optional[str]:
     # The outermost folder of `folder` that does not exist yet (None if it
     # exists): what makedirs will create.
-    folder = osp.abspath(folder)
-    top = None
-    while not osp.exists(folder):
-        top, folder = folder, osp.dirname(folder)
-    return top
+    existing, folder = existing_ancestor(folder), osp.abspath(folder)
+    if existing == folder:
+        return None
+    return osp.join(existing, osp.relpath(folder, existing).split(os.sep)[0])
 
 
 def _remove_empty_folders(folder: str, top: str) -> None:
