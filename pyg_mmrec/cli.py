@@ -194,10 +194,9 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                    help="'all', ids like 0,5,7, or a file of ids (each "
                    "user is listed once)")
     p.add_argument('--k', type=int, default=20,
-                   help='items per user (default: 20)')
+                   help='items per user')
     p.add_argument('--format', choices=('csv', 'json'), default='csv',
-                   help='csv: user,rank,item rows; json: {user: [items]} '
-                   '(default: csv)')
+                   help='csv: user,rank,item rows; json: {user: [items]}')
     p.add_argument('--output', help='write here instead of standard output')
     p.add_argument('--dataset', help='data set (default: the training one)')
     p.add_argument('--device', help=_CHECKPOINT_DEVICE_HELP)

@@ -104,18 +104,16 @@ def quiet_broken_pipe() -> int:
     return 128 + getattr(signal, 'SIGPIPE', 13)
 
 
-class _DefaultsHelpFormatter(argparse.HelpFormatter):
-    # argparse's ArgumentDefaultsHelpFormatter, except that it leaves alone
-    # a help text that already speaks of the default, and empty defaults.
+class _DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    # argparse's, except that it leaves alone a help text that already
+    # speaks of the default, and empty defaults.
     def _get_help_string(self, action: argparse.Action) -> Optional[str]:
-        text = action.help or ''
         # By identity: 0 == False, and a default of 0 is worth showing.
-        empty = any(action.default is v
-                    for v in (None, False, argparse.SUPPRESS))
-        if (not action.option_strings or 'default' in text or empty
+        empty = any(action.default is v for v in (None, False))
+        if ('default' in (action.help or '') or empty
                 or action.default in ('', [])):
             return action.help
-        return f'{text} (default: %(default)s)'.lstrip()
+        return super()._get_help_string(action)
 
 
 class OneLineArgumentParser(argparse.ArgumentParser):

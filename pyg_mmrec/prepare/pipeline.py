@@ -232,7 +232,7 @@ def _filtered_interactions(frame: pd.DataFrame, item_ids: pd.Series,
     if not known.all():
         # Often a mismatch of id columns or a stale item table rather than
         # a few retired items: say so, not only in the --json summary.
-        first = frame['item'].iloc[int(np.flatnonzero(~known)[0])]
+        first = frame['item'][~known].iloc[0]
         warnings.warn(
             f"{config.interactions}: removed "
             f"{stats['unknown_items_removed']} of {len(frame)} interactions "
