@@ -46,6 +46,14 @@ from pyg_mmrec.graph import (
 ScoreFn = Callable[[Tensor], Tensor]
 
 
+def _is_in(sorted_keys: Tensor, key: Tensor) -> Tensor:
+    # torch.isin would sort `sorted_keys` again on every call.
+    if sorted_keys.numel() == 0:
+        return torch.zeros_like(key, dtype=torch.bool)
+    pos = torch.searchsorted(sorted_keys, key)
+    return sorted_keys[pos.clamp_(max=sorted_keys.numel() - 1)] == key
+
+
 def _excluded_splits(split: str, splits: Iterable[str]) -> List[str]:
     return ['train', 'val'] if split == 'test' and 'val' in splits \
         else ['train']
@@ -128,22 +136,27 @@ class RankingEvaluator:
         # both lowered the metrics silently. (The readers remove such pairs,
         # with a note; data built by hand gets an error.)
         num_items = self.num_items
-        keys = {split: edge_index[0] * num_items + edge_index[1]
+        # Each split's keys sorted once; membership by binary search.
+        keys = {split: (edge_index[0] * num_items + edge_index[1]).sort()[0]
                 for split, edge_index in edges.items()}
         problems = {}
         for split in ('val', 'test'):
             if split not in keys:
                 continue
             repeated = repeated_pairs(edges[split], num_items)
-            excluded = _excluded_splits(split, edges)
-            key = keys[split].sort()[0]
-            seen = key[torch.isin(key, torch.cat([keys[s] for s in excluded]))]
-            seen = torch.stack([seen // num_items, seen % num_items])
             if repeated.size(1):
                 problems[split] = (f'the {split} edges repeat '
                                    f'{pairs_text(repeated)}: Recall@K would '
                                    f'count them twice')
-            elif seen.size(1):
+                continue
+            key = keys[split]
+            excluded = _excluded_splits(split, edges)
+            known = torch.zeros_like(key, dtype=torch.bool)
+            for other in excluded:
+                known |= _is_in(keys[other], key)
+            seen = torch.stack([key[known] // num_items,
+                                key[known] % num_items])
+            if seen.size(1):
                 problems[split] = (
                     f'the {split} edges hold {pairs_text(seen)} of the '
                     f'{" or ".join(excluded)} split: those items are '
