@@ -51,7 +51,6 @@ from torch_geometric.utils import (
 from pyg_mmrec.errors import describe
 from pyg_mmrec.graph import (
     check_edge_index,
-    sorted_index2ptr,
     sym_norm_bipartite,
 )
 
@@ -108,7 +107,9 @@ def _check_csr(rowptr: Tensor, col: Tensor, value: Tensor,
         # decreasing, columns in range, sorted and distinct in each row,
         # one index dtype. On the CPU: on CUDA they are device-side
         # asserts, which would break the process's CUDA context.
-        csr_tensor(rowptr.cpu(), col.cpu(), value.detach().cpu(),
+        # (Only the values' count is checked: a stand-in spares the copy.)
+        csr_tensor(rowptr.cpu(), col.cpu(),
+                   torch.zeros((), dtype=value.dtype).expand(col.numel()),
                    (num_rows, num_cols), check_invariants=True)
     except RuntimeError as e:
         raise ValueError(f'invalid CSR arrays: {describe(e)}') from None
@@ -330,7 +331,8 @@ class SparseAdj:
         if self._t is None:
             row, col = self.row(), self.col.long()
             perm = torch.argsort(col * self.sparse_size[0] + row)
-            t_rowptr = sorted_index2ptr(col[perm], self.sparse_size[1])
+            # Column ids were checked when the matrix was made.
+            t_rowptr = index2ptr(col[perm], self.sparse_size[1])
             self._t = (t_rowptr.to(self.col.dtype), row[perm].to(
                 self.col.dtype), perm)
         return self._t
