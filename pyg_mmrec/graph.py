@@ -14,6 +14,14 @@ from torch_geometric.nn.conv.gcn_conv import gcn_norm
 from torch_geometric.utils import cumsum, degree
 
 
+def check_edge_index_shape(edge_index: Tensor) -> None:
+    r"""Raises :class:`ValueError` unless :obj:`edge_index` is ``[2, E]``
+    (no device synchronisation: fit for every forward pass)."""
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(f"'edge_index' must have shape [2, E] (got "
+                         f"{list(edge_index.shape)})")
+
+
 def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
                      edge_weight: Optional[Tensor] = None,
                      names: Tuple[str, str] = ('source', 'target'),
@@ -24,9 +32,7 @@ def check_edge_index(edge_index: Tensor, num_src: int, num_dst: int,
     ``0..num_dst-1`` (second row) and :obj:`edge_weight` is ``[E]``.
     :obj:`names` and :obj:`counts` word the message (e.g. ``('user',
     'item')`` and ``('users', 'items')``)."""
-    if edge_index.dim() != 2 or edge_index.size(0) != 2:
-        raise ValueError(f"'edge_index' must have shape [2, E] (got "
-                         f"{list(edge_index.shape)})")
+    check_edge_index_shape(edge_index)
     if edge_index.dtype not in (torch.int32, torch.long):
         raise ValueError(f"'edge_index' must be an integer tensor (got "
                          f"{edge_index.dtype})")

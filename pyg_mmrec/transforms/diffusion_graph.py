@@ -139,7 +139,7 @@ def diffusion_topk_edges(
     check_user_item_edges(edge_index, num_users, num_items, distinct=True)
     param = next(denoiser.parameters(), None)
     device = param.device if param is not None else edge_index.device
-    dtype = param.dtype if param is not None else torch.float32
+    dtype = _param_dtype(denoiser)
     # Each row's items in ascending order: the first layer sums a row's
     # entries in storage order, so users merged below as equal rows must
     # store them alike (and the result must not depend on the edge order).

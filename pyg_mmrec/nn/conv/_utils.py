@@ -8,6 +8,7 @@ from torch_geometric.nn.conv import MessagePassing
 from torch_geometric.typing import Adj, OptTensor, SparseTensor
 from torch_geometric.utils import is_torch_sparse_tensor
 
+from pyg_mmrec.graph import check_edge_index_shape
 from pyg_mmrec.nn.sparse import SparseAdj, adj_size, check_fused_size
 
 AdjLike = Union[Adj, SparseAdj]
@@ -68,10 +69,8 @@ def check_adj(edge_index: AdjLike, edge_weight: OptTensor, num_src: int,
     :obj:`dtype` (the scatter path would promote the result, the sparse
     kernels fail with backend-specific errors)."""
     if isinstance(edge_index, Tensor) and not is_torch_sparse_tensor(
-            edge_index) and (edge_index.dim() != 2
-                             or edge_index.size(0) != 2):
-        raise ValueError(f"'edge_index' must have shape [2, E] (got "
-                         f"{list(edge_index.shape)})")
+            edge_index):
+        check_edge_index_shape(edge_index)
     check_fused_size(edge_index, num_src, num_dst)
     weight_dtype = _weight_dtype(edge_index, edge_weight)
     if dtype is not None and weight_dtype not in (None, dtype):

@@ -32,9 +32,6 @@ class WeightedSumConv(MessagePassing):
         check_weighted_sum(self.__class__.__name__, kwargs)
         super().__init__(**kwargs)
 
-    def reset_parameters(self) -> None:
-        super().reset_parameters()
-
     def message(self, x_j: Tensor, edge_weight: OptTensor) -> Tensor:
         return x_j if edge_weight is None else edge_weight.view(-1, 1) * x_j
 
