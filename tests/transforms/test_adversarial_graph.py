@@ -46,6 +46,27 @@ def test_preference_rows_match_dense_formula():
         preference_rows(x[:2], z, rowptr, col, index)
 
 
+@pytest.mark.parametrize('bad, text', [
+    ([3, -2], "'index' holds user id -2, outside the 6 rows 0..5 of "
+              "'rowptr'"),
+    ([6, 0], "'index' holds user id 6, outside the 6 rows 0..5 of 'rowptr'"),
+    ([3.0, 0.0], "'index' must be a 1-D integer tensor of user ids "
+                 r"\(got 1-D torch.float32\)"),
+])
+def test_rows_refuse_user_ids_outside_the_csr(bad, text):
+    # -2 would otherwise read user 4's training items from the end of
+    # rowptr, silently.
+    x, z, v = torch.randn(2, D), torch.randn(I, D), torch.randn(I, 5)
+    rowptr, col = csr_of(EDGES, U)
+    index = torch.tensor(bad)
+    for rows in (
+            lambda: preference_rows(x, z, rowptr, col, index),
+            lambda: projected_preference_rows(x, z, v, rowptr, col, index),
+            lambda: projected_real_rows(x, z, v, rowptr, col, index)):
+        with pytest.raises(ValueError, match=text):
+            rows()
+
+
 def test_gumbel_sharpen_matches_formula_and_seed():
     torch.manual_seed(1)
     rows = (torch.rand(4, I) < 0.3).float()
