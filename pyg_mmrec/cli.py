@@ -43,14 +43,22 @@ _CHECKPOINT_DEVICE_HELP = ("'cpu', 'cuda', 'cuda:N' or 'auto' (default: the "
 
 def _train_default(option: str) -> str:
     r"""``'default: V'`` for a training option, with the models whose own
-    default differs (e.g. MMSSL's learning rate)."""
+    default differs (e.g. MMSSL's learning rate), and the models whose
+    presets change it (e.g. DiffMM's patience)."""
     from pyg_mmrec.train.config import TrainConfig
     from pyg_mmrec.train.registry import MODELS
-    own = [f'{name}: {spec.train_defaults[option]:g}'
-           for name, spec in sorted(MODELS.items())
-           if option in spec.train_defaults]
-    default = f'default: {getattr(TrainConfig(), option):g}'
-    return default + ''.join(f'; {text}' for text in own)
+    default = getattr(TrainConfig(), option)
+    texts = [f'default: {default:g}']
+    for name, spec in sorted(MODELS.items()):
+        own = spec.train_defaults.get(option, default)
+        if own != default:
+            texts.append(f'{name}: {own:g}')
+        preset = {train.get(option, own)
+                  for train in spec.train_presets.values()}
+        if preset and preset != {own}:
+            values = '/'.join(f'{value:g}' for value in sorted(preset))
+            texts.append(f'{name} presets: {values}')
+    return '; '.join(texts)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:

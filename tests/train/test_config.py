@@ -124,6 +124,22 @@ def test_model_recipe_fixes_its_optimiser_without_a_preset():
     assert explicit['train'].lr == 0.01
 
 
+@pytest.mark.parametrize('preset', ['tiktok', 'baby', 'sports'])
+def test_presets_carry_the_papers_training_recipes(preset):
+    # DiffMM: Adam at 1e-3 for 50 epochs, no early stopping; MMSSL: AdamW
+    # at 5.5e-4, patience 7. Options given explicitly still win.
+    diffmm = build_configs(RunOptions(model='diffmm', preset=preset))['train']
+    assert (diffmm.lr, diffmm.batch_size, diffmm.epochs,
+            diffmm.patience) == (1e-3, 1024, 50, 0)
+    mmssl = build_configs(RunOptions(model='mmssl', preset=preset))['train']
+    assert (mmssl.lr, mmssl.batch_size, mmssl.epochs,
+            mmssl.patience) == (5.5e-4, 1024, 50, 7)
+    short = build_configs(RunOptions(
+        model='diffmm', preset=preset,
+        overrides=[('train.epochs', '11'), ('train.patience', '3')]))['train']
+    assert (short.epochs, short.patience) == (11, 3)
+
+
 def test_resolve_device():
     import torch
     assert resolve_device('cpu') == torch.device('cpu')
