@@ -14,13 +14,25 @@ from pyg_mmrec.nn.sparse import SparseAdj, adj_size, check_fused_size
 AdjLike = Union[Adj, SparseAdj]
 
 
-def check_features(*xs: Optional[Tensor]) -> None:
-    r"""Raises :class:`ValueError` unless every given node feature matrix
-    is 2-D (the scatter path would fail inside PyG otherwise)."""
-    for x in xs:
-        if x is not None and x.dim() != 2:
-            raise ValueError(f'expected 2-D node features [N, F] (got '
+def check_features(*xs: Optional[Tensor],
+                   names: Tuple[str, ...] = ()) -> None:
+    r"""Raises unless every given node feature matrix is a 2-D
+    floating-point tensor (the scatter path would fail inside PyG
+    otherwise, or an adjacency passed in its place would be reported as a
+    dtype mismatch). :obj:`names` name the arguments in the message."""
+    for i, x in enumerate(xs):
+        if x is None:
+            continue
+        what = f"'{names[i]}'" if i < len(names) else 'node features'
+        if not isinstance(x, Tensor):
+            raise TypeError(f'expected {what} as a tensor [N, F] (got '
+                            f'{type(x).__name__})')
+        if x.dim() != 2:
+            raise ValueError(f'expected 2-D {what} [N, F] (got '
                              f'{x.dim()}-D)')
+        if not x.is_floating_point():
+            raise ValueError(f'expected floating-point {what} (got '
+                             f'{x.dtype})')
 
 
 def int64_index(edge_index: AdjLike) -> AdjLike:

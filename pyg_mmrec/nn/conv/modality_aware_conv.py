@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 from torch_geometric.typing import Adj, OptTensor
 
-from pyg_mmrec.nn.conv._utils import check_adj
+from pyg_mmrec.nn.conv._utils import check_adj, check_features
 from pyg_mmrec.nn.conv._weighted_sum import HomogeneousSumConv
 from pyg_mmrec.nn.sparse import SparseAdj
 
@@ -65,9 +65,10 @@ class ModalityAwareConv(HomogeneousSumConv):
         edge_weight: OptTensor = None,
         gen_edge_weight: OptTensor = None,
     ) -> Tensor:
-        if user_emb.dim() != 2 or item_emb.dim() != 2:
-            raise ValueError(f"'user_emb' and 'item_emb' must be 2-D (got "
-                             f"{user_emb.dim()}-D and {item_emb.dim()}-D)")
+        # Named: a PyG-style call (x, edge_index, ...) lands an adjacency
+        # in one of them.
+        check_features(user_emb, item_emb, item_feat,
+                       names=('user_emb', 'item_emb', 'item_feat'))
         if item_feat.shape != item_emb.shape:
             raise ValueError(f"'item_feat' has shape {list(item_feat.shape)} "
                              f"but 'item_emb' has shape "

@@ -57,6 +57,12 @@ class SymNormConv(HomogeneousSumConv):
     """
     def forward(self, x: Tensor, edge_index: Union[Adj, SparseAdj],
                 edge_weight: OptTensor = None) -> Tensor:
+        if isinstance(x, (tuple, list)):
+            raise TypeError(f'{self.__class__.__name__} propagates on the '
+                            f'one node set of U + I users and items: pass '
+                            f'x = torch.cat([x_user, x_item]) (got a '
+                            f'{type(x).__name__}; OneSidedNormConv takes '
+                            f'(x_src, x_dst))')
         check_features(x)
         check_adj(edge_index, edge_weight, x.size(0), x.size(0), x.dtype)
         return self.weighted_sum(x, edge_index, edge_weight)

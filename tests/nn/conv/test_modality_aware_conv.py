@@ -100,3 +100,15 @@ def test_modality_aware_conv_bad_input():
         conv(E_u[:-1], E_i, E_i, adj, gen)
     with pytest.raises(ValueError, match="'edge_weight' must be None"):
         conv(E_u, E_i, E_i, adj, gen, None, g_weight)
+    # A PyG-style call (x, edge_index, ...) was reported as a dtype
+    # mismatch between the adjacency and the features.
+    x = torch.cat([E_u, E_i])
+    with pytest.raises(ValueError, match=r"expected 2-D 'item_feat' \[N, F\] "
+                       r"\(got 1-D\)"):
+        conv(x, E_i, torch.ones(I, dtype=DT), adj, gen)
+    with pytest.raises(ValueError, match="expected floating-point 'item_emb' "
+                       r"\(got torch.int64\)"):
+        conv(x, a_index, E_i, adj, gen)
+    with pytest.raises(TypeError, match="expected 'user_emb' as a tensor "
+                       r"\[N, F\] \(got tuple\)"):
+        conv((E_u, E_i), E_i, E_i, adj, gen)

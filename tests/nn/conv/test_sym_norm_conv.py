@@ -165,3 +165,11 @@ def test_one_dimensional_features_are_refused(backend):
     with pytest.raises(ValueError, match=r'expected 2-D node features '
                        r'\[N, F\] \(got 1-D\)'):
         SymNormConv()(torch.randn(U + I, dtype=DT), adj, w)
+    with pytest.raises(ValueError, match='expected floating-point node '
+                       r'features \(got torch.int64\)'):
+        SymNormConv()(torch.ones(U + I, 3, dtype=torch.long), adj, w)
+    # A bipartite (x_user, x_item) pair failed with an AttributeError.
+    with pytest.raises(TypeError, match=r'pass x = torch.cat\(\[x_user, '
+                       r'x_item\]\) \(got a tuple; OneSidedNormConv'):
+        SymNormConv()((torch.randn(U, 3, dtype=DT),
+                       torch.randn(I, 3, dtype=DT)), adj, w)
