@@ -20,7 +20,11 @@ class TrainConfig:
         eval_batch_size (int): Users scored at once during evaluation.
         k (int): Cut-off :math:`K` of the reported metrics and of model
             selection (the best epoch has the best validation Recall@K).
-        seed (int): Seed of initialisation and sampling.
+        seed (int): Seed of initialisation and sampling, applied where
+            the run is assembled (:func:`~pyg_mmrec.train.assemble`, and so
+            ``pyg-mmrec train``). :func:`~pyg_mmrec.train.fit` draws no
+            random numbers itself: a run built by hand passes its seed to
+            the model and to :class:`~pyg_mmrec.data.BPRSampler`.
         device (str): ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
     """
     epochs: int = 50

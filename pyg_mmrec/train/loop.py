@@ -120,11 +120,13 @@ def fit(
         sampler (BPRSampler): Draws the epoch's BPR triples.
         optimizer (torch.optim.Optimizer): The recommender's optimiser.
         evaluator (RankingEvaluator): Full-ranking validation and test.
-        config (TrainConfig): Epochs, patience, :math:`K` and seed. Its
-            :obj:`device` is not applied here: batches go to the model's
-            device, so move the model and the data there first (e.g. with
-            :func:`~pyg_mmrec.train.resolve_device`, as
-            :func:`~pyg_mmrec.train.assemble` does).
+        config (TrainConfig): Epochs, patience and :math:`K`. Its
+            :obj:`seed` and :obj:`device` are not applied here (they are
+            where the run is assembled, as
+            :func:`~pyg_mmrec.train.assemble` does): the sampler holds its
+            own seed, and batches go to the model's device, so move the
+            model and the data there first (e.g. with
+            :func:`~pyg_mmrec.train.resolve_device`).
         state (TrainState, optional): Resume from this state (returned
             unchanged if it stopped early and :obj:`config.patience` would
             stop it again).

@@ -125,7 +125,13 @@ class Recommender(torch.nn.Module):
         phase. With :obj:`progress`, long work shows a progress bar (on a
         terminal). The training loop passes :obj:`progress` only to
         overrides that take it, so ``before_epoch(self, data, epoch)``
-        still works."""
+        still works.
+
+        Regenerated graphs must go into :obj:`data` itself, since the loop
+        keeps using that object: ``transform(data)`` returns a copy (PyG's
+        :class:`~torch_geometric.transforms.BaseTransform`), while
+        ``transform.forward(data)`` writes the new edge types into
+        :obj:`data`, as :class:`~pyg_mmrec.nn.models.MMSSL` does."""
         return {}
 
     def train_step(self, data: HeteroData, batch: Batch,
