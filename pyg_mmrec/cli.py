@@ -124,8 +124,14 @@ def _run_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('evaluate', help='evaluate a saved checkpoint')
-    p.add_argument('--checkpoint', required=True)
+    p = sub.add_parser(
+        'evaluate', help='evaluate a saved checkpoint',
+        description="Validation and test metrics of a checkpoint, as JSON. "
+        "'epoch' is the epoch of its weights, counted from 0 as in "
+        "metrics.json: the best one for checkpoint.pt, the last one for "
+        "last.pt.")
+    p.add_argument('--checkpoint', required=True,
+                   help="a 'checkpoint.pt' or 'last.pt' written by train")
     p.add_argument('--dataset', help='data set (default: the training one)')
     p.add_argument('--device', help=_CHECKPOINT_DEVICE_HELP)
     p.set_defaults(func=_run_evaluate)
@@ -194,15 +200,36 @@ def _parse_users(spec: str, num_users: int) -> 'torch.Tensor':
     return torch.tensor(list(dict.fromkeys(users)))
 
 
+def _parse_splits(spec: str) -> List[str]:
+    from pyg_mmrec.data.hetero import SPLITS
+    if spec.strip() == 'none':
+        return []
+    splits = [token.strip() for token in spec.split(',') if token.strip()]
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown or not splits:
+        raise ConfigError(f"--exclude must name splits among "
+                          f"{', '.join(SPLITS)}, or be 'none', got '{spec}'")
+    return list(dict.fromkeys(splits))
+
+
 def _add_recommend(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('recommend',
-                       help='top-k unseen items per user from a checkpoint')
-    p.add_argument('--checkpoint', required=True)
+    from pyg_mmrec.data.hetero import SPLITS
+    p = sub.add_parser(
+        'recommend', help='top-k unseen items per user from a checkpoint',
+        description="Top-k items per user from a checkpoint, leaving out the "
+        "items each user already has in the data set's splits (--exclude).")
+    p.add_argument('--checkpoint', required=True,
+                   help="a 'checkpoint.pt' or 'last.pt' written by train")
     p.add_argument('--users', required=True,
                    help="'all', ids like 0,5,7, or a file of ids (each "
                    "user is listed once)")
     p.add_argument('--k', type=int, default=20,
-                   help='items per user')
+                   help='items per user (fewer for a user with fewer items '
+                   'left)')
+    p.add_argument('--exclude', default=','.join(SPLITS),
+                   help="the splits whose items a user has seen, "
+                   "comma-separated, or 'none' (e.g. 'train' to let "
+                   'held-out items be recommended, for an offline check)')
     p.add_argument('--format', choices=('csv', 'json'), default='csv',
                    help='csv: user,rank,item rows; json: {user: [items]}')
     p.add_argument('--output', help='write here instead of standard output')
@@ -212,15 +239,18 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_recommend(args: argparse.Namespace) -> int:
+    from pyg_mmrec.evaluation import RankingEvaluator
     from pyg_mmrec.io import atomic_path
     from pyg_mmrec.train.run import restore, scoring
     if args.k < 1:
         raise ConfigError(f'--k must be at least 1, got {args.k}')
+    exclude = _parse_splits(args.exclude)
     model, data, _ = restore(args.checkpoint, args.dataset, args.device)
     users = _parse_users(args.users, model.num_users)
     k = min(args.k, model.num_items)
     with scoring(args.checkpoint):
-        top = model.recommend(data, users, k=k, exclude_seen=True)
+        top = RankingEvaluator(data).top_k(model.score_fn(data), users, k,
+                                           exclude)
     # A user with fewer than k unseen items gets only those (the rest of
     # the row is -1).
     rows = [[item for item in row if item >= 0] for row in top.tolist()]
@@ -245,7 +275,11 @@ def _run_recommend(args: argparse.Namespace) -> int:
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser('info', help='statistics of a data set')
+    p = sub.add_parser(
+        'info', help='statistics of a data set',
+        description='Users, items, interactions per split, degrees, '
+        'cold-start users and items of the held-out splits, and feature '
+        'statistics of a data set, as JSON.')
     p.add_argument('--dataset', default='synthetic',
                    help="'synthetic' (built in, the default) or a data set "
                    'folder')

@@ -142,12 +142,12 @@ def test_evaluation_defaults_to_the_training_device(monkeypatch):
     assert checkpoint_device({}) == 'cpu'
 
 
-def _training_items(trained):
+def _training_items(trained, splits=('train', )):
     from pyg_mmrec.train.run import restore
     torch.manual_seed(0)
     _, data, _ = restore(str(trained / 'checkpoint.pt'))
-    train = split_edge_index(data, 'train')
-    return {u: set(train[1, train[0] == u].tolist()) for u in range(150)}
+    edges = torch.cat([split_edge_index(data, s) for s in splits], dim=1)
+    return {u: set(edges[1, edges[0] == u].tolist()) for u in range(150)}
 
 
 def test_recommend_csv_and_json(trained, capsys, tmp_path):
@@ -205,14 +205,32 @@ def test_recommend_never_returns_training_items(trained, capsys):
         assert not set(items) & seen[int(user)]
 
     # Asking for every item lists exactly the unseen ones (no padding with
-    # seen items, which used to fill the tail of the ranking).
-    status, out, _ = run(['recommend', '--checkpoint',
-                          str(trained / 'checkpoint.pt'), '--users',
-                          ','.join(map(str, users[:3])), '--k', '80',
-                          '--format', 'json'], capsys)
+    # seen items, which used to fill the tail of the ranking). Unseen means
+    # in none of the data set's splits: a user's held-out items are known
+    # interactions too (they used to be recommended).
+    known = _training_items(trained, ('train', 'val', 'test'))
+    held_out = [u for u in users if known[u] - seen[u]][:3]
+    assert held_out
+    argv = ['recommend', '--checkpoint', str(trained / 'checkpoint.pt'),
+            '--users', ','.join(map(str, held_out)), '--k', '80',
+            '--format', 'json']
+    status, out, _ = run(argv, capsys)
     assert status == 0
     for user, items in json.loads(out).items():
-        assert sorted(items) == sorted(set(range(80)) - seen[int(user)])
+        assert sorted(items) == sorted(set(range(80)) - known[int(user)])
+    for exclude, hidden in (('train', seen), (' val, train,val', None),
+                            ('none', {u: set() for u in held_out})):
+        if hidden is None:
+            hidden = _training_items(trained, ('train', 'val'))
+        status, out, _ = run([*argv, '--exclude', exclude], capsys)
+        assert status == 0
+        for user, items in json.loads(out).items():
+            assert sorted(items) == sorted(set(range(80)) - hidden[int(user)])
+    for bad in ('train,tset', '', ','):
+        status, out, err = run([*argv, '--exclude', bad], capsys)
+        _assert_usage_error(status, out, err, "--exclude must name splits "
+                            "among train, val, test, or be 'none', got "
+                            f"'{bad}'")
 
 
 # Bad input ##################################################################
