@@ -31,8 +31,9 @@ CACHE_VERSION = 2
 
 
 def to_hetero_data(raw: RawInteractions) -> HeteroData:
-    r"""Converts validated :class:`RawInteractions` into the library's
-    bipartite :class:`~torch_geometric.data.HeteroData`."""
+    r"""Converts :class:`RawInteractions` into the library's bipartite
+    :class:`~torch_geometric.data.HeteroData`, unchecked: the readers
+    have validated what they return."""
     data = HeteroData()
     data[USER].num_nodes = raw.num_users
     data[ITEM].num_nodes = raw.num_items

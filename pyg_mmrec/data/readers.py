@@ -44,7 +44,10 @@ LAYOUTS = ('diffmm', 'mmssl', 'tabular')
 
 @dataclass
 class RawInteractions:
-    r"""Validated interactions and features of one data set, as NumPy.
+    r"""Interactions and features of one data set, as NumPy, as the
+    readers return them: they check everything below, while an instance
+    made by hand is taken as it is (by
+    :func:`~pyg_mmrec.data.dataset.to_hetero_data` too).
 
     Attributes:
         num_users (int): Number of users (ids ``0..num_users-1``).
