@@ -90,8 +90,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="'cpu', 'cuda', 'cuda:N' or 'auto' (default)")
     p.add_argument('--seed', type=int, help='seed of initialisation and '
                    f"sampling ({_train_default('seed')})")
-    p.add_argument('--out', help='output folder (default: runs/latest; '
-                   'with --resume RUN/last.pt: RUN)')
+    p.add_argument('--out', help="output folder; an earlier run's files "
+                   'there are replaced (default: runs/latest; with --resume '
+                   'RUN/last.pt: RUN)')
     p.add_argument('--resume', metavar='CHECKPOINT',
                    help='continue the run saved in this last.pt')
     p.add_argument('--set', dest='overrides', action='append', default=[],
