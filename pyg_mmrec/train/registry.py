@@ -68,5 +68,9 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def register_model(name: str, spec: ModelSpec) -> None:
-    r"""Makes a model available to the training command."""
+    r"""Makes a model available under :obj:`name` to
+    :func:`~pyg_mmrec.train.train` (as ``RunOptions(model=name)``),
+    :func:`~pyg_mmrec.train.restore` and
+    :func:`~pyg_mmrec.train.evaluate_checkpoint`, in this Python process:
+    the ``pyg-mmrec`` command knows the built-in models only."""
     MODELS[name] = spec
