@@ -164,13 +164,24 @@ def projected_preference_rows(user_emb: Tensor, item_emb: Tensor,
         ``(projected, row_norm)``: ``[B, c]`` projected normalised rows and
         ``[B]`` norms of the rows before normalisation.
     """
+    _check_projected(user_emb, item_emb, projection, index)
+    rows, items, _ = _batch_training_pairs(rowptr, col, index)
+    return _projected_rows(user_emb, item_emb, projection, rows, items)
+
+
+def _check_projected(user_emb: Tensor, item_emb: Tensor,
+                     projection: Tensor, index: Tensor) -> None:
     if user_emb.size(0) != index.numel():
         raise ValueError(f'user_emb has {user_emb.size(0)} rows but index '
                          f'has {index.numel()} users')
     if projection.size(0) != item_emb.size(0):
         raise ValueError(f'projection must have one row per item '
                          f'({item_emb.size(0)}), got {projection.size(0)}')
-    rows, items, _ = _batch_training_pairs(rowptr, col, index)
+
+
+def _projected_rows(user_emb: Tensor, item_emb: Tensor, projection: Tensor,
+                    rows: Tensor, items: Tensor) -> Tuple[Tensor, Tensor]:
+    # projected_preference_rows for the batch's (row, item) training pairs.
     # index_select, not x[idx]: the advanced-indexing kernel is several
     # times slower on CPU for row gathers of this size.
     train_score = (user_emb.index_select(0, rows) *
@@ -237,6 +248,7 @@ def projected_real_rows(user_emb: Tensor, item_emb: Tensor,
         raise ValueError(f'the sharpened rows are not sparse for eta={eta}, '
                          f'temperature={temperature}; use gumbel_sharpen '
                          f'on dense rows')
+    _check_projected(user_emb, item_emb, projection, index)
     rows, items, counts = _batch_training_pairs(rowptr, col, index)
     if bool((counts == 0).any()):
         raise ValueError('every user of the batch needs a training item')
@@ -244,9 +256,9 @@ def projected_real_rows(user_emb: Tensor, item_emb: Tensor,
                      generator)
     sharp = pyg_softmax((1.0 + eta * gumbel) / temperature, rows,
                         num_nodes=index.numel())
-    fused, fused_norm = projected_preference_rows(user_emb, item_emb,
-                                                  projection, rowptr, col,
-                                                  index)
+    # The training pairs gathered above, not a second time.
+    fused, fused_norm = _projected_rows(user_emb, item_emb, projection, rows,
+                                        items)
     unit = (fused_norm > 1e-12).to(fused.dtype)  # rows of S_ui are 0 or unit
     sharp_sq = torch.zeros(index.numel(), dtype=sharp.dtype,
                            device=sharp.device).index_add(0, rows, sharp**2)

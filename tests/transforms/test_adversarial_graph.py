@@ -54,7 +54,7 @@ def test_preference_rows_match_dense_formula():
                  r"\(got 1-D torch.float32\)"),
 ])
 def test_rows_refuse_user_ids_outside_the_csr(bad, text):
-    # -2 would otherwise read user 4's training items from the end of
+    # -2 would otherwise read user 5's training items from the end of
     # rowptr, silently.
     x, z, v = torch.randn(2, D), torch.randn(I, D), torch.randn(I, 5)
     rowptr, col = csr_of(EDGES, U)
