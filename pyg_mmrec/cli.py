@@ -214,7 +214,6 @@ def _parse_splits(spec: str) -> List[str]:
 
 
 def _add_recommend(sub: argparse._SubParsersAction) -> None:
-    from pyg_mmrec.data.hetero import SPLITS
     p = sub.add_parser(
         'recommend', help='top-k unseen items per user from a checkpoint',
         description="Top-k items per user from a checkpoint, leaving out the "
@@ -225,12 +224,13 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
                    help="'all', ids like 0,5,7, or a file of ids (each "
                    "user is listed once)")
     p.add_argument('--k', type=int, default=20,
-                   help='items per user (fewer for a user with fewer items '
-                   'left)')
-    p.add_argument('--exclude', default=','.join(SPLITS),
+                   help='items per user; fewer for a user with fewer items '
+                   'left')
+    p.add_argument('--exclude',
                    help="the splits whose items a user has seen, "
-                   "comma-separated, or 'none' (e.g. 'train' to let "
-                   'held-out items be recommended, for an offline check)')
+                   "comma-separated, or 'none'; e.g. 'train' lets held-out "
+                   'items be recommended, for an offline check (default: '
+                   'every split of the data set)')
     p.add_argument('--format', choices=('csv', 'json'), default='csv',
                    help='csv: user,rank,item rows; json: {user: [items]}')
     p.add_argument('--output', help='write here instead of standard output')
@@ -240,13 +240,20 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_recommend(args: argparse.Namespace) -> int:
+    from pyg_mmrec.data.hetero import SPLITS, has_split
     from pyg_mmrec.evaluation import RankingEvaluator
     from pyg_mmrec.io import atomic_path
     from pyg_mmrec.train.run import restore, scoring
     if args.k < 1:
         raise ConfigError(f'--k must be at least 1, got {args.k}')
-    exclude = _parse_splits(args.exclude)
+    exclude = None if args.exclude is None else _parse_splits(args.exclude)
     model, data, _ = restore(args.checkpoint, args.dataset, args.device)
+    if exclude is None:
+        exclude = [split for split in SPLITS if has_split(data, split)]
+    missing = [split for split in exclude if not has_split(data, split)]
+    if missing:
+        raise ConfigError(f'--exclude names the {missing[0]} split, which '
+                          f'the data set does not have')
     users = _parse_users(args.users, model.num_users)
     k = min(args.k, model.num_items)
     with scoring(args.checkpoint):

@@ -233,6 +233,32 @@ def test_recommend_never_returns_training_items(trained, capsys):
                             f"'{bad}'")
 
 
+def test_recommend_without_a_validation_split(trained, capsys, monkeypatch):
+    # A data set made in Python may lack a held-out split: the default
+    # leaves out the splits it has, and naming a missing one is an error.
+    from pyg_mmrec.train import run as run_module
+    restore = run_module.restore
+
+    def without_val(*args, **kwargs):
+        model, data, ckpt = restore(*args, **kwargs)
+        del data['user', 'interacts', 'item'].val_edge_index
+        return model, data, ckpt
+
+    known = _training_items(trained, ('train', 'test'))
+    every = _training_items(trained, ('train', 'val', 'test'))
+    assert every[0] != known[0] or every[1] != known[1]  # val items to see
+    monkeypatch.setattr(run_module, 'restore', without_val)
+    argv = ['recommend', '--checkpoint', str(trained / 'checkpoint.pt'),
+            '--users', '0,1', '--k', '80', '--format', 'json']
+    status, out, _ = run(argv, capsys)
+    assert status == 0
+    for user, items in json.loads(out).items():
+        assert sorted(items) == sorted(set(range(80)) - known[int(user)])
+    status, out, err = run([*argv, '--exclude', 'train,val'], capsys)
+    _assert_usage_error(status, out, err, '--exclude names the val split, '
+                        'which the data set does not have')
+
+
 # Bad input ##################################################################
 
 
@@ -969,3 +995,16 @@ def test_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys):
         "pyg-mmrec: error: out of memory (DefaultCPUAllocator: can't "
         "allocate memory: you tried to allocate 1200000000000 bytes.); "
         "reduce the batch, embedding or data sizes"]
+
+
+def test_train_help_states_every_models_defaults(capsys):
+    # Read from TrainConfig, the models' own defaults and their presets,
+    # not written out by hand.
+    with pytest.raises(SystemExit) as stop:
+        main(['train', '--help'])
+    assert stop.value.code == 0
+    text = ' '.join(capsys.readouterr().out.split())
+    assert ('early-stopping patience in epochs, 0: off (default: 10; '
+            'diffmm presets: 0; mmssl: 7)') in text
+    assert 'learning rate (default: 0.001; mmssl: 0.00055)' in text
+    assert 'maximum number of epochs (default: 50)' in text

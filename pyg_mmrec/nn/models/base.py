@@ -173,7 +173,10 @@ class Recommender(torch.nn.Module):
         r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
         scored in evaluation mode (:meth:`score_fn`), excluding their
         training items when :obj:`exclude_seen`; :obj:`-1` fills the places
-        of a user with fewer than :obj:`k` items left."""
+        of a user with fewer than :obj:`k` items left. (``pyg-mmrec
+        recommend`` also excludes the held-out splits' items: for that, call
+        :meth:`RankingEvaluator.top_k
+        <pyg_mmrec.evaluation.RankingEvaluator.top_k>` with the splits.)"""
         from pyg_mmrec.evaluation import RankingEvaluator
         evaluator = evaluator or RankingEvaluator(data)
         exclude = ['train'] if exclude_seen else []
