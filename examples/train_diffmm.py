@@ -38,7 +38,7 @@ def main() -> None:
 
     # Options first (TrainConfig checks them), then the data.
     config = dataclasses.replace(DiffMMConfig(), **DIFFMM_PRESETS[args.preset])
-    # The paper: Adam lr 1e-3, batch 1024, no early stopping.
+    # The paper's recipe: Adam lr 1e-3, batch 1024, no early stopping.
     train_config = TrainConfig(epochs=args.epochs, patience=0,
                                seed=args.seed)
 

@@ -4,9 +4,9 @@ from typing import Any, List
 
 __version__ = '0.1.0'
 
-# Imported on first access (``pyg_mmrec.nn.SymNormConv`` works after a bare
-# ``import pyg_mmrec``, as in PyG), so that the command line starts without
-# importing torch before it needs it.
+# Imported on first access, as PyG's subpackages are available after a bare
+# ``import torch_geometric``, while ``import pyg_mmrec`` itself stays light
+# (no torch) for tools that only read ``__version__``.
 _SUBMODULES = ('data', 'errors', 'evaluation', 'graph', 'io', 'nn',
                'prepare', 'train', 'transforms')
 
@@ -18,7 +18,7 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> List[str]:
-    return sorted([*globals(), *_SUBMODULES])
+    return sorted([*__all__, *_SUBMODULES])
 
 
 __all__ = ['__version__']

@@ -10,9 +10,10 @@ def test_submodules_load_on_first_access():
 import sys
 import pyg_mmrec
 assert 'torch' not in sys.modules, 'import pyg_mmrec imported torch'
+conv = pyg_mmrec.nn.SymNormConv  # before any import of pyg_mmrec.nn
 assert {'nn', 'data', 'transforms', 'train'} <= set(dir(pyg_mmrec))
 from pyg_mmrec.nn import SymNormConv
-assert pyg_mmrec.nn.SymNormConv is SymNormConv
+assert conv is SymNormConv
 assert pyg_mmrec.transforms.SymmetricNorm.__name__ == 'SymmetricNorm'
 print('ok')
 '''

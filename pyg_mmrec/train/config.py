@@ -23,8 +23,10 @@ class TrainConfig:
         seed (int): Seed of initialisation and sampling, applied where
             the run is assembled (:func:`~pyg_mmrec.train.assemble`, and so
             ``pyg-mmrec train``). :func:`~pyg_mmrec.train.fit` draws no
-            random numbers itself: a run built by hand passes its seed to
-            the model and to :class:`~pyg_mmrec.data.BPRSampler`.
+            random numbers itself: a run built by hand calls
+            ``torch.manual_seed(seed)`` before building its model (whose
+            initialisation draws from torch's global generator) and passes
+            the seed to :class:`~pyg_mmrec.data.BPRSampler`.
         device (str): ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
     """
     epochs: int = 50

@@ -21,7 +21,7 @@ class ModelSpec:
         build: ``build(data, config, seed) -> Recommender``.
         presets: Named overrides of the model config (the papers' settings).
         train_presets: Named overrides of :class:`TrainConfig` that go with
-            each preset (learning rate, epochs, batch size).
+            each preset (learning rate, epochs, batch size, patience).
         train_defaults: Overrides of :class:`TrainConfig` that the model's
             recipe fixes with or without a preset (e.g. its optimiser's
             learning rate).
@@ -43,8 +43,9 @@ MODELS: Dict[str, ModelSpec] = {
     'lightgcn': ModelSpec(LightGCNConfig, _build_lightgcn),
     'diffmm': ModelSpec(
         DiffMMConfig, build_diffmm, presets=DIFFMM_PRESETS,
-        # The paper trains 50 epochs with Adam at 1e-3 and no early
-        # stopping; the best epoch is still chosen on validation.
+        # MODELS.md: Adam at 1e-3, batch 1024, the paper's 50 epochs, and
+        # no early stopping (which it names for MMSSL only); the best epoch
+        # is still chosen on validation.
         train_presets={name: dict(lr=1e-3, batch_size=1024, epochs=50,
                                   patience=0)
                        for name in DIFFMM_PRESETS}),
