@@ -91,9 +91,20 @@ class OneSidedNormConv(WeightedSumConv):
         check_adj(edge_index, edge_weight, num_src, num_dst, x[0].dtype)
         if isinstance(edge_index, SparseAdj):
             return fused_sparse_adj(self, edge_index, x, size)
-        # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
-        return self.propagate(edge_index, x=x, edge_weight=edge_weight,
-                              size=size)
+        try:
+            # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
+            return self.propagate(edge_index, x=x, edge_weight=edge_weight,
+                                  size=size)
+        except ValueError as e:
+            # Target ids are not checked up front (that would synchronise
+            # with the device on every call), and PyG's message for one
+            # beyond the targets does not say the likely cause.
+            if 'dim_size' not in str(e):
+                raise
+            raise ValueError(
+                f"'edge_index' holds target ids beyond the target nodes: is "
+                f"'x' given as (x_src, x_dst), in the order of the rows of "
+                f"'edge_index' (source, target)? ({e})") from None
 
     def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
                               x: OptPairTensor,

@@ -163,3 +163,17 @@ def test_one_dimensional_features_are_refused():
     with pytest.raises(ValueError, match=r'got 3-D'):
         OneSidedNormConv()((torch.randn(3, 4), torch.randn(2, 4, 1)),
                            edge_index)
+
+
+def test_swapped_source_and_target_features_are_named():
+    # 4 users -> 10 items; (x_item, x_user) reads as 10 sources and only 4
+    # targets, which PyG reported as an "invalid 'dim_size'".
+    edge_index = torch.tensor([[0, 1, 2, 3], [0, 5, 1, 9]])
+    x_user, x_item = torch.randn(4, 3), torch.randn(10, 3)
+    assert OneSidedNormConv()((x_user, x_item), edge_index).shape == (10, 3)
+    with pytest.raises(ValueError, match=r"'edge_index' holds target ids "
+                       r"beyond the target nodes: is 'x' given as \(x_src, "
+                       r"x_dst\), in the order of the rows of 'edge_index' "
+                       r"\(source, target\)\? \(Encountered invalid "
+                       r"'dim_size'"):
+        OneSidedNormConv()((x_item, x_user), edge_index)
