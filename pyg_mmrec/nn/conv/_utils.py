@@ -201,10 +201,20 @@ def sized_edge_index(edge_index: AdjLike, num_src: Optional[int],
     if ((num_rows is not None or num_src is None)
             and (num_cols is not None or num_dst is None)):
         return edge_index
-    return EdgeIndex(
+    sized = EdgeIndex(
         edge_index.as_tensor(),
         sparse_size=(num_src if num_rows is None else num_rows,
                      num_dst if num_cols is None else num_cols),
         sort_order=edge_index.sort_order,
         is_undirected=edge_index.is_undirected,
     )
+    try:
+        # Sizes taken from the features, not from the ids: an id beyond
+        # them (e.g. swapped source and target features) would make the
+        # fused product read and write out of bounds. (An O(E) check with
+        # a synchronisation, for an EdgeIndex made without sizes only.)
+        return sized.validate()
+    except ValueError as e:
+        raise ValueError(f"the EdgeIndex has no sizes, and its ids do not "
+                         f"fit those of the features ({num_src} source and "
+                         f"{num_dst} target nodes): {e}") from None

@@ -95,16 +95,21 @@ class OneSidedNormConv(WeightedSumConv):
             # propagate_type: (x: OptPairTensor, edge_weight: OptTensor)
             return self.propagate(edge_index, x=x, edge_weight=edge_weight,
                                   size=size)
-        except ValueError as e:
-            # Target ids are not checked up front (that would synchronise
-            # with the device on every call), and PyG's message for one
-            # beyond the targets does not say the likely cause.
-            if 'dim_size' not in str(e):
+        except (IndexError, ValueError) as e:
+            # Ids are not checked up front (that would synchronise with the
+            # device on every call). PyG's eager CPU checks catch an id
+            # beyond the sources or targets, but do not say the likely
+            # cause. (Compiled or on CUDA, torch reports it instead.)
+            text = str(e)
+            if ("Found indices in 'edge_index'" not in text
+                    and "invalid 'dim_size'" not in text):
                 raise
-            raise ValueError(
-                f"'edge_index' holds target ids beyond the target nodes: is "
-                f"'x' given as (x_src, x_dst), in the order of the rows of "
-                f"'edge_index' (source, target)? ({e})") from None
+            given = ("'x' given as (x_src, x_dst)" if size is None
+                     and x[1] is not None else "'x' and 'size' given")
+            raise type(e)(
+                f"'edge_index' holds ids beyond the source or target nodes: "
+                f"are {given} in the order of the rows of 'edge_index' "
+                f"(source, target)? ({text})") from None
 
     def message_and_aggregate(self, edge_index: Union[Adj, SparseAdj],
                               x: OptPairTensor,

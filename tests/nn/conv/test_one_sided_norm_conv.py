@@ -166,14 +166,43 @@ def test_one_dimensional_features_are_refused():
 
 
 def test_swapped_source_and_target_features_are_named():
-    # 4 users -> 10 items; (x_item, x_user) reads as 10 sources and only 4
-    # targets, which PyG reported as an "invalid 'dim_size'".
+    # 4 users -> 10 items, and 12 users -> 3 items; given as (x_item,
+    # x_user), PyG reported an "invalid 'dim_size'" or an index beyond the
+    # sources, without the likely cause.
+    hint = (r"'edge_index' holds ids beyond the source or target nodes: are "
+            r"'x' given as \(x_src, x_dst\) in the order of the rows of "
+            r"'edge_index' \(source, target\)\? \(")
     edge_index = torch.tensor([[0, 1, 2, 3], [0, 5, 1, 9]])
     x_user, x_item = torch.randn(4, 3), torch.randn(10, 3)
     assert OneSidedNormConv()((x_user, x_item), edge_index).shape == (10, 3)
-    with pytest.raises(ValueError, match=r"'edge_index' holds target ids "
-                       r"beyond the target nodes: is 'x' given as \(x_src, "
-                       r"x_dst\), in the order of the rows of 'edge_index' "
-                       r"\(source, target\)\? \(Encountered invalid "
-                       r"'dim_size'"):
+    with pytest.raises(ValueError, match=hint + "Encountered invalid "
+                       "'dim_size'"):
         OneSidedNormConv()((x_item, x_user), edge_index)
+    edge_index = torch.tensor([[0, 5, 11], [0, 2, 1]])
+    x_user, x_item = torch.randn(12, 3), torch.randn(3, 3)
+    assert OneSidedNormConv()((x_user, x_item), edge_index).shape == (3, 3)
+    with pytest.raises(IndexError, match=hint + "Found indices in "
+                       "'edge_index' that are larger than 2"):
+        OneSidedNormConv()((x_item, x_user), edge_index)
+    # With 'size', the sizes may be what is wrong.
+    with pytest.raises(ValueError, match=r"are 'x' and 'size' given in the "
+                       r"order of the rows"):
+        OneSidedNormConv()(x_user, edge_index, size=(12, 2))
+
+
+def test_edge_index_without_sizes_is_checked_against_the_features():
+    # Its sizes come from the features; with swapped features, the fused
+    # product read and wrote out of bounds (the process aborted).
+    edge_index = torch.tensor([[0, 1, 2, 3], [0, 5, 1, 9]])
+    perm = edge_index[1].argsort()
+    adj = EdgeIndex(edge_index[:, perm], sort_order='col')
+    x_user, x_item = torch.randn(4, 3), torch.randn(10, 3)
+    weight = torch.rand(4)[perm]
+    out = OneSidedNormConv()((x_user, x_item), adj, weight)
+    ref = OneSidedNormConv()((x_user, x_item), edge_index[:, perm], weight)
+    torch.testing.assert_close(out, ref)
+    with pytest.raises(ValueError, match=r"the EdgeIndex has no sizes, and "
+                       r"its ids do not fit those of the features \(10 "
+                       r"source and 4 target nodes\): 'EdgeIndex' contains "
+                       r"larger indices than its number of columns"):
+        OneSidedNormConv()((x_item, x_user), adj, weight)
