@@ -18,7 +18,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> List[str]:
-    return sorted([*__all__, *_SUBMODULES])
+    # The module's own names (__file__, __path__, ...), less its imports.
+    names = set(globals()) - {'importlib', 'Any', 'List'}
+    return sorted(names | set(_SUBMODULES))
 
 
 __all__ = ['__version__']

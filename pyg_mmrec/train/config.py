@@ -25,8 +25,10 @@ class TrainConfig:
             ``pyg-mmrec train``). :func:`~pyg_mmrec.train.fit` draws no
             random numbers itself: a run built by hand calls
             ``torch.manual_seed(seed)`` before building its model (whose
-            initialisation draws from torch's global generator) and passes
-            the seed to :class:`~pyg_mmrec.data.BPRSampler`.
+            initialisation draws from torch's global generator), and passes
+            the seed to the model's builder where it takes one (e.g.
+            :func:`~pyg_mmrec.nn.models.build_diffmm`) and to
+            :class:`~pyg_mmrec.data.BPRSampler`.
         device (str): ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'auto'``.
     """
     epochs: int = 50
