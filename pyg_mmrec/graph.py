@@ -236,16 +236,31 @@ def unique_csr_rows(rowptr: Tensor, col: Tensor) -> Tuple[Tensor, Tensor]:
     return first, inverse
 
 
-def csr_row_entries(rowptr: Tensor, col: Tensor,
-                    index: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+def csr_row_entries(rowptr: Tensor, col: Tensor, index: Tensor,
+                    what: str = 'row') -> Tuple[Tensor, Tensor, Tensor]:
     r"""The entries of the rows :obj:`index` of the CSR matrix
-    ``(rowptr, col)``, vectorised (no loop over rows).
+    ``(rowptr, col)``, vectorised (no loop over rows). Raises
+    :class:`ValueError` for an :obj:`index` that is not a 1-D integer tensor
+    of rows, in words that call a row :obj:`what` (e.g. ``'user id'``).
 
     Returns:
         ``(ptr, row, col)``: the ``[B + 1]`` CSR row pointer of the gathered
         rows, and for each of their entries its position in :obj:`index`
         and its column.
     """
+    if index.dim() != 1 or index.dtype not in (torch.int32, torch.long):
+        raise ValueError(f"'index' must be a 1-D integer tensor of "
+                         f"{what}s (got {index.dim()}-D {index.dtype})")
+    if index.numel():
+        # Checked (one transfer), since a negative id would silently read
+        # another row from the end of rowptr.
+        num_rows = rowptr.numel() - 1
+        smallest, largest = torch.stack(torch.aminmax(index)).tolist()
+        if smallest < 0 or largest >= num_rows:
+            bad = smallest if smallest < 0 else largest
+            raise ValueError(f"'index' holds {what} {bad}, outside the "
+                             f"{num_rows} rows 0..{num_rows - 1} of "
+                             f"'rowptr'")
     start = rowptr[index]
     count = rowptr[index + 1] - start
     ptr = cumsum(count)

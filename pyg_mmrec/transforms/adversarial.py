@@ -31,20 +31,7 @@ def _batch_training_pairs(rowptr: Tensor, col: Tensor, index: Tensor
                           ) -> Tuple[Tensor, Tensor, Tensor]:
     # (row in the batch, item) of every training edge of the batch users,
     # and each batch user's number of training items.
-    if index.dim() != 1 or index.dtype not in (torch.int32, torch.long):
-        raise ValueError(f"'index' must be a 1-D integer tensor of user ids "
-                         f"(got {index.dim()}-D {index.dtype})")
-    if index.numel():
-        # Checked, since a negative id would silently read another user's
-        # row from the end of rowptr.
-        num_users = rowptr.numel() - 1
-        smallest, largest = torch.stack(torch.aminmax(index)).tolist()
-        if smallest < 0 or largest >= num_users:
-            bad = smallest if smallest < 0 else largest
-            raise ValueError(f"'index' holds user id {bad}, outside the "
-                             f"{num_users} rows 0..{num_users - 1} of "
-                             f"'rowptr'")
-    ptr, rows, items = csr_row_entries(rowptr, col, index)
+    ptr, rows, items = csr_row_entries(rowptr, col, index, what='user id')
     return rows, items, ptr.diff()
 
 

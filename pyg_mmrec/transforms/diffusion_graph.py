@@ -46,7 +46,15 @@ def interaction_rows(rowptr: Tensor, col: Tensor, index: Tensor,
         layout (torch.layout): :obj:`torch.strided` (dense) or
             :obj:`torch.sparse_csr`.
     """
-    ptr, row, cols = csr_row_entries(rowptr, col, index)
+    ptr, row, cols = csr_row_entries(rowptr, col, index, what='user id')
+    if cols.numel():
+        # A column beyond the row would make an invalid sparse matrix,
+        # read out of bounds by later products.
+        smallest, largest = torch.stack(torch.aminmax(cols)).tolist()
+        if smallest < 0 or largest >= num_items:
+            bad = smallest if smallest < 0 else largest
+            raise ValueError(f"'col' holds item id {bad}, outside the "
+                             f"{num_items} items 0..{num_items - 1}")
     if layout == torch.sparse_csr:
         values = torch.ones(cols.numel(), dtype=dtype, device=col.device)
         return csr_tensor(ptr, cols, values, (index.numel(), num_items))

@@ -47,6 +47,20 @@ def test_interaction_rows_match_loop():
     assert torch.equal(csr.to_dense(), ref)
     with pytest.raises(ValueError, match='layout must be torch.strided or'):
         interaction_rows(rowptr, col, index, I, layout=torch.sparse_coo)
+    # A negative user read another user's row from the end of rowptr; an
+    # item id beyond num_items made an invalid sparse matrix, whose
+    # products read out of bounds (a segfault).
+    for layout in (torch.strided, torch.sparse_csr):
+        with pytest.raises(ValueError, match=r"'index' holds user id -2, "
+                           r"outside the 7 rows 0..6 of 'rowptr'"):
+            interaction_rows(rowptr, col, torch.tensor([0, -2]), I,
+                             layout=layout)
+        with pytest.raises(ValueError, match=r"'col' holds item id 8, "
+                           r"outside the 5 items 0..4"):
+            interaction_rows(rowptr, col, index, 5, layout=layout)
+    with pytest.raises(ValueError, match=r"'index' must be a 1-D integer "
+                       r"tensor of user ids \(got 2-D torch.int64\)"):
+        interaction_rows(rowptr, col, index.view(1, -1), I)
 
 
 def naive_edges(diff, den, k):
