@@ -205,6 +205,7 @@ class SparseAdj:
         # bumps a tensor's `_version` on every in-place edit (of it or of a
         # view of it), after which the copies in `_csr_t` would be stale.
         value = self.value
+        _check_values(value, self.nnz())
         # Inference tensors have no version counter: only reassignment is
         # seen for them (they can be edited only inside inference mode).
         version = -1 if value.is_inference() else value._version
@@ -302,6 +303,7 @@ class SparseAdj:
             # Not cached: the values may change between calls (training).
             value = self.value
         if value is not None:
+            _check_values(value, self.nnz())
             return csr_tensor(self.rowptr, self.col, value.detach(),
                               self.sparse_size)
         if self._csr is None:
@@ -322,6 +324,7 @@ class SparseAdj:
                                          self.sparse_size[::-1])
             return self._csr_t
         value = self.value if value is None else value
+        _check_values(value, self.nnz())
         return csr_tensor(t_rowptr, t_col, value.detach()[perm],
                           self.sparse_size[::-1])
 
@@ -572,6 +575,14 @@ class SparseAdjMM(torch.autograd.Function):
 
 
 # Construction ################################################################
+
+
+def _check_values(value: Tensor, nnz: int) -> None:
+    # O(1) on every product: `value` may be reassigned, and a CSR tensor
+    # made with fewer values than columns is read out of bounds.
+    if value.shape != (nnz, ):
+        raise ValueError(f"'value' must have shape [{nnz}], one per stored "
+                         f"non-zero (got {list(value.shape)})")
 
 
 def _resolve_size(edge_index: Tensor, size: SizeLike) -> Tuple[int, int]:

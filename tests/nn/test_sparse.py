@@ -339,6 +339,22 @@ def test_sparse_adj_caches_follow_value(symmetric):
     out.backward(grad)
     assert_close(x.grad, dense.t() @ grad)
 
+    # Values of another length were read out of bounds (an abort or a
+    # segfault), or their tail was silently ignored.
+    nnz = adj.nnz()
+    kept = adj.value
+    for wrong in (kept[:2], torch.cat([kept, kept])):
+        adj.value = wrong
+        with pytest.raises(ValueError, match=rf"'value' must have shape "
+                           rf"\[{nnz}\], one per stored non-zero \(got "
+                           rf"\[{wrong.numel()}\]\)"):
+            adj.matmul(x)
+        with pytest.raises(ValueError, match=r"'value' must have shape"):
+            adj.csr_t(wrong)
+    adj.value = kept
+    with pytest.raises(ValueError, match=r"'value' must have shape"):
+        adj.csr(kept[:2])
+
 
 def test_sparse_adj_copies():
     import copy
