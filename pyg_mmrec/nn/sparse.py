@@ -722,6 +722,9 @@ def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
     """
     if isinstance(adj_t, SparseAdj):
         return adj_t.matmul(x)
+    # O(1): some kernels (torch_sparse's, behind a weighted EdgeIndex that
+    # needs gradients) read features beyond the rows given.
+    check_fused_size(adj_t, x.size(0))
     if isinstance(adj_t, EdgeIndex):
         if (adj_t.device.type == 'cpu'
                 and x.dtype in (torch.float16, torch.bfloat16)):

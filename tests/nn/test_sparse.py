@@ -236,6 +236,17 @@ def test_to_adj_bad_input():
     with pytest.raises(ValueError, match='dtype mismatch'):
         adj.matmul(torch.randn(7, 2))
 
+    # Fused products of every kind check the rows of x: torch_sparse's
+    # kernel (behind a weighted EdgeIndex that needs gradients) read
+    # beyond them (garbage, or a segfault on large graphs).
+    weight = weight.clone().requires_grad_()
+    for backend in [b for b in stock_backends()
+                    if b not in ('scatter', 'auto', 'sparse_adj')]:
+        adj, w = to_adj(edge_index, weight, (7, 5), backend=backend)
+        with pytest.raises(ValueError, match='adjacency expects 7 source '
+                           'nodes but the features have 2 rows'):
+            sparse_matmul(adj, torch.randn(2, 3, dtype=DT), w)
+
 
 def test_empty_graph():
     edge_index = torch.empty(2, 0, dtype=torch.long)
