@@ -71,10 +71,11 @@ class OneSidedNormConv(WeightedSumConv):
             # then comes from the adjacency or `size` (never from `x`,
             # since users and items differ in number).
             x = (x, None)
-        if (size is None and x[1] is None and isinstance(edge_index, Tensor)
+        if ((size is None or size[1] is None) and x[1] is None
+                and isinstance(edge_index, Tensor)
                 and not _is_sized(edge_index)):
             raise ValueError("the number of target nodes is unknown: pass "
-                             "'x' as (x_src, x_dst) or give 'size'")
+                             "'x' as (x_src, x_dst) or give it as 'size[1]'")
         check_features(*x)
         num_src = x[0].size(0)
         num_dst = None if x[1] is None else x[1].size(0)

@@ -206,3 +206,19 @@ def test_edge_index_without_sizes_is_checked_against_the_features():
                        r"source and 4 target nodes\): 'EdgeIndex' contains "
                        r"larger indices than its number of columns"):
         OneSidedNormConv()((x_item, x_user), adj, weight)
+
+
+@pytest.mark.parametrize('size', [None, (5, None), (None, None)])
+def test_sources_alone_need_the_number_of_targets(size):
+    # With 'size' but no number of targets, the output had as many rows
+    # as x_src on the scatter path, and as the largest target id + 1 on a
+    # column-sorted EdgeIndex.
+    edge_index = torch.tensor([[0, 3, 4], [0, 1, 1]])
+    x = torch.randn(5, 3)
+    for adj in (edge_index, EdgeIndex(edge_index, sort_order='col')):
+        with pytest.raises(ValueError, match=r"the number of target nodes "
+                           r"is unknown: pass 'x' as \(x_src, x_dst\) or "
+                           r"give it as 'size\[1\]'"):
+            OneSidedNormConv()(x, adj, size=size)
+    out = OneSidedNormConv()(x, edge_index, size=(5, 2))
+    assert_close(out, torch.stack([x[0], x[3] + x[4]]))
