@@ -12,10 +12,21 @@ import torch
 from torch_geometric.data import HeteroData
 from torch_geometric.transforms import BaseTransform
 
-from pyg_mmrec.data.hetero import INTERACTS, num_users_items
+from pyg_mmrec.data.hetero import INTERACTS, ITEM, USER, num_users_items
 from pyg_mmrec.graph import one_sided_norm, sym_norm_bipartite
 
 EdgeType = Tuple[str, str, str]
+
+
+def _user_item_type(edge_type: EdgeType, name: str = 'edge_type',
+                    src: str = USER, dst: str = ITEM) -> EdgeType:
+    # The graph functions read the first row as users and the second as
+    # items: an item-to-user type would be read the wrong way round.
+    edge_type = tuple(edge_type)
+    if len(edge_type) != 3 or (edge_type[0], edge_type[2]) != (src, dst):
+        raise ValueError(f"{name} must be a ('{src}', relation, '{dst}') "
+                         f"edge type (got {edge_type})")
+    return edge_type
 
 
 def _check_edge_type(data: HeteroData, edge_type: EdgeType) -> None:
@@ -88,7 +99,7 @@ class SymmetricNorm(BaseTransform):
                  weight_attr: Optional[str] = None,
                  add_self_loops: bool = True,
                  dtype: torch.dtype = torch.float32) -> None:
-        self.edge_type = tuple(edge_type)
+        self.edge_type = _user_item_type(edge_type)
         self.weight_attr = weight_attr
         self.add_self_loops = add_self_loops
         self.dtype = dtype
@@ -170,11 +181,15 @@ class OneSidedNorm(BaseTransform):
     def __init__(self, edge_type: EdgeType = INTERACTS,
                  rev_edge_type: Optional[EdgeType] = None,
                  dtype: torch.dtype = torch.float32) -> None:
-        self.edge_type = tuple(edge_type)
+        self.edge_type = _user_item_type(edge_type)
         self.dtype = dtype
         src, rel, dst = self.edge_type
-        self.rev_edge_type = (tuple(rev_edge_type) if rev_edge_type
-                              is not None else (dst, f'rev_{rel}', src))
+        # Checked, since the reverse edges are written over whatever the
+        # type held (given the training type itself, its edge_index).
+        self.rev_edge_type = (_user_item_type(rev_edge_type,
+                                              'rev_edge_type', ITEM, USER)
+                              if rev_edge_type is not None
+                              else (dst, f'rev_{rel}', src))
 
     def forward(self, data: HeteroData) -> HeteroData:
         _check_edge_type(data, self.edge_type)

@@ -127,6 +127,26 @@ def test_missing_edge_type():
         OneSidedNorm(edge_type=('user', 'clicks', 'item'))(data)
 
 
+def test_edge_types_must_run_from_users_to_items():
+    # An item-to-user type was read with item ids as user ids, and a
+    # reverse type naming the training edges overwrote them with the
+    # flipped (item, user) index.
+    rev = ('item', 'rev_interacts', 'user')
+    for make in (SymmetricNorm, OneSidedNorm):
+        with pytest.raises(ValueError, match=re.escape(
+                "edge_type must be a ('user', relation, 'item') edge type "
+                f"(got {rev})")):
+            make(edge_type=rev)
+    with pytest.raises(ValueError, match=re.escape(
+            "rev_edge_type must be a ('item', relation, 'user') edge type "
+            "(got ('user', 'interacts', 'item'))")):
+        OneSidedNorm(rev_edge_type=('user', 'interacts', 'item'))
+    data, _ = make_data()
+    out = OneSidedNorm(rev_edge_type=['item', 'back', 'user'])(data)
+    assert torch.equal(out['item', 'back', 'user'].edge_index,
+                       data['user', 'interacts', 'item'].edge_index.flip(0))
+
+
 def test_to_undirected_runs_before_one_sided_norm_not_after():
     data, R = make_data(seed=3)
     fwd, rev = ('user', 'interacts', 'item'), ('item', 'rev_interacts', 'user')
