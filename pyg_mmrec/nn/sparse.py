@@ -340,9 +340,12 @@ class SparseAdj:
                 self.col.dtype), perm)
         return self._t
 
-    def check_symmetric(self, atol: float = 1e-6) -> None:
+    def check_symmetric(self, rtol: Optional[float] = None) -> None:
         r"""Raises :class:`ValueError` unless the matrix equals its
-        transpose (pattern and values)."""
+        transpose: the same pattern, and each value within :obj:`rtol` of
+        its mirror, relative to the larger of the two (default:
+        :math:`\max(10^{-6}, 8\epsilon)` of the values' dtype). NaN values
+        are not symmetric."""
         n = self.sparse_size[0]
         if self.sparse_size[0] != self.sparse_size[1]:
             raise ValueError(f'matrix of size {self.sparse_size} is not '
@@ -355,10 +358,20 @@ class SparseAdj:
                              'not symmetric')
         if value.numel() == 0:
             return
-        diff = (value - value[perm]).abs().max()
-        if float(diff) > atol * max(1., float(value.abs().max())):
+        if rtol is None:
+            rtol = max(1e-6, 8 * torch.finfo(value.dtype).eps)
+        # Entry by entry, relative: one tolerance scaled by the largest
+        # value let small entries differ completely, and the backward pass
+        # (which multiplies by the matrix, not its transpose) be wrong.
+        mirror = value[perm]
+        close = torch.isclose(value, mirror, rtol=rtol, atol=0.0)
+        if not bool(close.all()):
+            bad = int((~close).nonzero()[0])
+            i, j = int(row[bad]), int(col[bad])
             raise ValueError(f'symmetric=True, but the values are not '
-                             f'symmetric (max |A - A^T| = {float(diff):.3g})')
+                             f'symmetric (entry ({i}, {j}) is '
+                             f'{float(value[bad]):.6g}, entry ({j}, {i}) '
+                             f'{float(mirror[bad]):.6g})')
 
     # Conversions #############################################################
 

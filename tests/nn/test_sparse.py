@@ -207,6 +207,21 @@ def test_symmetric_flag_is_checked():
     bad_weight[0] += 1.0  # one direction of an edge only
     with pytest.raises(ValueError, match='the values are not symmetric'):
         to_adj(edge_index, bad_weight, n, symmetric=True)
+    # Entry by entry: a tolerance scaled by the largest value accepted
+    # small entries five times their mirror, or a large diagonal hid them.
+    pair = torch.tensor([[0, 1], [1, 0]])
+    with pytest.raises(ValueError, match=r'the values are not symmetric '
+                       r'\(entry \(0, 1\) is 5e-07, entry \(1, 0\) '
+                       r'1e-07\)'):
+        to_adj(pair, torch.tensor([1e-7, 5e-7], dtype=DT), 2, symmetric=True)
+    with pytest.raises(ValueError, match=r'entry \(0, 1\) is 3, entry '
+                       r'\(1, 0\) 1\)'):
+        to_adj(torch.tensor([[0, 1, 2], [1, 0, 2]]),
+               torch.tensor([1., 3., 1e7]), 3, symmetric=True)
+    with pytest.raises(ValueError, match='the values are not symmetric'):
+        to_adj(pair, torch.tensor([float('nan')] * 2), 2, symmetric=True)
+    # Rounding differences stay within the default tolerance.
+    to_adj(pair, torch.tensor([1.0, 1.0 + 2**-23]), 2, symmetric=True)
     one_way = torch.tensor([[0, 1], [1, 2]])
     with pytest.raises(ValueError, match='sparsity pattern is not symmetric'):
         to_adj(one_way, None, 3, symmetric=True)
