@@ -30,6 +30,7 @@ multiplies by the very same CSR matrix; otherwise the transposed CSR is built
 once and cached. The kernel itself is PyTorch's native CSR SpMM, so nothing
 here needs :obj:`torch-scatter` or :obj:`torch-sparse`.
 """
+import operator
 import warnings
 import weakref
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
@@ -247,7 +248,9 @@ class SparseAdj:
             edge_weight = torch.ones(edge_index.size(1),
                                      device=edge_index.device,
                                      dtype=dtype or torch.float32)
-        elif dtype is not None:
+        elif dtype is None:
+            _check_float_weight(edge_weight)
+        else:
             edge_weight = edge_weight.to(dtype)
         check_edge_index(edge_index, num_src, num_dst, edge_weight)
 
@@ -590,6 +593,14 @@ class SparseAdjMM(torch.autograd.Function):
 # Construction ################################################################
 
 
+def _check_float_weight(edge_weight: Tensor) -> None:
+    # Integer weights would make an integer matrix, refused only later by
+    # the product, as a dtype mismatch with the features.
+    if not edge_weight.is_floating_point():
+        raise ValueError(f"'edge_weight' must be floating-point (got "
+                         f"{edge_weight.dtype})")
+
+
 def _check_values(value: Tensor, nnz: int) -> None:
     # O(1) on every product: `value` may be reassigned, and a CSR tensor
     # made with fewer values than columns is read out of bounds.
@@ -602,9 +613,19 @@ def _resolve_size(edge_index: Tensor, size: SizeLike) -> Tuple[int, int]:
     if size is None:
         n = int(edge_index.max()) + 1 if edge_index.numel() else 0
         return n, n
-    if isinstance(size, int):
-        return size, size
-    return int(size[0]), int(size[1])
+    try:
+        # operator.index, not int(): a float size would be truncated
+        # silently (NumPy and 0-d tensor integers are fine).
+        sizes = (tuple(operator.index(n) for n in size)
+                 if isinstance(size, (tuple, list)) else
+                 (operator.index(size), ) * 2)
+    except TypeError:
+        sizes = ()
+    if len(sizes) != 2 or min(sizes) < 0:
+        raise ValueError(f'size must be a number of nodes or a pair '
+                         f'(num_src, num_dst) of them, non-negative integers '
+                         f'(got {size!r})')
+    return sizes[0], sizes[1]
 
 
 def resolve_backend(backend: str) -> str:
@@ -654,6 +675,8 @@ def to_adj(
     backend = resolve_backend(backend)
     num_src, num_dst = _resolve_size(edge_index, num_nodes)
     check_edge_index(edge_index, num_src, num_dst, edge_weight)
+    if edge_weight is not None:
+        _check_float_weight(edge_weight)
 
     if backend == 'scatter':
         return edge_index, edge_weight

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import torch
 from torch.autograd import gradcheck, gradgradcheck
@@ -245,6 +247,22 @@ def test_to_adj_bad_input():
         to_adj(edge_index, weight, (2, 5))
     with pytest.raises(ValueError, match=r"must have shape \[2, E\]"):
         to_adj(edge_index.t(), None, 7)
+    # A float size was truncated, a negative one failed later, and integer
+    # weights made an integer matrix.
+    for size in ((7, 5.5), -1, (7, -5), (7, ), 7.0):
+        with pytest.raises(ValueError, match=re.escape(
+                'size must be a number of nodes or a pair (num_src, '
+                f'num_dst) of them, non-negative integers (got {size!r})')):
+            to_adj(edge_index, weight, size)
+    assert to_adj(edge_index, weight, torch.Size([7, 5]))[0].size() == (5, 7)
+    for backend in stock_backends():
+        with pytest.raises(ValueError, match=r"'edge_weight' must be "
+                           r"floating-point \(got torch.int64\)"):
+            to_adj(edge_index, torch.ones(15, dtype=torch.long), (7, 5),
+                   backend=backend)
+    with pytest.raises(ValueError, match="'edge_weight' must be floating"):
+        SparseAdj.from_edge_index(edge_index,
+                                  torch.ones(15, dtype=torch.long), (7, 5))
     adj, _ = to_adj(edge_index, weight, (7, 5))
     with pytest.raises(ValueError, match='with features of 5 rows'):
         adj.matmul(torch.randn(5, 2, dtype=DT))
