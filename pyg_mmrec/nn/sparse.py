@@ -244,6 +244,9 @@ class SparseAdj:
                 that of :obj:`edge_weight`, else float32).
         """
         num_src, num_dst = _resolve_size(edge_index, size)
+        if dtype is not None and not dtype.is_floating_point:
+            raise ValueError(f'dtype must be a floating-point type (got '
+                             f'{dtype})')
         if edge_weight is None:
             edge_weight = torch.ones(edge_index.size(1),
                                      device=edge_index.device,
@@ -346,7 +349,7 @@ class SparseAdj:
     def check_symmetric(self, rtol: Optional[float] = None) -> None:
         r"""Raises :class:`ValueError` unless the matrix equals its
         transpose: the same pattern, and each value within :obj:`rtol` of
-        its mirror, relative to the larger of the two (default:
+        its mirror, relative to the smaller of the two (default:
         :math:`\max(10^{-6}, 8\epsilon)` of the values' dtype). NaN values
         are not symmetric."""
         n = self.sparse_size[0]
@@ -373,8 +376,8 @@ class SparseAdj:
             i, j = int(row[bad]), int(col[bad])
             raise ValueError(f'symmetric=True, but the values are not '
                              f'symmetric (entry ({i}, {j}) is '
-                             f'{float(value[bad]):.6g}, entry ({j}, {i}) '
-                             f'{float(mirror[bad]):.6g})')
+                             f'{float(value[bad]):.9g}, entry ({j}, {i}) '
+                             f'{float(mirror[bad]):.9g})')
 
     # Conversions #############################################################
 
@@ -613,15 +616,18 @@ def _resolve_size(edge_index: Tensor, size: SizeLike) -> Tuple[int, int]:
     if size is None:
         n = int(edge_index.max()) + 1 if edge_index.numel() else 0
         return n, n
+    if getattr(size, 'ndim', 0) == 1:  # a tensor or array of sizes
+        size = size.tolist()
     try:
         # operator.index, not int(): a float size would be truncated
         # silently (NumPy and 0-d tensor integers are fine).
-        sizes = (tuple(operator.index(n) for n in size)
-                 if isinstance(size, (tuple, list)) else
-                 (operator.index(size), ) * 2)
+        sizes = tuple(
+            operator.index(n) if not isinstance(n, bool) else None
+            for n in (size if isinstance(size, (tuple, list, range))
+                      else (size, size)))
     except TypeError:
         sizes = ()
-    if len(sizes) != 2 or min(sizes) < 0:
+    if len(sizes) != 2 or None in sizes or min(sizes) < 0:
         raise ValueError(f'size must be a number of nodes or a pair '
                          f'(num_src, num_dst) of them, non-negative integers '
                          f'(got {size!r})')
@@ -761,6 +767,12 @@ def sparse_matmul(adj_t: Union[Adj, SparseAdj], x: Tensor,
     # O(1): some kernels (torch_sparse's, behind a weighted EdgeIndex that
     # needs gradients) read features beyond the rows given.
     check_fused_size(adj_t, x.size(0))
+    if isinstance(adj_t, EdgeIndex) and adj_t.num_rows is None:
+        # Unsized: the largest source id decides (one synchronisation).
+        num_src = adj_t.get_sparse_size(0)
+        if num_src > x.size(0):
+            raise ValueError(f'adjacency has source id {num_src - 1} but the '
+                             f'features have {x.size(0)} rows')
     if isinstance(adj_t, EdgeIndex):
         if (adj_t.device.type == 'cpu'
                 and x.dtype in (torch.float16, torch.bfloat16)):

@@ -254,7 +254,16 @@ def test_to_adj_bad_input():
                 'size must be a number of nodes or a pair (num_src, '
                 f'num_dst) of them, non-negative integers (got {size!r})')):
             to_adj(edge_index, weight, size)
-    assert to_adj(edge_index, weight, torch.Size([7, 5]))[0].size() == (5, 7)
+    for size in (torch.Size([7, 5]), torch.tensor([7, 5]), [7, 5],
+                 (torch.tensor(7), 5)):
+        assert to_adj(edge_index, weight, size)[0].size() == (5, 7)
+    for size in (True, (7, True), torch.tensor([7])):
+        with pytest.raises(ValueError, match='size must be a number of '
+                           'nodes or a pair'):
+            to_adj(edge_index, weight, size)
+    with pytest.raises(ValueError, match='dtype must be a floating-point '
+                       r'type \(got torch.int64\)'):
+        SparseAdj.from_edge_index(edge_index, None, (7, 5), dtype=torch.long)
     for backend in stock_backends():
         with pytest.raises(ValueError, match=r"'edge_weight' must be "
                            r"floating-point \(got torch.int64\)"):
@@ -279,6 +288,12 @@ def test_to_adj_bad_input():
         with pytest.raises(ValueError, match='adjacency expects 7 source '
                            'nodes but the features have 2 rows'):
             sparse_matmul(adj, torch.randn(2, 3, dtype=DT), w)
+    # Also without sizes, where the largest source id decides.
+    perm = edge_index[1].argsort()
+    unsized = EdgeIndex(edge_index[:, perm], sort_order='col')
+    with pytest.raises(ValueError, match='adjacency has source id 6 but the '
+                       'features have 2 rows'):
+        sparse_matmul(unsized, torch.randn(2, 3, dtype=DT), weight[perm])
 
 
 def test_empty_graph():
