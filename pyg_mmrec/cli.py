@@ -250,10 +250,11 @@ def _run_recommend(args: argparse.Namespace) -> int:
     model, data, _ = restore(args.checkpoint, args.dataset, args.device)
     if exclude is None:
         exclude = [split for split in SPLITS if has_split(data, split)]
-    missing = [split for split in exclude if not has_split(data, split)]
-    if missing:
-        raise ConfigError(f'--exclude names the {missing[0]} split, which '
-                          f'the data set does not have')
+    else:
+        missing = [split for split in exclude if not has_split(data, split)]
+        if missing:
+            raise ConfigError(f'--exclude names the {missing[0]} split, '
+                              f'which the data set does not have')
     users = _parse_users(args.users, model.num_users)
     k = min(args.k, model.num_items)
     with scoring(args.checkpoint):

@@ -7,6 +7,7 @@ number of held-out items, NDCG@K uses the ideal DCG over
 :math:`\min(|\text{held-out}|, K)` positions, Precision@K divides by
 :math:`K`; each is averaged over users with at least one held-out item.
 """
+import functools
 from typing import (
     Callable,
     Dict,
@@ -86,8 +87,10 @@ class RankingEvaluator:
             for split in ('train', 'val', 'test')
             if split == 'train' or has_split(data, split)
         }
-        # Checked now, raised when the split is evaluated.
-        self._problems = self._held_out_problems(edges)
+        # Checked when a split is first needed (check_split), not here:
+        # recommending needs no held-out check. (The edges are the data's
+        # own CPU tensors, so keeping them costs no memory there.)
+        self._edges = edges
         self._csrs = {split: csr_of(edge_index, self.num_users)
                       for split, edge_index in edges.items()}
 
@@ -129,13 +132,13 @@ class RankingEvaluator:
         if split in self._problems:
             raise ValueError(self._problems[split])
 
-    def _held_out_problems(self, edges: Dict[str, Tensor]
-                           ) -> Dict[str, str]:
+    @functools.cached_property
+    def _problems(self) -> Dict[str, str]:
         # A held-out pair given twice counted twice in Recall@K's
         # denominator, and one of an excluded split could never be hit:
         # both lowered the metrics silently. (The readers remove such pairs,
         # with a note; data built by hand gets an error.)
-        num_items = self.num_items
+        edges, num_items = self._edges, self.num_items
         # Each split's keys sorted once; membership by binary search.
         keys = {split: (edge_index[0] * num_items + edge_index[1]).sort()[0]
                 for split, edge_index in edges.items()}
@@ -143,7 +146,7 @@ class RankingEvaluator:
         for split in ('val', 'test'):
             if split not in keys:
                 continue
-            repeated = repeated_pairs(edges[split], num_items)
+            repeated = repeated_pairs(keys[split], num_items, sorted_key=True)
             if repeated.size(1):
                 problems[split] = (f'the {split} edges repeat '
                                    f'{pairs_text(repeated)}: Recall@K would '
