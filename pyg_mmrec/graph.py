@@ -255,20 +255,25 @@ def csr_row_entries(rowptr: Tensor, col: Tensor, index: Tensor,
     if index.dim() != 1 or index.dtype not in (torch.int32, torch.long):
         raise ValueError(f"'index' must be a 1-D integer tensor of "
                          f"{what}s (got {index.dim()}-D {index.dtype})")
+    num_rows = rowptr.numel() - 1
+    # Checked, since a negative id would silently read another row from the
+    # end of rowptr: the gathers use clamped ids, and the id range comes
+    # back with the entry count, in the one transfer this function needs
+    # anyway (it is called on every training and evaluation batch).
+    safe = index.clamp(0, max(num_rows - 1, 0)) if num_rows else index[:0]
+    start = rowptr[safe]
+    count = rowptr[safe + 1] - start
+    ptr = cumsum(count)
     if index.numel():
-        # Checked (one transfer), since a negative id would silently read
-        # another row from the end of rowptr.
-        num_rows = rowptr.numel() - 1
-        smallest, largest = torch.stack(torch.aminmax(index)).tolist()
+        total, smallest, largest = torch.stack(
+            [ptr[-1].long(), *torch.aminmax(index.long())]).tolist()
         if smallest < 0 or largest >= num_rows:
             bad = smallest if smallest < 0 else largest
             raise ValueError(f"'index' holds {what} {bad}, outside the "
                              f"{num_rows} rows 0..{num_rows - 1} of "
                              f"'rowptr'")
-    start = rowptr[index]
-    count = rowptr[index + 1] - start
-    ptr = cumsum(count)
-    total = int(ptr[-1])
+    else:
+        total = 0
     row = torch.repeat_interleave(
         torch.arange(index.numel(), device=rowptr.device), count,
         output_size=total)
