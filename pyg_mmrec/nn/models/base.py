@@ -6,6 +6,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    List,
     Optional,
     Sequence,
     Tuple,
@@ -90,6 +91,33 @@ class Recommender(torch.nn.Module):
             raise RuntimeError(f'call prepare(data) before training '
                                f'{self.__class__.__name__}')
         return self._train_rowptr, self._train_col
+
+    def _owned_optimizers(self) -> List[torch.optim.Optimizer]:
+        # The optimisers the model creates and steps itself (auxiliary
+        # networks'), as opposed to configure_optimizer()'s, which the
+        # caller holds and creates after moving the model.
+        return []
+
+    def _apply(self, fn: Callable[[Tensor], Tensor],
+               recurse: bool = True) -> 'Recommender':
+        # An optimiser's state is no buffer, so .to()/.double() leave it
+        # behind, and a move between tensor types (e.g. to 'meta') even
+        # replaces the parameters it holds. Rebind each optimiser to the
+        # parameters of the same names and reload its state, which applies
+        # torch's own policy (floating state to each parameter's device and
+        # dtype, 'step' as it is).
+        names = {id(p): name for name, p in self.named_parameters()}
+        owned = [(optimizer, optimizer.state_dict(),
+                  [[names[id(p)] for p in group['params']]
+                   for group in optimizer.param_groups])
+                 for optimizer in self._owned_optimizers()]
+        out = super()._apply(fn, recurse)
+        params = dict(self.named_parameters())
+        for optimizer, state, groups in owned:
+            for group, group_names in zip(optimizer.param_groups, groups):
+                group['params'] = [params[name] for name in group_names]
+            optimizer.load_state_dict(state)
+        return out
 
     def upgrade_state_dict(self, state_dict: Dict[str, Any]
                            ) -> Dict[str, Any]:

@@ -383,6 +383,9 @@ class DiffMM(Recommender):
             }
         return self._denoiser_optimizers
 
+    def _owned_optimizers(self) -> List[torch.optim.Optimizer]:
+        return list((self._denoiser_optimizers or {}).values())
+
     def train_diffusion(self, data: HeteroData, epoch: int, *,
                         progress: bool = False) -> float:
         r"""One pass of diffusion training over all users for every

@@ -711,6 +711,9 @@ class MMSSL(Recommender):
                 betas=(cfg.disc_beta1, cfg.disc_beta2))
         return self._disc_optimizer
 
+    def _owned_optimizers(self) -> List[torch.optim.Optimizer]:
+        return [] if self._disc_optimizer is None else [self._disc_optimizer]
+
     def discriminator_step(self, real: Tensor, fake: Tensor,
                            projected: bool = False) -> Dict[str, float]:
         r"""One Adam step of the discriminator on

@@ -116,3 +116,41 @@ def test_double_models_normalise_their_graphs_in_float64():
     p = prepared['item', 'rev_interacts', 'user'].edge_weight
     torch.testing.assert_close(q, deg_item[i].rsqrt(), rtol=0, atol=1e-15)
     torch.testing.assert_close(p, deg_user[u].rsqrt(), rtol=0, atol=1e-15)
+
+
+def owned_optimizers(model):
+    return ([model.discriminator_optimizer()] if hasattr(
+        model, 'discriminator_optimizer') else
+        list(model.denoiser_optimizers().values()))
+
+
+@pytest.mark.parametrize('name', ['diffmm', 'mmssl'])
+def test_owned_optimizer_state_follows_the_model(name):
+    # The optimisers a model steps itself (DiffMM's denoisers', MMSSL's
+    # discriminator's) are no submodules: their state used to stay float32
+    # (and on its old device) after .double() / .to(), so the next step
+    # failed in Adam.
+    torch.manual_seed(0)
+    model = BUILDERS[name](small_data()).train()
+    data = model.prepare(small_data())
+    batch = (torch.arange(4), torch.arange(4), torch.arange(4, 8))
+    model.before_epoch(data, epoch=0)
+    model.train_step(data, batch, model.configure_optimizer(1e-3))
+    model.double()
+    for optimizer in owned_optimizers(model):
+        for param, state in optimizer.state.items():
+            assert param.dtype == state['exp_avg'].dtype == torch.float64
+            assert state['exp_avg_sq'].dtype == torch.float64
+            assert state['step'].dtype == torch.float32  # torch's policy
+    data = model.prepare(small_data())
+    model.before_epoch(data, epoch=1)
+    parts = model.train_step(data, batch, model.configure_optimizer(1e-3))
+    assert torch.isfinite(torch.tensor(parts['loss']))
+
+    # A device move takes the state along ('meta' stands in for a GPU).
+    model.to('meta')
+    for optimizer in owned_optimizers(model):
+        assert optimizer.state
+        for state in optimizer.state.values():
+            assert state['exp_avg'].device.type == 'meta'
+            assert state['exp_avg_sq'].device.type == 'meta'
