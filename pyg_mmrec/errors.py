@@ -133,12 +133,19 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 def is_out_of_memory(err: BaseException) -> bool:
     r"""Whether :obj:`err` is an allocation failure: a :class:`MemoryError`,
-    :class:`torch.OutOfMemoryError` (CUDA) or the CPU allocator's
-    :class:`RuntimeError` (worded differently on Windows)."""
+    :class:`torch.OutOfMemoryError` (CUDA's caching allocator), the CPU
+    allocator's :class:`RuntimeError` (worded differently on Windows), or
+    an allocation failure the GPU libraries report as a plain
+    :class:`RuntimeError` (``CUDA error: out of memory``,
+    ``CUBLAS_STATUS_ALLOC_FAILED``, ``CUSPARSE_STATUS_ALLOC_FAILED``)."""
+    message = str(err)
     return (isinstance(err, MemoryError)
             or type(err).__name__ == 'OutOfMemoryError'
-            or "can't allocate memory" in str(err)
-            or 'not enough memory' in str(err))
+            or any(text in message for text in _OUT_OF_MEMORY))
+
+
+_OUT_OF_MEMORY = ("can't allocate memory", 'not enough memory',
+                  'out of memory', '_STATUS_ALLOC_FAILED')
 
 
 def describe(err: BaseException, path: Optional[str] = None) -> str:

@@ -977,24 +977,49 @@ def test_checkpoint_with_nan_weights_is_named(trained, tmp_path, capsys):
                             f'scores items as NaN or infinite')
 
 
-def test_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys):
+@pytest.mark.parametrize('message,detail', [
+    ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: "
+     "can't allocate memory: you tried to allocate 1200000000000 bytes.",
+     "DefaultCPUAllocator: can't allocate memory: you tried to allocate "
+     "1200000000000 bytes."),
+    # GPU libraries that allocate outside torch's caching allocator fail
+    # with a plain RuntimeError, which used to end in a traceback.
+    ('CUDA error: out of memory\nCUDA kernel errors might be asynchronously '
+     'reported', 'CUDA error: out of memory'),
+    ('CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling '
+     '`cublasCreate(handle)`', 'CUDA error: CUBLAS_STATUS_ALLOC_FAILED when '
+     'calling `cublasCreate(handle)`'),
+    ('CUDA error: CUSPARSE_STATUS_ALLOC_FAILED', 'CUDA error: '
+     'CUSPARSE_STATUS_ALLOC_FAILED'),
+], ids=['cpu', 'cuda', 'cublas', 'cusparse'])
+def test_out_of_memory_is_one_line(monkeypatch, tmp_path, capsys, message,
+                                   detail):
     # (Simulated: a real allocation of that size could wake the OOM killer
     # on a machine that overcommits memory.)
     from pyg_mmrec.train import run as run_module
 
     def train(options):
-        raise RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. "
-                           "DefaultCPUAllocator: can't allocate memory: you "
-                           "tried to allocate 1200000000000 bytes.")
+        raise RuntimeError(message)
 
     monkeypatch.setattr(run_module, 'train', train)
     status, out, err = run(['train', '--quiet', '--out',
                             str(tmp_path / 'out')], capsys)
     assert status == 1 and 'Traceback' not in err
     assert err.splitlines() == [
-        "pyg-mmrec: error: out of memory (DefaultCPUAllocator: can't "
-        "allocate memory: you tried to allocate 1200000000000 bytes.); "
-        "reduce the batch, embedding or data sizes"]
+        f"pyg-mmrec: error: out of memory ({detail}); reduce the batch, "
+        f"embedding or data sizes"]
+
+
+def test_other_runtime_errors_still_raise(monkeypatch, tmp_path, capsys):
+    # Only allocation failures become one line: a bug keeps its traceback.
+    from pyg_mmrec.train import run as run_module
+
+    def train(options):
+        raise RuntimeError('index 7 is out of bounds for dimension 0')
+
+    monkeypatch.setattr(run_module, 'train', train)
+    with pytest.raises(RuntimeError, match='out of bounds'):
+        run(['train', '--quiet', '--out', str(tmp_path / 'out')], capsys)
 
 
 def test_train_help_states_every_models_defaults(capsys):
