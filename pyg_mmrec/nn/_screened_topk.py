@@ -33,6 +33,15 @@ _BOUND_SLACK = 1e-3
 _BOUND_ABS = 1e-30
 
 
+def accumulation_unit(device: torch.device) -> float:
+    r"""The relative error of one float32 addition in the screen's product
+    on :obj:`device`: :math:`2^{-24}` (round to nearest) on CPUs, whose
+    bf16 dot-product instructions round each float32 addition to nearest;
+    :math:`2^{-23}` on CUDA, whose tensor cores may truncate inside a block
+    of additions (Fasi et al., 2021) instead of rounding."""
+    return 2.0**-23 if device.type == 'cuda' else 2.0**-24
+
+
 def screen_weights(weight: Tensor, bias: Tensor, dtype: torch.dtype
                    ) -> Tuple[Tensor, ScreenBound]:
     r"""The screen ``[I, H + 1]``, :math:`[\mathbf{W}, \mathbf{b}]` rounded
@@ -41,8 +50,8 @@ def screen_weights(weight: Tensor, bias: Tensor, dtype: torch.dtype
     # so the low-precision product rounds only once, at its output.
     low = torch.cat([weight, bias.view(-1, 1)], dim=1).to(dtype)
     low_w, low_b = low[:, :-1].to(weight.dtype), low[:, -1].to(bias.dtype)
-    depth = low.size(1)
-    gamma = depth * 2.0**-24 / (1 - depth * 2.0**-24)
+    depth, unit = low.size(1), accumulation_unit(weight.device)
+    gamma = depth * unit / (1 - depth * unit)
     w_norm = weight.norm(dim=1)
     dw_norm = (low_w - weight).norm(dim=1) + gamma * low_w.norm(dim=1)
     db = (low_b - bias).abs() + gamma * low_b.abs()

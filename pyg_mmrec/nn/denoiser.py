@@ -273,7 +273,8 @@ class Denoiser(Module):
         with :math:`\bar{s}_{bi} = \tilde{s}_{bi} / (1 \mp u)` the
         largest sum that rounds to :math:`\tilde{s}_{bi}` (:math:`u` the
         unit roundoff of the screening dtype, :math:`\gamma = \gamma_{H+1}`
-        the float32 accumulation bound). It uses the actual rounding errors
+        the float32 accumulation bound, taken for truncating additions on
+        CUDA's tensor cores). It uses the actual rounding errors
         :math:`\delta`, not their worst case, so it is tight.
 
         The best :obj:`k` + :obj:`margin` screened items of a row are

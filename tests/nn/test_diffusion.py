@@ -366,3 +366,24 @@ def test_float32_accumulation_restores_both_cublas_flags():
         assert setting() == (False, False)
     finally:
         flags.allow_bf16_reduced_precision_reduction = before
+
+
+def test_screen_bound_allows_truncating_tensor_cores(monkeypatch):
+    # CUDA's tensor cores may truncate inside their block additions, so the
+    # float32 accumulation term gamma_{H+1} there uses 2^-23, not 2^-24.
+    from pyg_mmrec.nn import _screened_topk
+    cuda, cpu = torch.device('cuda'), torch.device('cpu')
+    assert _screened_topk.accumulation_unit(cuda) == 2.0**-23
+    assert _screened_topk.accumulation_unit(cpu) == 2.0**-24
+    torch.manual_seed(5)
+    weight, bias = torch.randn(50, 64), torch.randn(50)
+    low = torch.cat([weight, bias.view(-1, 1)], 1).bfloat16().float()
+    rounding = (low[:, -1] - bias).abs()
+    for device, unit in [(cpu, 2.0**-24), (cuda, 2.0**-23)]:
+        monkeypatch.setattr(_screened_topk, 'accumulation_unit',
+                            lambda _, unit=unit: unit)
+        _, bound = _screened_topk.screen_weights(weight, bias,
+                                                 torch.bfloat16)
+        gamma = 65 * unit / (1 - 65 * unit)
+        torch.testing.assert_close(bound.db, rounding + gamma *
+                                   low[:, -1].abs(), rtol=1e-6, atol=0)
