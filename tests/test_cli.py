@@ -401,8 +401,9 @@ def test_checkpoint_of_other_data_set(tmp_path, capsys, trained,
     _assert_usage_error(
         status, out, err,
         f"{ckpt}: does not fit the model built for this data set (4 users, "
-        f"5 items): 'lightgcn.embedding.weight' has shape [230, 64] in the "
-        f"checkpoint but [9, 64] in the model")
+        f"5 items; the checkpoint was trained on 'synthetic'): "
+        f"'lightgcn.embedding.weight' has shape [230, 64] in the checkpoint "
+        f"but [9, 64] in the model")
     # Resuming on a synthetic data set of another size is refused before
     # anything is written.
     out_dir = tmp_path / 'out'

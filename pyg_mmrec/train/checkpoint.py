@@ -243,9 +243,12 @@ def load_model_state(model: Recommender, ckpt: dict, path: str) -> None:
     state = model.upgrade_state_dict(ckpt['state_dict'])
     mismatch = _state_dict_mismatch(state, model.state_dict())
     if mismatch:
+        # The sizes alone can be cryptic (LightGCN's one table holds users
+        # and items): name the data set the checkpoint was trained on.
         raise CheckpointError(path, f'does not fit the model built for this '
                               f'data set ({model.num_users} users, '
-                              f'{model.num_items} items): {mismatch}')
+                              f'{model.num_items} items; the checkpoint was '
+                              f"trained on '{ckpt['dataset']}'): {mismatch}")
     try:
         model.load_state_dict(state)
     except (RuntimeError, ValueError, TypeError) as e:
