@@ -40,7 +40,7 @@ from pyg_mmrec.graph import (
     csr_of,
     csr_row_entries,
     pairs_text,
-    repeated_pairs,
+    repeated_keys,
 )
 
 #: ``scores(user_ids) -> [len(user_ids), num_items]``
@@ -146,7 +146,7 @@ class RankingEvaluator:
         for split in ('val', 'test'):
             if split not in keys:
                 continue
-            repeated = repeated_pairs(keys[split], num_items, sorted_key=True)
+            repeated = repeated_keys(keys[split], num_items)
             if repeated.size(1):
                 problems[split] = (f'the {split} edges repeat '
                                    f'{pairs_text(repeated)}: Recall@K would '

@@ -73,14 +73,16 @@ def check_user_item_edges(edge_index: Tensor, num_users: int,
             f"with torch_geometric.utils.coalesce")
 
 
-def repeated_pairs(edge_index: Tensor, num_items: int,
-                   sorted_key: bool = False) -> Tensor:
+def repeated_pairs(edge_index: Tensor, num_items: int) -> Tensor:
     r"""The user-item pairs :obj:`edge_index` holds more than once, as
-    ``[2, R]`` sorted pairs, one per extra copy (``O(E log E)``). With
-    :obj:`sorted_key`, :obj:`edge_index` is given as the sorted ``[E]``
-    keys ``user * num_items + item`` instead (``O(E)``)."""
-    key = edge_index if sorted_key else (
-        edge_index[0].long() * num_items + edge_index[1].long()).sort()[0]
+    ``[2, R]`` sorted pairs, one per extra copy (``O(E log E)``)."""
+    key = edge_index[0].long() * num_items + edge_index[1].long()
+    return repeated_keys(key.sort()[0], num_items)
+
+
+def repeated_keys(key: Tensor, num_items: int) -> Tensor:
+    r""":func:`repeated_pairs` of user-item pairs given as their sorted
+    ``[E]`` keys ``user * num_items + item`` (``O(E)``)."""
     repeated = key[1:][key[1:] == key[:-1]]
     return torch.stack([repeated // num_items, repeated % num_items])
 
