@@ -241,7 +241,6 @@ def _add_recommend(sub: argparse._SubParsersAction) -> None:
 
 def _run_recommend(args: argparse.Namespace) -> int:
     from pyg_mmrec.data.hetero import SPLITS, has_split
-    from pyg_mmrec.evaluation import RankingEvaluator
     from pyg_mmrec.io import atomic_path
     from pyg_mmrec.train.run import restore, scoring
     if args.k < 1:
@@ -258,8 +257,7 @@ def _run_recommend(args: argparse.Namespace) -> int:
     users = _parse_users(args.users, model.num_users)
     k = min(args.k, model.num_items)
     with scoring(args.checkpoint):
-        top = RankingEvaluator(data).top_k(model.score_fn(data), users, k,
-                                           exclude)
+        top = model.recommend(data, users, k, exclude=exclude)
     # A user with fewer than k unseen items gets only those (the rest of
     # the row is -1).
     rows = [[item for item in row if item >= 0] for row in top.tolist()]

@@ -196,18 +196,18 @@ class Recommender(torch.nn.Module):
     def recommend(self, data: HeteroData,
                   users: Union[Tensor, Sequence[int]], k: int = 20,
                   exclude_seen: bool = True,
-                  evaluator: Optional['RankingEvaluator'] = None
-                  ) -> Tensor:
+                  evaluator: Optional['RankingEvaluator'] = None,
+                  exclude: Optional[Sequence[str]] = None) -> Tensor:
         r"""Top-:obj:`k` item ids for :obj:`users` (``[len(users), k]``),
         scored in evaluation mode (:meth:`score_fn`), excluding their
         training items when :obj:`exclude_seen`; :obj:`-1` fills the places
-        of a user with fewer than :obj:`k` items left. (``pyg-mmrec
-        recommend`` also excludes the held-out splits' items: for that, call
-        :meth:`RankingEvaluator.top_k
-        <pyg_mmrec.evaluation.RankingEvaluator.top_k>` with the splits.)"""
+        of a user with fewer than :obj:`k` items left. :obj:`exclude`, if
+        given, names the splits whose items are left out instead (``pyg-mmrec
+        recommend`` leaves out every split the data set has)."""
         from pyg_mmrec.evaluation import RankingEvaluator
         evaluator = evaluator or RankingEvaluator(data)
-        exclude = ['train'] if exclude_seen else []
+        if exclude is None:
+            exclude = ['train'] if exclude_seen else []
         return evaluator.top_k(self.score_fn(data), users, k, exclude)
 
     def extra_repr(self) -> str:
