@@ -20,6 +20,7 @@ from pyg_mmrec.evaluation import RankingEvaluator
 from pyg_mmrec.nn.models.diffmm import DIFFMM_PRESETS, DiffMMConfig
 from pyg_mmrec.nn.models.diffmm import build_diffmm
 from pyg_mmrec.train import TrainConfig, fit, resolve_device
+from pyg_mmrec.train.registry import get_spec
 
 
 def main() -> None:
@@ -38,9 +39,11 @@ def main() -> None:
 
     # Options first (TrainConfig checks them), then the data.
     config = dataclasses.replace(DiffMMConfig(), **DIFFMM_PRESETS[args.preset])
-    # The paper's recipe: Adam lr 1e-3, batch 1024, no early stopping.
-    train_config = TrainConfig(epochs=args.epochs, patience=0,
-                               seed=args.seed)
+    # The paper's recipe (learning rate, batch size, no early stopping), as
+    # the command line uses it.
+    recipe = get_spec('diffmm').train_presets[args.preset]
+    train_config = TrainConfig(**{**recipe, 'epochs': args.epochs,
+                                  'seed': args.seed})
 
     if args.dataset == 'synthetic':
         data = make_synthetic()
@@ -56,8 +59,9 @@ def main() -> None:
     sampler = BPRSampler(data['user', 'interacts', 'item'].edge_index,
                          model.num_users, model.num_items,
                          train_config.batch_size, seed=args.seed)
-    state = fit(model, data, sampler, model.configure_optimizer(1e-3),
-                RankingEvaluator(data), train_config)
+    optimizer = model.configure_optimizer(train_config.lr)
+    state = fit(model, data, sampler, optimizer, RankingEvaluator(data),
+                train_config)
     print(json.dumps({'best_epoch': state.best_epoch, 'val': state.best_val,
                       'test': state.best_test}, indent=2))
 
